@@ -1,0 +1,272 @@
+"""Best-arm identification: pick the best candidate prompt with a budget of forward calls.
+
+An *arm* is a candidate prompt; a *pull* ``(arm, example)`` evaluates that prompt on one training
+example and yields a reward in [0, 1] (1 = correct).  Pulls are expensive LLM calls, so every
+algorithm asks for them in *batches* through one callback, ``evaluate(list_of_pulls) -> rewards``,
+which the caller is expected to run concurrently (and to cache per (prompt, example)).
+
+Algorithms (``ALGORITHMS``):
+
+* ``brute-force``  -- every arm on the same ``budget // K`` examples (one batch).  ProTeGi's ``bf``.
+* ``successive-rejects`` -- Audibert & Bubeck (2010): K-1 phases; phase k brings every surviving
+  arm to ``n_k = ceil((B - K) / (logbar(K) * (K + 1 - k)))`` pulls, ``logbar(K) = 1/2 + sum_{i=2..K} 1/i``,
+  then rejects the arm with the lowest empirical mean.  One batch per phase.
+* ``successive-halving`` -- Karnin, Koren & Somekh (2013): ``ceil(log2 K)`` rounds; round r gives
+  each surviving arm ``floor(B / (|S_r| * ceil(log2 K)))`` more pulls, then keeps the top
+  ``ceil(|S_r| / 2)``.  One batch per round.
+* ``ucb`` / ``ucb-e`` -- batched UCB as in ProTeGi's ``UCBBanditEvaluator`` (microsoft/LMOps,
+  ``prompt_optimization/evaluators.py``): each round draws ``samples_per_eval`` examples, picks the
+  ``arms_per_round`` arms with the highest index and evaluates them all on that sample.
+  Index for ``ucb``:   ``mean_i + c * sqrt(log(t) / n_i)``, t = total pulls so far (UCB1).
+  Index for ``ucb-e``: ``mean_i + sqrt(a / n_i)`` (Audibert & Bubeck's UCB-E).
+  The recommendation is the arm with the highest empirical mean (as in both papers and ProTeGi).
+
+Where this module deliberately differs from the references:
+
+* ProTeGi's UCB uses the *round* index as t and picks random arms in round 0 (so round 1, with
+  log(1) = 0, is greedy); here t counts pulls, as in UCB1, and unpulled arms have an infinite index
+  (the first rounds sweep the arms in index order).  ProTeGi's ``ucb-e`` computes
+  ``mean + c * sqrt(c / n)``; here it is the paper's ``mean + sqrt(a / n)``.  With the default
+  ``c = 1`` (ProTeGi's ``--c`` default) ProTeGi's form is ``a = 1``.
+* UCB-E's theoretical ``a = 25/36 * (B - K) / H1`` needs the unknown hardness
+  ``H1 = sum_i 1 / gap_i**2``.  The default assumes every gap is ``DEFAULT_GAP`` (0.1, i.e. ten accuracy
+  points): ``a = 25/36 * (B - K) * DEFAULT_GAP**2 / (K - 1)``, floored at 1 (ProTeGi's value).
+  Larger ``a`` explores more (towards uniform allocation), smaller ``a`` is greedier.
+* Successive halving ranks on the cumulative mean of all pulls so far (Karnin et al. use only the
+  current round's samples); ProTeGi's code keeps arms scoring >= the round average, here it is the
+  paper's top half.  SR's n_1 and SH's t_r are at least 1 (budget permitting), so tiny budgets
+  still eliminate on data (ProTeGi's SR forces at least 4 samples per phase).
+
+Sampling and budget rules, common to all algorithms:
+
+* Never more than ``budget`` pulls.  If ``budget < K`` arms ``0 .. budget-1`` get one pull each
+  (on one shared example) and all arms are ranked by mean.  With one arm nothing is pulled.
+* Examples come from ``random.Random(seed)``.  All arms of a batch see the SAME examples (a paired
+  comparison, as in ProTeGi), chosen among examples none of them has seen yet; an (arm, example)
+  pair is never pulled twice.  An arm that has seen every example has an exact training mean and
+  is never pulled again, so budget may be left unspent when the pool is small.
+* Ties are broken towards the lower arm index: it ranks first, is preferred by UCB, and the higher
+  index is the one rejected.  Arms never pulled have mean 0.0.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Callable
+
+Pull = tuple[int, int]  # (arm index, example index)
+EvaluateBatch = Callable[[list[Pull]], list[float]]  # one reward per pull, same order
+
+ALGORITHMS = ("brute-force", "ucb", "ucb-e", "successive-rejects", "successive-halving")
+DEFAULT_GAP = 0.1  # assumed gap between arms for UCB-E's default exploration parameter
+
+
+@dataclass
+class BanditResult:
+    algorithm: str
+    means: list[float]  # empirical mean reward per arm (0.0 where never pulled)
+    pulls: list[int]  # pulls per arm
+    spent: int  # total pulls made (== sum(pulls)); never exceeds the budget
+    ranking: list[int]  # arm indices, best first
+    rounds: list[dict] = field(default_factory=list)  # per round: {"pulls": n, "active": [...], ...}
+
+    def best(self, k: int = 1) -> list[int]:
+        return self.ranking[:k]
+
+
+class _Run:
+    """Book-keeping shared by the algorithms: budget, per-arm statistics, paired batches."""
+
+    def __init__(self, n_arms: int, n_examples: int, budget: int, evaluate: EvaluateBatch, seed: int):
+        self.n_arms, self.n_examples, self.budget, self.evaluate = n_arms, n_examples, budget, evaluate
+        self.rng = random.Random(seed)
+        self.sums = [0.0] * n_arms
+        self.pulls = [0] * n_arms
+        self.seen: list[set[int]] = [set() for _ in range(n_arms)]
+        self.spent = 0
+        self.rounds: list[dict] = []
+
+    @property
+    def left(self) -> int:
+        return self.budget - self.spent
+
+    def mean(self, arm: int) -> float:
+        return self.sums[arm] / self.pulls[arm] if self.pulls[arm] else 0.0
+
+    def by_mean(self, arms) -> list[int]:
+        """Arms sorted best first: higher empirical mean, then lower index."""
+        return sorted(arms, key=lambda i: (-self.mean(i), i))
+
+    def batch(self, arms: list[int], m: int, partial: bool = False) -> int:
+        """Pull every arm in ``arms`` on the same ``m`` examples, in ONE call to ``evaluate``.
+
+        ``m`` shrinks to fit the budget; if not even one pull per arm fits, the first arms get one
+        pull each when ``partial`` is true, otherwise nothing happens.  Examples are drawn at
+        random, preferring those unseen by every arm in ``arms``; an arm skips examples it has
+        already seen.  Returns the number of pulls made.
+        """
+        m = min(m, self.n_examples)
+        if not arms or m <= 0 or self.left <= 0:
+            return 0
+        if len(arms) * m > self.left:
+            m = self.left // len(arms)
+            if m == 0:
+                if not partial:
+                    return 0
+                arms, m = arms[: self.left], 1
+        seen_by_any = set().union(*(self.seen[a] for a in arms))
+        fresh = [e for e in range(self.n_examples) if e not in seen_by_any]
+        sample = self.rng.sample(fresh, min(m, len(fresh)))
+        if len(sample) < m:  # pool nearly exhausted: add examples seen by the fewest of these arms
+            rest = [e for e in range(self.n_examples) if e in seen_by_any]
+            self.rng.shuffle(rest)
+            rest.sort(key=lambda e: sum(e in self.seen[a] for a in arms))  # stable: random among equals
+            sample += rest[: m - len(sample)]
+        pulls = [(a, e) for a in arms for e in sample if e not in self.seen[a]]
+        if not pulls:
+            return 0
+        rewards = list(self.evaluate(pulls))
+        if len(rewards) != len(pulls):
+            raise ValueError(f"evaluate returned {len(rewards)} rewards for {len(pulls)} pulls")
+        for (a, e), r in zip(pulls, rewards):
+            self.sums[a] += float(r)
+            self.pulls[a] += 1
+            self.seen[a].add(e)
+        self.spent += len(pulls)
+        return len(pulls)
+
+    def log(self, pulls: int, active: list[int], **extra) -> None:
+        self.rounds.append({"pulls": pulls, "active": list(active), **extra})
+
+    def result(self, algorithm: str, ranking: list[int]) -> BanditResult:
+        means = [self.mean(i) for i in range(self.n_arms)]
+        return BanditResult(algorithm, means, list(self.pulls), self.spent, ranking, self.rounds)
+
+
+def _brute_force(run: _Run) -> list[int]:
+    arms = list(range(run.n_arms))
+    run.log(run.batch(arms, run.budget // run.n_arms), arms)
+    return run.by_mean(arms)
+
+
+def _successive_rejects(run: _Run) -> list[int]:
+    K = run.n_arms
+    logbar = 0.5 + sum(1.0 / i for i in range(2, K + 1))
+    active, rejected, n_prev = list(range(K)), [], 0
+    for k in range(1, K):
+        n_k = max(1, math.ceil((run.budget - K) / (logbar * (K + 1 - k))))
+        pulled = run.batch(active, n_k - n_prev)
+        n_prev = n_k
+        worst = run.by_mean(active)[-1]
+        run.log(pulled, active, eliminated=[worst])
+        active = [i for i in active if i != worst]
+        rejected.append(worst)
+    return run.by_mean(active) + rejected[::-1]
+
+
+def _successive_halving(run: _Run) -> list[int]:
+    K = run.n_arms
+    n_rounds = math.ceil(math.log2(K))
+    active, dropped = list(range(K)), []
+    for _ in range(n_rounds):
+        pulled = run.batch(active, max(1, run.budget // (len(active) * n_rounds)))
+        ranked = run.by_mean(active)
+        keep = ranked[: math.ceil(len(active) / 2)]
+        run.log(pulled, active, eliminated=ranked[len(keep):])
+        dropped.append(ranked[len(keep):])
+        active = keep
+    return run.by_mean(active) + [i for group in reversed(dropped) for i in group]
+
+
+def _ucb(run: _Run, index: Callable[[int], float], samples_per_eval: int, arms_per_round: int) -> list[int]:
+    while run.left > 0:
+        eligible = [i for i in range(run.n_arms) if run.pulls[i] < run.n_examples]
+        if not eligible:
+            break
+        score = {i: index(i) if run.pulls[i] else math.inf for i in eligible}
+        chosen = sorted(eligible, key=lambda i: (-score[i], i))[:arms_per_round]
+        pulled = run.batch(chosen, samples_per_eval, partial=True)
+        if not pulled:
+            break
+        run.log(pulled, chosen)
+    return run.by_mean(range(run.n_arms))
+
+
+def default_ucb_e_a(n_arms: int, budget: int) -> float:
+    """UCB-E's a = 25/36 * (B - K) / H1 with H1 = (K - 1) / DEFAULT_GAP**2, floored at 1."""
+    return max(1.0, 25 / 36 * (budget - n_arms) * DEFAULT_GAP**2 / max(1, n_arms - 1))
+
+
+def select(
+    algorithm: str,
+    n_arms: int,
+    n_examples: int,
+    budget: int,
+    evaluate: EvaluateBatch,
+    *,
+    seed: int = 0,
+    c: float = 1.0,
+    a: float | None = None,
+    samples_per_eval: int = 8,
+    arms_per_round: int = 2,
+) -> BanditResult:
+    """Rank ``n_arms`` prompts using at most ``budget`` pulls on ``n_examples`` training examples.
+
+    ``c`` is UCB's exploration constant (ProTeGi's default 1.0); ``a`` is UCB-E's exploration
+    parameter (default ``default_ucb_e_a``); ``samples_per_eval`` and ``arms_per_round`` shape the
+    UCB / UCB-E rounds.  See the module docstring for the algorithms and sampling rules.
+    """
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
+    if n_arms < 1:
+        raise ValueError("n_arms must be >= 1")
+    if n_examples < 1 or budget < 0 or samples_per_eval < 1 or arms_per_round < 1:
+        raise ValueError("need n_examples >= 1, budget >= 0, samples_per_eval >= 1, arms_per_round >= 1")
+    run = _Run(n_arms, n_examples, budget, evaluate, seed)
+    if n_arms == 1:
+        return run.result(algorithm, [0])
+    if budget < n_arms:
+        arms = list(range(budget))
+        run.log(run.batch(arms, 1), arms)
+        return run.result(algorithm, run.by_mean(range(n_arms)))
+    if algorithm == "brute-force":
+        ranking = _brute_force(run)
+    elif algorithm == "successive-rejects":
+        ranking = _successive_rejects(run)
+    elif algorithm == "successive-halving":
+        ranking = _successive_halving(run)
+    else:
+        if algorithm == "ucb":
+            def index(i: int) -> float:
+                return run.mean(i) + c * math.sqrt(math.log(max(run.spent, 1)) / run.pulls[i])
+        else:
+            a_ = default_ucb_e_a(n_arms, budget) if a is None else a
+
+            def index(i: int) -> float:
+                return run.mean(i) + math.sqrt(a_ / run.pulls[i])
+        ranking = _ucb(run, index, samples_per_eval, arms_per_round)
+    return run.result(algorithm, ranking)
+
+
+def budget_for(algorithm: str, n_arms: int, n_examples: int | None = None, *, per_arm: int = 32,
+               samples_per_eval: int = 8, arms_per_round: int = 2) -> int:
+    """A sensible default budget: ``per_arm`` pulls per arm, raised to what ``algorithm`` needs to
+    be meaningful, and capped at ``n_arms * n_examples`` (every arm on every example)."""
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
+    if n_arms <= 1:
+        return 0
+    K = n_arms
+    need = {
+        "brute-force": K,
+        # 4 pulls per arm in every round / the first phase (ProTeGi's SR minimum is 4)
+        "successive-halving": 4 * K * math.ceil(math.log2(K)),
+        "successive-rejects": K + math.ceil(4 * K * (0.5 + sum(1.0 / i for i in range(2, K + 1)))),
+        # every arm swept once, then as much again for the adaptive rounds
+        "ucb": 2 * samples_per_eval * arms_per_round * math.ceil(K / arms_per_round),
+    }
+    need["ucb-e"] = need["ucb"]
+    budget = max(per_arm * K, need[algorithm])
+    return budget if n_examples is None else min(budget, K * n_examples)

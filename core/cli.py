@@ -1,0 +1,220 @@
+"""`pgs`: the same engine as the app, headless. Configuration errors exit 2 with one line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Callable
+
+from .llm import ClientOptions, LLMError, make_model
+from .runner import Progress
+
+EXIT_CONFIG = 2
+
+
+class ConfigError(Exception):
+    """A user mistake: printed as one line, exit 2."""
+
+
+def _progress_bar(label: str) -> Callable[[Progress], None]:
+    tty = sys.stderr.isatty()
+    state = {"last": -1}
+
+    def show(p: Progress) -> None:
+        if p.total == 0:
+            return
+        pct = int(100 * p.done / p.total)
+        if not tty and pct == state["last"] and p.done != p.total:
+            return
+        if not tty and pct // 10 == state["last"] // 10 and p.done != p.total:
+            return
+        state["last"] = pct
+        width = 24
+        fill = int(width * p.done / p.total)
+        line = (f"{label} [{'#' * fill}{'.' * (width - fill)}] {p.done}/{p.total} "
+                f"cached {p.cached} failed {p.failed} tokens {p.input_tokens + p.output_tokens} "
+                f"${p.cost_usd:.4f}")
+        sys.stderr.write(("\r" + line) if tty else (line + "\n"))
+        if tty and p.done == p.total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
+
+
+def _add_task_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", required=True, help="built-in task name (pubmedqa, medqa, liar) or a CSV/JSONL file")
+    p.add_argument("--input-cols", help="custom file: comma-separated input columns")
+    p.add_argument("--label-col", help="custom file: label column")
+    p.add_argument("--id-col", help="custom file: id column (optional)")
+    p.add_argument("--choices-col", help="custom file: column with options (optional)")
+    p.add_argument("--labels", help="custom file: comma-separated allowed labels (optional)")
+    p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    p.add_argument("--val-size", type=int, help="validation split size")
+    p.add_argument("--test-size", type=int, help="test split size (custom files)")
+
+
+def load_task_from_args(a: argparse.Namespace):
+    from .tasks import BUILTIN_TASKS, TaskError, load_task, load_task_from_path
+
+    try:
+        if a.task in BUILTIN_TASKS:
+            kw: dict[str, Any] = {"seed": a.seed}
+            if a.val_size is not None:
+                kw["val_size"] = a.val_size
+            return load_task(a.task, **kw)
+        if not os.path.exists(a.task):
+            raise ConfigError(f"Unknown task '{a.task}': not a built-in task ({', '.join(BUILTIN_TASKS)}) "
+                              f"and no such file.")
+        if not a.input_cols or not a.label_col:
+            raise ConfigError("A custom data file needs --input-cols and --label-col.")
+        kw = {"input_cols": [c.strip() for c in a.input_cols.split(",") if c.strip()],
+              "label_col": a.label_col, "id_col": a.id_col, "choices_col": a.choices_col, "seed": a.seed,
+              "labels": [x.strip() for x in a.labels.split(",")] if a.labels else None}
+        if a.val_size is not None:
+            kw["val_size"] = a.val_size
+        if a.test_size is not None:
+            kw["test_size"] = a.test_size
+        return load_task_from_path(a.task, **kw)
+    except TaskError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _model(spec: str, base_url: str | None, timeout: float = 60.0, retries: int = 4):
+    try:
+        return make_model(spec, base_url=base_url, options=ClientOptions(timeout_s=timeout, max_retries=retries))
+    except LLMError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _read_prompt(a: argparse.Namespace) -> str | None:
+    if getattr(a, "prompt_file", None):
+        try:
+            with open(a.prompt_file, encoding="utf-8") as f:
+                return f.read().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"Cannot read --prompt-file {a.prompt_file}: {exc}") from None
+    return a.prompt
+
+
+def _runner(a: argparse.Namespace):
+    from .cache import CacheError, ResponseCache
+    from .runner import Runner
+
+    cache = None
+    if not getattr(a, "no_cache", False):
+        try:
+            cache = ResponseCache(getattr(a, "cache_dir", None))
+        except CacheError as exc:
+            raise ConfigError(str(exc)) from None
+    if a.concurrency < 1:
+        raise ConfigError("--concurrency must be at least 1.")
+    return Runner(cache=cache, concurrency=a.concurrency)
+
+
+def cmd_tasks(a: argparse.Namespace) -> int:
+    from .tasks import list_tasks
+
+    infos = list_tasks()
+    if a.json:
+        print(json.dumps([{"name": t.name, "title": t.title, "labels": t.labels, "sizes": t.sizes}
+                          for t in infos]))
+        return 0
+    for t in infos:
+        sizes = " ".join(f"{k}={v}" for k, v in t.sizes.items())
+        print(f"{t.name:10s} {sizes:32s} labels={','.join(t.labels)}  {t.title}")
+    return 0
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from .baselines import strategy_prompt
+    from .evaluate import evaluate
+
+    task = load_task_from_args(a)
+    if a.split not in task.splits:
+        raise ConfigError(f"Unknown split '{a.split}'. Splits: {', '.join(task.splits)}.")
+    examples = task.split(a.split)
+    if a.limit is not None:
+        examples = examples[: max(0, a.limit)]
+    prompt = _read_prompt(a)
+    try:
+        prompt = strategy_prompt(a.strategy, task, base_prompt=prompt, seed=a.seed)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    model = _model(a.model, a.base_url, a.timeout, a.retries)
+    runner = _runner(a)
+    report = evaluate(prompt, examples, model, task=task, runner=runner,
+                      progress=None if a.quiet else _progress_bar(f"{a.task}/{a.split}"))
+    if report.fatal:
+        raise ConfigError(report.fatal)
+    s = report.summary()
+    s.update({"task": task.name, "split": a.split, "model": a.model, "strategy": a.strategy})
+    if a.json:
+        print(json.dumps(s))
+    else:
+        lo, hi = s["ci_low"], s["ci_high"]
+        print(f"accuracy {s['accuracy']:.3f} (95% CI {lo:.3f}-{hi:.3f})  n={s['n']}  unparsed={s['unparsed']}  "
+              f"errors={s['errors']}  calls={s['calls']}  cached={s['cached']}  "
+              f"tokens={s['input_tokens']}+{s['output_tokens']}  cost=${s['cost_usd']:.4f}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pgs", description="Prompt Gradient Studio (headless)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    t = sub.add_parser("tasks", help="list built-in tasks and split sizes")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(fn=cmd_tasks)
+
+    e = sub.add_parser("evaluate", help="score one prompt on a split")
+    _add_task_args(e)
+    e.add_argument("--split", default="val", help="train, val or test (default val)")
+    e.add_argument("--model", required=True, help="model spec, e.g. openai:gpt-4o-mini")
+    _add_model_args(e)
+    e.add_argument("--prompt", default="You are a helpful, creative, and smart assistant.")
+    e.add_argument("--prompt-file")
+    e.add_argument("--strategy", default="zero-shot", help="zero-shot | cot | few-shot:K (default zero-shot)")
+    e.add_argument("--limit", type=int, help="only the first N questions of the split")
+    e.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.set_defaults(fn=cmd_evaluate)
+
+    try:
+        from . import cli_optimize
+    except ImportError:
+        cli_optimize = None
+    if cli_optimize is not None:
+        cli_optimize.add_commands(sub, _add_task_args, _add_model_args)
+    return p
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8088/v1")
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per call (default 60)")
+    p.add_argument("--retries", type=int, default=4, help="SDK retries on 429/5xx (default 4)")
+    p.add_argument("--no-cache", action="store_true", help="bypass the response cache")
+    p.add_argument("--cache-dir", help="cache folder (default ./cache or PGS_CACHE_DIR)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    try:
+        return int(a.fn(a) or 0)
+    except ConfigError as exc:
+        print(f"pgs: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except LLMError as exc:
+        print(f"pgs: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        print("pgs: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

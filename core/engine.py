@@ -1,0 +1,128 @@
+"""What a proposal engine needs during one step: models, runner, templates, seeds, accounting."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from .evaluate import EvalRow, forward_request, row_for
+from .llm import ChatModel, Completion, LLMError, Request
+from .meta_prompts import Templates
+from .runner import CancelToken, Progress, Runner
+from .tasks import Example, Task
+
+PhaseProgress = Callable[[str, Progress], None]
+
+
+class Cancelled(Exception):
+    """The person pressed stop: finished calls are cached, nothing half-recorded."""
+
+
+@dataclass
+class Spend:
+    """Calls, tokens and cost actually made (cache hits count as saved, not spent)."""
+
+    calls: int = 0
+    cached: int = 0
+    failed: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    saved_usd: float = 0.0
+
+    def add(self, c: Completion) -> None:
+        if c.cached:
+            self.cached += 1
+            self.saved_usd += c.saved_usd
+            return
+        if c.error is not None and not c.input_tokens:
+            self.failed += 1
+            return
+        self.calls += 1
+        self.input_tokens += c.input_tokens
+        self.output_tokens += c.output_tokens
+        self.cost_usd += c.cost_usd
+
+    def merge(self, other: "Spend") -> None:
+        for k in self.__dataclass_fields__:
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+
+    def to_json(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def normalise(prompt: str) -> str:
+    return re.sub(r"\s+", " ", prompt).strip().lower()
+
+
+def task_text(task: Task, ex: Example) -> str:
+    """The example as the optimiser sees it in error lists: inputs (and options), no instructions."""
+    parts = [v for v in ex.inputs.values()]
+    if ex.choices:
+        parts.append("\n".join(f"{k}. {v}" for k, v in ex.choices.items()))
+    return "\n".join(parts)
+
+
+@dataclass
+class StepContext:
+    task: Task
+    runner: Runner
+    forward_model: ChatModel
+    backward_model: ChatModel
+    templates: Templates
+    train: list[Example]
+    seed: int
+    attempt: int = 0
+    prefix: str = ""
+    cancel: CancelToken | None = None
+    on_progress: PhaseProgress | None = None
+    spend: Spend = field(default_factory=Spend)
+    keys: list[str] = field(default_factory=list)
+    forward_max_tokens: int = 512
+    _examples: dict[str, Example] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for split in self.task.splits.values():
+            for ex in split:
+                self._examples[ex.id] = ex
+
+    @property
+    def cancelled(self) -> bool:
+        return bool(self.cancel and self.cancel.cancelled)
+
+    def task_text(self, example_id: str) -> str:
+        return task_text(self.task, self._examples[example_id])
+
+    def example(self, example_id: str) -> Example:
+        return self._examples[example_id]
+
+    async def _run(self, model: ChatModel, reqs: Sequence[Request], phase: str) -> list[Completion]:
+        if self.cancelled:
+            raise Cancelled()
+        res = await self.runner.arun(model, reqs, cancel=self.cancel,
+                                     progress=(lambda p: self.on_progress(phase, p)) if self.on_progress else None)
+        for c in res.completions:
+            if c.error != "cancelled before it started":
+                self.spend.add(c)
+            if c.key:
+                self.keys.append(c.key)
+        if res.fatal:
+            raise LLMError(res.fatal)
+        if res.cancelled:
+            raise Cancelled()
+        return res.completions
+
+    async def backward(self, reqs: Sequence[Request], phase: str = "backward") -> list[Completion]:
+        return await self._run(self.backward_model, reqs, phase)
+
+    async def forward(self, reqs: Sequence[Request], phase: str = "forward") -> list[Completion]:
+        return await self._run(self.forward_model, reqs, phase)
+
+
+async def forward_batch(ctx: StepContext, prompts: Sequence[str], examples: Sequence[Example],
+                        phase: str = "forward") -> list[EvalRow]:
+    """Answer each (prompt, example) pair with the forward model; one row per pair."""
+    reqs = [forward_request(p, ctx.task, ex, max_tokens=ctx.forward_max_tokens) for p, ex in zip(prompts, examples)]
+    comps = await ctx.forward(reqs, phase=phase)
+    return [row_for(ctx.task, ex, c) for ex, c in zip(examples, comps)]

@@ -1,0 +1,157 @@
+"""Run one prompt over examples and keep one row per question: `EvalReport`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Sequence
+
+from .llm import ChatModel, Completion, Request
+from .metrics import accuracy, macro_f1, wilson_interval
+from .runner import CancelToken, ProgressFn, Runner
+from .tasks import Example, Task
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+FORWARD_MAX_TOKENS = 512
+
+
+@dataclass
+class EvalRow:
+    id: str
+    input: str
+    gold: str
+    raw_output: str
+    parsed: str | None  # None = unparsed (counted wrong)
+    correct: bool
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    cached: bool = False
+    error: str | None = None
+    key: str = ""
+
+    @property
+    def status(self) -> str:
+        if self.error:
+            return "error"
+        if self.parsed is None:
+            return "unparsed"
+        return "correct" if self.correct else "wrong"
+
+
+@dataclass
+class EvalReport:
+    prompt: str
+    rows: list[EvalRow]
+    labels: list[str] = field(default_factory=list)
+    cancelled: bool = False
+    fatal: str | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.rows)
+
+    @property
+    def accuracy(self) -> float:
+        return accuracy([r.correct for r in self.rows])
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return wilson_interval(sum(r.correct for r in self.rows), self.n)
+
+    @property
+    def macro_f1(self) -> float:
+        return macro_f1([r.gold for r in self.rows], [r.parsed for r in self.rows], self.labels)
+
+    @property
+    def unparsed(self) -> int:
+        return sum(1 for r in self.rows if r.parsed is None and not r.error)
+
+    @property
+    def errors(self) -> int:
+        return sum(1 for r in self.rows if r.error)
+
+    @property
+    def failures(self) -> list[EvalRow]:
+        return [r for r in self.rows if not r.correct and not r.error]
+
+    def correct_by_id(self) -> dict[str, bool]:
+        return {r.id: r.correct for r in self.rows}
+
+    def summary(self) -> dict:
+        lo, hi = self.interval
+        return {
+            "accuracy": self.accuracy, "ci_low": lo, "ci_high": hi, "macro_f1": self.macro_f1,
+            "n": self.n, "correct": sum(r.correct for r in self.rows), "unparsed": self.unparsed,
+            "errors": self.errors, "calls": sum(1 for r in self.rows if not r.cached and not r.error),
+            "cached": sum(r.cached for r in self.rows),
+            "input_tokens": sum(r.input_tokens for r in self.rows),
+            "output_tokens": sum(r.output_tokens for r in self.rows),
+            "cost_usd": round(sum(r.cost_usd for r in self.rows), 6),
+            "cancelled": self.cancelled,
+        }
+
+    def to_dataframe(self) -> "pd.DataFrame":
+        import pandas as pd
+
+        df = pd.DataFrame([asdict(r) for r in self.rows])
+        if not df.empty:
+            df["status"] = [r.status for r in self.rows]
+        return df
+
+    def to_json(self) -> dict:
+        return {"prompt": self.prompt, "labels": self.labels, "cancelled": self.cancelled,
+                "fatal": self.fatal, "rows": [asdict(r) for r in self.rows]}
+
+    @staticmethod
+    def from_json(d: dict) -> "EvalReport":
+        return EvalReport(d["prompt"], [EvalRow(**r) for r in d["rows"]], d.get("labels", []),
+                          d.get("cancelled", False), d.get("fatal"))
+
+
+def forward_request(prompt: str, task: Task, ex: Example, *, max_tokens: int = FORWARD_MAX_TOKENS,
+                    use_cache: bool = True) -> Request:
+    """The forward call: the prompt under optimisation as system message, the fixed question template as user."""
+    return Request.chat(prompt if prompt.strip() else None, task.render(ex), temperature=0.0,
+                        max_tokens=max_tokens, use_cache=use_cache, tag="forward")
+
+
+def row_for(task: Task, ex: Example, c: Completion) -> EvalRow:
+    parsed = task.parse(c.text) if c.error is None else None
+    return EvalRow(id=ex.id, input=task.render(ex), gold=ex.label, raw_output=c.text, parsed=parsed,
+                   correct=parsed == ex.label, input_tokens=c.input_tokens, output_tokens=c.output_tokens,
+                   cost_usd=c.cost_usd, cached=c.cached, error=c.error, key=c.key)
+
+
+def report_from(prompt: str, task: Task, examples: Sequence[Example], completions: Sequence[Completion],
+                *, cancelled: bool = False, fatal: str | None = None) -> EvalReport:
+    rows = [row_for(task, ex, c) for ex, c in zip(examples, completions)]
+    return EvalReport(prompt, rows, list(task.labels), cancelled, fatal)
+
+
+async def aevaluate(prompt: str, examples: Sequence[Example], model: ChatModel, *, task: Task,
+                    runner: Runner, progress: ProgressFn | None = None, cancel: CancelToken | None = None,
+                    use_cache: bool = True, max_tokens: int = FORWARD_MAX_TOKENS) -> EvalReport:
+    reqs = [forward_request(prompt, task, ex, max_tokens=max_tokens, use_cache=use_cache) for ex in examples]
+    res = await runner.arun(model, reqs, progress=progress, cancel=cancel)
+    return report_from(prompt, task, examples, res.completions, cancelled=res.cancelled, fatal=res.fatal)
+
+
+def evaluate(prompt: str, examples: Sequence[Example], model: ChatModel, *, task: Task,
+             runner: Runner | None = None, progress: ProgressFn | None = None,
+             cancel: CancelToken | None = None, use_cache: bool = True,
+             max_tokens: int = FORWARD_MAX_TOKENS) -> EvalReport:
+    """Score `prompt` on `examples` (synchronous; see `aevaluate`)."""
+    from .runner import run_sync
+
+    runner = runner or Runner()
+
+    async def go() -> EvalReport:
+        try:
+            return await aevaluate(prompt, examples, model, task=task, runner=runner, progress=progress,
+                                   cancel=cancel, use_cache=use_cache, max_tokens=max_tokens)
+        finally:
+            await model.aclose()
+
+    return run_sync(go())

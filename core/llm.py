@@ -1,0 +1,391 @@
+"""Chat models: spec strings, the OpenAI and Anthropic providers, usage and cost.
+
+A `ChatModel` knows how to make one call (`acomplete`); a `Completion` is what came back.
+Caching and concurrency live in `core/runner.py`; keys never leave this module's clients.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Protocol
+
+OLLAMA_BASE_URL = "http://localhost:11434/v1"
+PROVIDERS = ("openai", "anthropic", "ollama", "openai-compatible")
+
+# USD per 1M tokens (input, output), as published by the providers on this date.
+PRICES_DATE = "2025-06-01"
+PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "o4-mini": (1.10, 4.40),
+    "gpt-3.5-turbo": (0.50, 1.50),
+    "claude-3-5-haiku": (0.80, 4.00),
+    "claude-3-5-sonnet": (3.00, 15.00),
+    "claude-3-7-sonnet": (3.00, 15.00),
+    "claude-sonnet-4": (3.00, 15.00),
+    "claude-opus-4": (15.00, 75.00),
+    "claude-3-haiku": (0.25, 1.25),
+}
+_price_overrides: dict[str, tuple[float, float]] = {}
+
+
+class LLMError(RuntimeError):
+    """A provider problem the user must fix (bad key, unknown model, unreachable server)."""
+
+
+class AuthError(LLMError):
+    """The provider rejected the credentials: the whole batch stops."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    provider: str  # one of PROVIDERS (or a registered test provider)
+    model: str
+    base_url: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.provider}:{self.model}"
+
+    @property
+    def is_local(self) -> bool:
+        return self.provider in ("ollama", "openai-compatible")
+
+
+def parse_spec(spec: str, base_url: str | None = None) -> ModelSpec:
+    """'openai:gpt-4o-mini', 'anthropic:claude-3-5-haiku-latest', 'ollama:llama3.2',
+    'openai-compatible:<model>' (needs base_url). A base_url given with 'openai:' makes
+    it an OpenAI-compatible server."""
+    spec = (spec or "").strip()
+    if ":" not in spec:
+        raise LLMError(f"Model spec '{spec}' needs a provider prefix, e.g. openai:gpt-4o-mini "
+                       f"(providers: {', '.join(PROVIDERS)}).")
+    provider, model = spec.split(":", 1)
+    provider, model = provider.strip().lower(), model.strip()
+    _load_plugins()
+    if not model:
+        raise LLMError(f"Model spec '{spec}' has no model name after '{provider}:'.")
+    if provider not in PROVIDERS and provider not in _registry:
+        raise LLMError(f"Unknown provider '{provider}' in '{spec}'. Use one of: {', '.join(PROVIDERS)}.")
+    base_url = (base_url or "").strip() or None
+    if provider == "ollama":
+        base_url = base_url or os.environ.get("OLLAMA_BASE_URL") or OLLAMA_BASE_URL
+    if provider == "openai-compatible" and not base_url:
+        base_url = os.environ.get("OPENAI_BASE_URL") or None
+        if not base_url:
+            raise LLMError("openai-compatible models need a base URL (--base-url, or OPENAI_BASE_URL).")
+    if base_url and not re.match(r"^https?://", base_url):
+        raise LLMError(f"Base URL must start with http:// or https:// (got '{base_url[:80]}').")
+    return ModelSpec(provider, model, base_url)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One chat call. Everything but `use_cache` and `tag` shapes the answer and the cache key."""
+
+    messages: tuple[tuple[str, str], ...]  # (role, content); role "system" goes where each API wants it
+    temperature: float = 0.0
+    max_tokens: int = 512
+    stop: tuple[str, ...] = ()
+    sample: int = 0  # sample index: distinct, reproducible draws at temperature > 0
+    use_cache: bool = True
+    tag: str = ""  # what the call is for ("forward", "gradient", ...); not part of the key
+
+    @staticmethod
+    def chat(system: str | None, user: str, **kw: Any) -> "Request":
+        msgs = ((("system", system),) if system else ()) + (("user", user),)
+        return Request(messages=msgs, **kw)
+
+    def key_fields(self) -> dict:
+        return {
+            "messages": [list(m) for m in self.messages],
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "stop": list(self.stop),
+            "sample": self.sample,
+        }
+
+
+@dataclass
+class Completion:
+    text: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0  # what this call cost now (0 for a cache hit)
+    saved_usd: float = 0.0  # what a cache hit would have cost
+    latency_s: float = 0.0
+    cached: bool = False
+    error: str | None = None
+    model: str = ""
+    key: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_json(d: dict) -> "Completion":
+        return Completion(**{k: d[k] for k in Completion.__dataclass_fields__ if k in d})
+
+
+def set_price_overrides(prices: dict[str, tuple[float, float]]) -> None:
+    """USD per 1M tokens (input, output) by model name; replaces earlier overrides."""
+    _price_overrides.clear()
+    _price_overrides.update({k: (float(v[0]), float(v[1])) for k, v in prices.items()})
+
+
+def price_for(spec: ModelSpec) -> tuple[float, float] | None:
+    """(input, output) USD per 1M tokens; local servers are free; None when unknown."""
+    if spec.model in _price_overrides:
+        return _price_overrides[spec.model]
+    if spec.is_local or (spec.provider == "openai" and spec.base_url):
+        return (0.0, 0.0)
+    best = None
+    for name, price in PRICES.items():  # longest prefix wins: dated names share a price
+        if spec.model.startswith(name) and (best is None or len(name) > len(best[0])):
+            best = (name, price)
+    return best[1] if best else None
+
+
+def cost_of(spec: ModelSpec, input_tokens: int, output_tokens: int) -> float:
+    price = price_for(spec)
+    if price is None:
+        return 0.0
+    return (input_tokens * price[0] + output_tokens * price[1]) / 1_000_000
+
+
+def estimate_tokens(text: str) -> int:
+    """Offline estimate (about 4 characters a token); tiktoken cannot fetch its tables here."""
+    return max(1, (len(text) + 3) // 4)
+
+
+def redact(text: str, secrets: list[str | None]) -> str:
+    """Remove every secret, and any long token that shares its first 8 characters, from text."""
+    for s in secrets:
+        if s and len(s) >= 4:
+            text = text.replace(s, "***")
+            if len(s) >= 12:
+                text = re.sub(re.escape(s[:8]) + r"[\w\-\.\*]*", "***", text)
+    return text
+
+
+class ChatModel(Protocol):
+    spec: ModelSpec
+
+    async def acomplete(self, req: Request) -> Completion: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass
+class ClientOptions:
+    timeout_s: float = 60.0
+    max_retries: int = 4
+
+
+class _ProviderBase:
+    """Lazily builds one async SDK client per event loop; keys are read, never stored elsewhere."""
+
+    def __init__(self, spec: ModelSpec, api_key: str | None = None, options: ClientOptions | None = None):
+        self.spec = spec
+        self._api_key = api_key
+        self.options = options or ClientOptions()
+        self._client: Any = None
+        self._loop: Any = None
+
+    def _secrets(self) -> list[str | None]:
+        return [self._api_key, os.environ.get("OPENAI_API_KEY"), os.environ.get("ANTHROPIC_API_KEY")]
+
+    def _get_client(self) -> Any:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            self._client, self._loop = self._make_client(), loop
+        return self._client
+
+    def _make_client(self) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        client, self._client, self._loop = self._client, None, None
+        if client is not None:
+            try:
+                await client.close()
+            except Exception:
+                pass
+
+    def _error(self, exc: BaseException) -> Completion:
+        msg = redact(f"{type(exc).__name__}: {exc}", self._secrets())
+        return Completion(error=msg[:500], model=str(self.spec))
+
+    async def acomplete(self, req: Request) -> Completion:
+        t0 = time.perf_counter()
+        try:
+            client = self._get_client()
+            text, tin, tout = await self._call(client, req)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a result
+            if self._is_auth_error(exc):
+                raise AuthError(f"{self.spec.provider} rejected the API key (authentication failed). "
+                                f"Check {self._key_env()} or the key in Settings.") from None
+            return self._error(exc)
+        return Completion(text=text, input_tokens=tin, output_tokens=tout,
+                          cost_usd=cost_of(self.spec, tin, tout),
+                          latency_s=time.perf_counter() - t0, model=str(self.spec))
+
+    def _key_env(self) -> str:
+        return "OPENAI_API_KEY"
+
+    @staticmethod
+    def _is_auth_error(exc: BaseException) -> bool:
+        return type(exc).__name__ in ("AuthenticationError", "PermissionDeniedError")
+
+
+class OpenAIModel(_ProviderBase):
+    """OpenAI Chat Completions, and any OpenAI-compatible server (Ollama, vLLM, llama.cpp, LM Studio)."""
+
+    def _make_client(self) -> Any:
+        from openai import AsyncOpenAI
+
+        key = self._api_key or os.environ.get("OPENAI_API_KEY")
+        if not key:
+            if self.spec.base_url:  # local servers accept any key
+                key = "not-needed"
+            else:
+                raise LLMError("No OpenAI key: set OPENAI_API_KEY or enter a key in Settings.")
+        return AsyncOpenAI(api_key=key, base_url=self.spec.base_url or None,
+                           timeout=self.options.timeout_s, max_retries=self.options.max_retries)
+
+    async def _call(self, client: Any, req: Request) -> tuple[str, int, int]:
+        kw: dict[str, Any] = {}
+        if req.stop:
+            kw["stop"] = list(req.stop)
+        resp = await client.chat.completions.create(
+            model=self.spec.model,
+            messages=[{"role": r, "content": c} for r, c in req.messages],
+            temperature=req.temperature, max_tokens=req.max_tokens, **kw)
+        if not resp.choices:
+            raise LLMError("The server returned no choices.")
+        text = resp.choices[0].message.content or ""
+        usage = resp.usage
+        tin = int(getattr(usage, "prompt_tokens", 0) or 0) if usage else 0
+        tout = int(getattr(usage, "completion_tokens", 0) or 0) if usage else 0
+        if not usage:  # some compatible servers omit usage: estimate rather than report zero
+            tin = sum(estimate_tokens(c) for _, c in req.messages)
+            tout = estimate_tokens(text) if text else 0
+        if not text.strip():
+            raise LLMError("The model returned empty content.")
+        return text, tin, tout
+
+
+def _accepts_temperature(create: Any) -> bool:
+    """Whether this anthropic SDK's `messages.create` still takes `temperature` (removed in 1.0)."""
+    import inspect
+
+    try:
+        return "temperature" in inspect.signature(create).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class AnthropicModel(_ProviderBase):
+    """Anthropic Messages API; the system prompt goes in `system=`."""
+
+    def _key_env(self) -> str:
+        return "ANTHROPIC_API_KEY"
+
+    def _secrets(self) -> list[str | None]:
+        return super()._secrets()
+
+    def _make_client(self) -> Any:
+        from anthropic import AsyncAnthropic
+
+        key = self._api_key or os.environ.get("ANTHROPIC_API_KEY")
+        if not key:
+            raise LLMError("No Anthropic key: set ANTHROPIC_API_KEY or enter a key in Settings.")
+        kw: dict[str, Any] = {}
+        if self.spec.base_url:
+            kw["base_url"] = self.spec.base_url
+        return AsyncAnthropic(api_key=key, timeout=self.options.timeout_s,
+                              max_retries=self.options.max_retries, **kw)
+
+    async def _call(self, client: Any, req: Request) -> tuple[str, int, int]:
+        system = "\n\n".join(c for r, c in req.messages if r == "system")
+        msgs = [{"role": r, "content": c} for r, c in req.messages if r != "system"]
+        kw: dict[str, Any] = {}
+        if system:
+            kw["system"] = system
+        if req.stop:
+            kw["stop_sequences"] = list(req.stop)
+        if _accepts_temperature(client.messages.create):
+            # anthropic>=1.0 removed `temperature` (TypeError); its API version 2026-10-21 answers 400 to it
+            kw["temperature"] = req.temperature
+        resp = await client.messages.create(model=self.spec.model, messages=msgs,
+                                            max_tokens=req.max_tokens, **kw)
+        text = "".join(getattr(b, "text", "") for b in (resp.content or []))
+        usage = resp.usage
+        tin = int(getattr(usage, "input_tokens", 0) or 0)
+        tout = int(getattr(usage, "output_tokens", 0) or 0)
+        if not text.strip():
+            raise LLMError("The model returned empty content.")
+        return text, tin, tout
+
+
+# Extra providers (tests register a scripted fake through PGS_PROVIDERS="module:function").
+_registry: dict[str, Callable[..., ChatModel]] = {}
+
+
+def register_provider(name: str, factory: Callable[..., ChatModel]) -> None:
+    _registry[name] = factory
+
+
+_plugins_loaded = False
+
+
+def _load_plugins() -> None:
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for entry in filter(None, os.environ.get("PGS_PROVIDERS", "").split(",")):
+        mod, _, fn = entry.strip().partition(":")
+        getattr(importlib.import_module(mod), fn or "register")()
+
+
+@dataclass
+class ModelConfig:
+    """What the UI/CLI says about a model; `api_key` lives in memory only."""
+
+    spec: str
+    base_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    timeout_s: float = 60.0
+    max_retries: int = 4
+
+
+def make_model(spec: str | ModelSpec, base_url: str | None = None, api_key: str | None = None,
+               options: ClientOptions | None = None) -> ChatModel:
+    """Build a ChatModel from a spec string (keys come from api_key or the environment)."""
+    _load_plugins()
+    s = spec if isinstance(spec, ModelSpec) else parse_spec(spec, base_url)
+    if s.provider in _registry:
+        return _registry[s.provider](s)
+    if s.provider == "anthropic":
+        return AnthropicModel(s, api_key, options)
+    return OpenAIModel(s, api_key, options)
+
+
+def configured_providers() -> dict[str, bool]:
+    """Which providers have a key in the environment (never the key itself)."""
+    return {"openai": bool(os.environ.get("OPENAI_API_KEY")),
+            "anthropic": bool(os.environ.get("ANTHROPIC_API_KEY")),
+            "openai-compatible": bool(os.environ.get("OPENAI_BASE_URL"))}

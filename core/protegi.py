@@ -1,0 +1,186 @@
+"""ProTeGi (Pryzant et al. 2023): textual gradients from groups of errors, edits, Monte-Carlo
+paraphrases, bandit selection of the beam. Follows microsoft/LMOps `prompt_optimization`.
+
+Calls that do not depend on each other run together: every error group's pipeline
+(gradient → edits → paraphrases) is its own coroutine, and the bandit's rounds are batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+
+from . import bandits
+from .engine import Cancelled, StepContext, forward_batch, normalise
+from .evaluate import EvalReport, EvalRow
+from .lineage import CallRecord, Candidate, Gradient, Proposal
+from .llm import Request
+from .meta_prompts import extract_tagged
+
+SAMPLED_TEMPERATURE = 0.7  # LMOps samples gradients, edits and paraphrases (its chatgpt() default)
+
+
+@dataclass
+class ProtegiConfig:
+    beam: int = 4
+    minibatch: int = 64
+    n_groups: int = 4
+    errors_per_group: int = 4
+    reasons_per_group: int = 1
+    edits_per_reason: int = 1
+    paraphrases: int = 2
+    max_successors: int = 8
+    bandit: str = "ucb"  # one of bandits.ALGORITHMS, or "none"
+    bandit_budget: int = 2048  # forward calls on train samples (LMOps: 8 rounds x 8 prompts x 32)
+    samples_per_eval: int = 32
+    arms_per_round: int = 8
+    ucb_c: float = 1.0
+    max_tokens: int = 1024
+
+
+PRESETS: dict[str, ProtegiConfig] = {
+    "ProTeGi paper": ProtegiConfig(),
+    "quick": ProtegiConfig(beam=1, minibatch=16, n_groups=2, errors_per_group=3, reasons_per_group=1,
+                           edits_per_reason=1, paraphrases=1, max_successors=4,
+                           bandit="successive-halving", bandit_budget=32, samples_per_eval=8, arms_per_round=2),
+}
+
+
+def error_block(ctx: StepContext, rows: list[EvalRow]) -> str:
+    return "\n".join(ctx.templates.text("protegi.error", index=i, text=ctx.task_text(r.id), label=r.gold,
+                                        prediction=r.parsed if r.parsed is not None else "unparsed")
+                     for i, r in enumerate(rows, 1)).strip()
+
+
+def calls_per_parent(cfg: ProtegiConfig, n_failures: int) -> int:
+    """Optimiser (backward) calls for one beam prompt with `n_failures` errors, before the bandit."""
+    if n_failures == 0:
+        return 0
+    edits = cfg.n_groups * cfg.reasons_per_group
+    return cfg.n_groups + edits + edits * cfg.edits_per_reason * cfg.paraphrases
+
+
+class ProtegiEngine:
+    method = "protegi"
+
+    def __init__(self, cfg: ProtegiConfig):
+        self.cfg = cfg
+
+    async def _call(self, ctx: StepContext, template: str, values: dict, sample: int) -> tuple[str, CallRecord]:
+        msgs = ctx.templates.messages(template, **values)
+        req = Request(messages=msgs, temperature=SAMPLED_TEMPERATURE, max_tokens=self.cfg.max_tokens,
+                      sample=sample, tag=template)
+        c = (await ctx.backward([req], phase=template))[0]
+        return c.text if c.ok else "", CallRecord.of(template, msgs, c)
+
+    async def _group(self, ctx: StepContext, gi: int, parent: str, errors: list[EvalRow]) -> tuple[list[Gradient], list[Candidate]]:
+        cfg, att = self.cfg, ctx.attempt
+        errs = error_block(ctx, errors)
+        ids = [r.id for r in errors]
+        reply, rec = await self._call(ctx, "protegi.gradient",
+                                      {"prompt": parent, "errors": errs, "num_reasons": cfg.reasons_per_group}, att)
+        reasons = extract_tagged(reply, "<START>", "<END>")[: cfg.reasons_per_group]
+        flagged = not reasons and bool(reply.strip())
+        if flagged:
+            reasons = [reply.strip()]
+        grads = [Gradient(id=f"{ctx.prefix}g{gi}.{k}", text=t, failure_ids=ids, parent=parent,
+                          flagged=flagged, call=rec if k == 1 else None) for k, t in enumerate(reasons, 1)]
+
+        async def edit(g: Gradient) -> list[Candidate]:
+            reply, rec = await self._call(ctx, "protegi.edit", {"prompt": parent, "errors": errs, "reason": g.text,
+                                                                "num_edits": cfg.edits_per_reason}, att)
+            texts = extract_tagged(reply, "<START>", "<END>")[: cfg.edits_per_reason]
+            flag = not texts and bool(reply.strip())
+            if flag:
+                texts = [reply.strip().strip('"').strip()]
+            edits = [Candidate(id=f"{g.id}.e{k}", prompt=t, parent=parent, origin="edit", gradient_id=g.id,
+                               flagged=flag, call=rec if k == 1 else None) for k, t in enumerate(texts, 1)]
+
+            async def para(e: Candidate, j: int) -> Candidate | None:
+                reply, rec = await self._call(ctx, "protegi.paraphrase", {"prompt": e.prompt}, att * 100 + j)
+                text = reply.strip()
+                if text.lower().startswith("output:"):
+                    text = text[7:].strip()
+                text = text.strip('"').strip()
+                if not text:
+                    return None
+                return Candidate(id=f"{e.id}.p{j}", prompt=text, parent=parent, origin="paraphrase",
+                                 gradient_id=g.id, source_id=e.id, call=rec)
+
+            paras = await asyncio.gather(*(para(e, j) for e in edits for j in range(1, cfg.paraphrases + 1)))
+            return edits + [p for p in paras if p is not None]
+
+        cands = [c for group in await asyncio.gather(*(edit(g) for g in grads)) for c in group]
+        return grads, cands
+
+    async def _expand(self, ctx: StepContext, pi: int, parent: str, report: EvalReport) -> tuple[list[Gradient], list[Candidate]]:
+        failures = [r for r in report.rows if not r.correct and not r.error]
+        if not failures:
+            return [], []
+        rng = random.Random(f"{ctx.seed}:{pi}:groups")
+        groups = [rng.sample(failures, min(self.cfg.errors_per_group, len(failures))) for _ in range(self.cfg.n_groups)]
+        results = await asyncio.gather(*(self._group(ctx, f"{pi}.{gi}" if pi else gi, parent, errs)
+                                         for gi, errs in enumerate(groups, 1)))
+        grads = [g for gs, _ in results for g in gs]
+        cands, seen = [], {normalise(parent)}
+        for _, cs in results:
+            for c in cs:
+                if normalise(c.prompt) not in seen:
+                    seen.add(normalise(c.prompt))
+                    cands.append(c)
+        if len(cands) > self.cfg.max_successors:  # LMOps: random.sample(new_prompts, max_expansion_factor)
+            keep = set(id(c) for c in rng.sample(cands, self.cfg.max_successors))
+            cands = [c for c in cands if id(c) in keep]
+        return grads, cands
+
+    async def propose(self, ctx: StepContext, beam: list[str], reports: list[EvalReport]) -> Proposal:
+        results = await asyncio.gather(*(self._expand(ctx, i, p, r) for i, (p, r) in enumerate(zip(beam, reports))))
+        prop = Proposal()
+        seen = {normalise(p) for p in beam}
+        for grads, cands in results:
+            prop.gradients += grads
+            for c in cands:
+                if normalise(c.prompt) not in seen:
+                    seen.add(normalise(c.prompt))
+                    prop.candidates.append(c)
+        if not prop.candidates:
+            failures = sum(1 for r in reports[0].rows if not r.correct) if reports else 0
+            prop.note = ("No failures in this minibatch: nothing to learn from. Skip, or regenerate with a new sample."
+                         if failures == 0 else "The optimiser model produced no usable edits. Regenerate, or edit by hand.")
+            return prop
+        if self.cfg.bandit != "none":
+            await self.screen(ctx, beam, prop)
+        return prop
+
+    async def screen(self, ctx: StepContext, beam: list[str], prop: Proposal) -> None:
+        """Bandit selection over beam ∪ candidates on training samples; scores land on the candidates."""
+        arms = list(beam) + [c.prompt for c in prop.candidates]
+        train = ctx.train
+        loop = asyncio.get_running_loop()
+        pulled: list[str] = []
+
+        def evaluate(pulls: list[tuple[int, int]]) -> list[float]:
+            if ctx.cancelled:
+                raise Cancelled()
+            exs = [train[e] for _, e in pulls]
+            prompts = [arms[a] for a, _ in pulls]
+            fut = asyncio.run_coroutine_threadsafe(forward_batch(ctx, prompts, exs, phase="bandit"), loop)
+            rows = fut.result()
+            pulled.extend(r.key for r in rows if r.key)
+            return [1.0 if r.correct else 0.0 for r in rows]
+
+        cfg = self.cfg
+        res = await asyncio.to_thread(bandits.select, cfg.bandit, len(arms), len(train), cfg.bandit_budget, evaluate,
+                                      seed=ctx.seed, c=cfg.ucb_c, samples_per_eval=cfg.samples_per_eval,
+                                      arms_per_round=cfg.arms_per_round)
+        nb = len(beam)
+        for i, c in enumerate(prop.candidates):
+            c.score, c.pulls = res.means[nb + i], res.pulls[nb + i]
+        rank = {arm: r for r, arm in enumerate(res.ranking)}
+        order = sorted(range(len(prop.candidates)), key=lambda i: rank[nb + i])
+        prop.candidates = [prop.candidates[i] for i in order]
+        prop.bandit = {"algorithm": res.algorithm, "spent": res.spent, "budget": cfg.bandit_budget,
+                       "beam_scores": [{"prompt": beam[i], "score": res.means[i], "pulls": res.pulls[i]}
+                                       for i in range(nb)],
+                       "ranking": [arms[i] for i in res.ranking], "rounds": res.rounds, "keys": pulled}

@@ -1,0 +1,729 @@
+"""A tuning session: config, the step state machine and its append-only event log.
+
+States of the current step: (none) → proposed → decided → validated → (gate) → done.
+Every transition is one JSON line in `sessions/<id>/events.jsonl`, flushed and fsynced before
+the call returns, so a crash loses at most the call in flight and `Session.open` resumes exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import random
+import re
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .engine import Cancelled, PhaseProgress, Spend, StepContext, forward_batch, normalise
+from .evaluate import EvalReport
+from .gate import POLICIES, GateResult, gate
+from .lineage import Proposal
+from .llm import ChatModel, ClientOptions, LLMError, make_model, price_for, estimate_tokens, parse_spec
+from .meta_prompts import Templates
+from .protegi import PRESETS as PROTEGI_PRESETS, ProtegiConfig, ProtegiEngine, calls_per_parent
+from .runner import CancelToken, Runner, run_sync
+from .tasks import Example, Task, TaskError, load_custom, load_task
+from .textgrad import PRESETS as TEXTGRAD_PRESETS, MemoryItem, TextGradConfig, TextGradEngine
+
+DEFAULT_ROOT = Path(os.environ.get("PGS_SESSIONS_DIR") or Path(__file__).resolve().parent.parent / "sessions")
+METHODS = ("protegi", "textgrad")
+PRESETS = {"protegi": PROTEGI_PRESETS, "textgrad": TEXTGRAD_PRESETS}
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
+
+
+class SessionError(RuntimeError):
+    """A session that cannot be opened or advanced; the message is for the user."""
+
+
+class SessionLocked(SessionError):
+    pass
+
+
+class BudgetExceeded(SessionError):
+    pass
+
+
+@dataclass
+class SessionConfig:
+    task: dict  # {"name": "pubmedqa", "seed": 0, "val_size": 50} or {"file": "data.csv", "input_cols": [...], ...}
+    method: str = "textgrad"
+    preset: str = "AutoMedPrompt paper"
+    forward: str = "openai:gpt-4o-mini"
+    backward: str = "openai:gpt-4o"
+    forward_base_url: str | None = None
+    backward_base_url: str | None = None
+    seed_prompt: str = "You are a helpful, creative, and smart assistant."
+    seed: int = 0
+    policy: str = "strict"
+    alpha: float = 0.05
+    patience: int = 3
+    budget_usd: float | None = None
+    budget_calls: int | None = None
+    val_limit: int | None = None  # validate on the first N validation questions
+    params: dict = field(default_factory=dict)  # overrides of the preset's fields
+    templates: dict = field(default_factory=dict)  # meta-prompt overrides {name: {"system","user"}}
+    title: str = ""
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise SessionError(f"Unknown method '{self.method}'. Use one of: {', '.join(METHODS)}.")
+        if self.preset not in PRESETS[self.method]:
+            raise SessionError(f"Unknown preset '{self.preset}' for {self.method}. "
+                               f"Presets: {', '.join(PRESETS[self.method])}.")
+        if self.policy not in POLICIES:
+            raise SessionError(f"Unknown policy '{self.policy}'. Use one of: {', '.join(POLICIES)}.")
+        if not self.seed_prompt.strip():
+            raise SessionError("The seed prompt is empty: write one (the AutoMedPrompt seed is a good start).")
+        for spec, url in ((self.forward, self.forward_base_url), (self.backward, self.backward_base_url)):
+            try:
+                parse_spec(spec, url)
+            except LLMError as exc:
+                raise SessionError(str(exc)) from None
+        fields = (ProtegiConfig if self.method == "protegi" else TextGradConfig).__dataclass_fields__
+        bad = [k for k in self.params if k not in fields]
+        if bad:
+            raise SessionError(f"Unknown {self.method} settings: {', '.join(bad)}.")
+
+    def engine_config(self) -> ProtegiConfig | TextGradConfig:
+        base = PRESETS[self.method][self.preset]
+        return type(base)(**{**asdict(base), **self.params})
+
+
+@dataclass
+class Version:
+    number: int
+    prompt: str
+    step: int
+    report: EvalReport
+    origin: str  # "seed" | "candidate" | "edit"
+
+    @property
+    def accuracy(self) -> float:
+        return self.report.accuracy
+
+
+@dataclass
+class Step:
+    index: int
+    attempt: int
+    parent_version: int
+    beam: list[str]
+    minibatch_ids: list[str]
+    forward: list[EvalReport] = field(default_factory=list)
+    proposal: Proposal | None = None
+    decision: dict | None = None  # {"action", "candidate", "prompt"}
+    candidate_report: EvalReport | None = None
+    current_report: EvalReport | None = None
+    gate: GateResult | None = None
+    outcome: str | None = None  # "accepted" | "rejected" | "skipped"
+    spend: Spend = field(default_factory=Spend)
+
+    @property
+    def status(self) -> str:
+        if self.outcome:
+            return "done"
+        if self.gate is not None:
+            return "validated"
+        if self.decision is not None:
+            return "decided"
+        if self.proposal is not None:
+            return "proposed"
+        return "started"
+
+
+@dataclass
+class Models:
+    """The live models for a session; keys stay in memory, inside the SDK clients."""
+
+    forward: ChatModel
+    backward: ChatModel
+    runner: Runner
+
+    @staticmethod
+    def from_config(cfg: SessionConfig, runner: Runner, keys: dict[str, str] | None = None,
+                    options: ClientOptions | None = None) -> "Models":
+        keys = keys or {}
+
+        def build(spec: str, url: str | None) -> ChatModel:
+            s = parse_spec(spec, url)
+            return make_model(s, api_key=keys.get(s.provider), options=options)
+
+        return Models(build(cfg.forward, cfg.forward_base_url), build(cfg.backward, cfg.backward_base_url), runner)
+
+
+def new_session_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def compact_report(r: EvalReport) -> dict:
+    d = r.to_json()
+    for row in d["rows"]:
+        row.pop("input", None)  # derivable from the task
+    return d
+
+
+class Session:
+    """Open with `Session.create` or `Session.open`; one writer at a time (file lock)."""
+
+    def __init__(self, root: Path, sid: str, readonly: bool = False):
+        self.root, self.id, self.readonly = Path(root), sid, readonly
+        self.dir = self.root / sid
+        self.config: SessionConfig | None = None
+        self.task: Task | None = None
+        self.versions: list[Version] = []
+        self.steps: list[Step] = []
+        self.spend = Spend()
+        self.stopped: str | None = None
+        self.auto: dict | None = None  # the automatic run in progress: {"steps", "policy"}
+        self.events: list[dict] = []
+        self.models: Models | None = None
+        self.warnings: list[str] = []
+        self._log = None
+        self._lock = None
+
+    # ---------- files ----------
+    @property
+    def events_path(self) -> Path:
+        return self.dir / "events.jsonl"
+
+    def _acquire(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        f = open(self.dir / ".lock", "a+")
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            who = f.read().strip() or "another process"
+            f.close()
+            raise SessionLocked(f"Session {self.id} is open for writing in another process ({who}). "
+                                f"Close it there, or open this one read-only.") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}")
+        f.flush()
+        self._lock = f
+        self._log = open(self.events_path, "a", encoding="utf-8")
+
+    def close(self) -> None:
+        for f in (self._log, self._lock):
+            if f is not None:
+                try:
+                    f.close()
+                except OSError:
+                    pass
+        self._log = self._lock = None
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _emit(self, event: dict) -> dict:
+        if self.readonly or self._log is None:
+            raise SessionError("This session is open read-only.")
+        event = {"type": event.pop("type"), "ts": round(time.time(), 3), **event}
+        self._log.write(json.dumps(event, ensure_ascii=False) + "\n")
+        self._log.flush()
+        os.fsync(self._log.fileno())
+        self._apply(event)
+        return event
+
+    # ---------- construction ----------
+    @classmethod
+    def create(cls, config: SessionConfig, *, root: Path | str = DEFAULT_ROOT, models: Models | None = None,
+               data: tuple[str, bytes] | None = None, sid: str | None = None) -> "Session":
+        """Validate config, load the task (custom data is copied into the session folder), log 'created'."""
+        config.validate()
+        sid = sid or new_session_id()
+        s = cls(Path(root), sid)
+        if s.events_path.exists():
+            raise SessionError(f"Session {sid} already exists.")
+        cfg = asdict(config)
+        if data is not None:
+            name, content = data
+            safe = re.sub(r"[^A-Za-z0-9_.\-]", "_", os.path.basename(name))[:80] or "data.csv"
+            cfg["task"] = {**cfg["task"], "file": safe}
+            s._task_from(cfg["task"], content)  # validate before writing anything
+            s.dir.mkdir(parents=True, exist_ok=True)
+            (s.dir / safe).write_bytes(content)
+        s._acquire()
+        s.models = models
+        s._emit({"type": "created", "id": sid, "config": cfg})
+        return s
+
+    @classmethod
+    def open(cls, sid: str, *, root: Path | str = DEFAULT_ROOT, models: Models | None = None,
+             readonly: bool = False) -> "Session":
+        if not _ID.match(sid or ""):
+            raise SessionError(f"'{sid}' is not a session id.")
+        s = cls(Path(root), sid, readonly)
+        if not s.events_path.exists():
+            raise SessionError(f"No session '{sid}' in {s.root}.")
+        if not readonly:
+            s._acquire()
+        try:
+            for ev in s._read_events():
+                s._apply(ev)
+        except Exception:
+            s.close()
+            raise
+        s.models = models
+        return s
+
+    def _read_events(self) -> list[dict]:
+        lines = self.events_path.read_bytes().split(b"\n")
+        out = []
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                ev = json.loads(line.decode("utf-8"))
+                if not isinstance(ev, dict) or "type" not in ev:
+                    raise ValueError("not an event")
+            except (ValueError, UnicodeDecodeError):
+                if n >= len(lines) - 1:  # a torn last line from a crash: the call in flight is lost
+                    self.warnings.append(f"Ignored an incomplete last line in events.jsonl (line {n}).")
+                    if not self.readonly and self._log is not None:
+                        self._truncate_tail(sum(len(x) + 1 for x in lines[: n - 1]))
+                    break
+                raise SessionError(f"Session {self.id}: events.jsonl line {n} is corrupt; the session cannot be "
+                                   f"resumed safely. Restore the file or export what loads read-only.") from None
+            out.append(ev)
+        if not out or out[0].get("type") != "created":
+            raise SessionError(f"Session {self.id}: events.jsonl does not start with a 'created' event.")
+        return out
+
+    def _truncate_tail(self, size: int) -> None:
+        with open(self.events_path, "r+b") as f:
+            f.truncate(size)
+
+    def _task_from(self, spec: dict, content: bytes | None = None) -> Task:
+        try:
+            if "file" in spec:
+                if content is None:
+                    content = (self.dir / spec["file"]).read_bytes()
+                kw = {k: spec[k] for k in ("input_cols", "label_col", "id_col", "choices_col", "labels",
+                                           "val_size", "test_size", "seed") if spec.get(k) is not None}
+                return load_custom(content, spec["file"], **kw)
+            kw = {k: spec[k] for k in ("seed", "val_size", "train_size", "test_size") if spec.get(k) is not None}
+            return load_task(spec["name"], **kw)
+        except (TaskError, OSError) as exc:
+            raise SessionError(f"Cannot load the session's task: {exc}") from None
+
+    # ---------- state from events ----------
+    def _apply(self, ev: dict) -> None:
+        self.events.append(ev)
+        t = ev["type"]
+        if t == "created":
+            self.config = SessionConfig(**ev["config"])
+            self.task = self._task_from(self.config.task)
+        elif t == "baseline":
+            rep = self._report(ev["report"])
+            self.versions = [Version(0, ev["prompt"], 0, rep, "seed")]
+        elif t == "step_started":
+            step = Step(ev["step"], ev["attempt"], ev["parent_version"], ev["beam"], ev["minibatch_ids"])
+            if self.steps and self.steps[-1].index == step.index and self.steps[-1].outcome is None:
+                step.spend = self.steps[-1].spend
+                self.steps[-1] = step
+            else:
+                self.steps.append(step)
+        elif t == "forward":
+            self.steps[-1].forward = [self._report(r) for r in ev["reports"]]
+        elif t == "proposal":
+            self.steps[-1].proposal = Proposal.from_json(ev["proposal"])
+        elif t == "decision":
+            self.steps[-1].decision = {k: ev.get(k) for k in ("action", "candidate", "prompt")}
+            if ev["action"] in ("reject", "skip"):
+                self.steps[-1].outcome = "rejected" if ev["action"] == "reject" else "skipped"
+        elif t == "validation":
+            st = self.steps[-1]
+            st.candidate_report = self._report(ev["candidate_report"])
+            st.current_report = self._report(ev["current_report"])
+            st.gate = GateResult.from_json(ev["gate"])
+        elif t == "gate":
+            st = self.steps[-1]
+            st.outcome = "accepted" if ev["accepted"] else "rejected"
+            if ev["accepted"]:
+                d = st.decision or {}
+                self.versions.append(Version(len(self.versions), d["prompt"], st.index, st.candidate_report,
+                                             "edit" if d.get("action") == "edit" else "candidate"))
+        elif t == "auto":
+            self.auto = {"steps": ev["steps"], "policy": ev["policy"]} if ev.get("steps") else None
+        elif t == "stopped":
+            self.stopped = ev["reason"]
+            self.auto = None
+        if "spend" in ev:
+            sp = Spend(**ev["spend"])
+            self.spend.merge(sp)
+            if self.steps and t in ("forward", "proposal", "validation"):
+                self.steps[-1].spend.merge(sp)
+
+    def _report(self, d: dict) -> EvalReport:
+        rep = EvalReport.from_json({**d, "rows": [{"input": "", **r} for r in d["rows"]]})
+        if self.task is not None:
+            for row in rep.rows:
+                if not row.input:
+                    try:
+                        row.input = self.task.render(self._example(row.id))
+                    except KeyError:
+                        pass
+        return rep
+
+    def _example(self, eid: str) -> Example:
+        if not hasattr(self, "_by_id"):
+            self._by_id = {ex.id: ex for split in self.task.splits.values() for ex in split}
+        return self._by_id[eid]
+
+    # ---------- read helpers ----------
+    @property
+    def current(self) -> Version:
+        if not self.versions:
+            raise SessionError("Score the seed prompt first (the baseline).")
+        return self.versions[-1]
+
+    @property
+    def step(self) -> Step | None:
+        return self.steps[-1] if self.steps and self.steps[-1].outcome is None else None
+
+    @property
+    def state(self) -> str:
+        if not self.versions:
+            return "new"
+        if self.stopped:
+            return "stopped"
+        return self.step.status if self.step else "ready"
+
+    def val_examples(self) -> list[Example]:
+        val = self.task.split("val")
+        return val[: self.config.val_limit] if self.config.val_limit else val
+
+    def rejections_in_a_row(self) -> int:
+        n = 0
+        for st in reversed(self.steps):
+            if st.outcome == "accepted":
+                break
+            if st.outcome in ("rejected", "skipped"):
+                n += 1
+        return n
+
+    def beam(self) -> list[str]:
+        """Prompts to expand next: the current prompt, then (ProTeGi) the best other screened prompts."""
+        cur = self.current.prompt
+        beam = [cur]
+        if self.config.method != "protegi":
+            return beam
+        size = self.config.engine_config().beam
+        last = next((s for s in reversed(self.steps) if s.outcome and s.proposal and s.proposal.bandit), None)
+        if last is not None and last.decision and last.decision.get("action") != "reject":
+            for p in last.proposal.bandit.get("ranking", []):
+                if len(beam) >= size:
+                    break
+                if normalise(p) not in {normalise(b) for b in beam}:
+                    beam.append(p)
+        return beam
+
+    def memory(self) -> list[MemoryItem]:
+        out = []
+        for st in self.steps:
+            if st.proposal and st.proposal.gradients and st.decision and st.decision.get("prompt"):
+                acc = st.candidate_report.accuracy if st.candidate_report else None
+                out.append(MemoryItem(st.decision["prompt"], acc, st.proposal.gradients[0].text,
+                                      st.outcome == "accepted"))
+        return out
+
+    # ---------- estimates and budget ----------
+    def estimate_step(self) -> dict:
+        """Calls and cost of the next step (minibatch, proposal, bandit, validation), before it runs."""
+        cfg = self.config.engine_config()
+        n_val = len(self.val_examples())
+        beam = len(self.beam()) if self.versions else 1
+        if self.config.method == "protegi":
+            fwd = beam * cfg.minibatch
+            opt = beam * calls_per_parent(cfg, cfg.errors_per_group)
+            bandit = cfg.bandit_budget if cfg.bandit != "none" else 0
+        else:
+            fwd, opt, bandit = cfg.batch_size, cfg.batch_size + 2, 0
+        calls = fwd + opt + bandit + n_val
+        return {"forward": fwd, "optimiser": opt, "bandit": bandit, "validation": n_val, "calls": calls,
+                "cost_usd": self._cost(fwd + bandit + n_val, forward=True) + self._cost(opt, forward=False)}
+
+    def estimate_baseline(self) -> dict:
+        n = len(self.val_examples())
+        return {"calls": n, "cost_usd": self._cost(n, forward=True)}
+
+    def _cost(self, calls: int, forward: bool) -> float:
+        cfg = self.config
+        spec = parse_spec(cfg.forward if forward else cfg.backward,
+                          cfg.forward_base_url if forward else cfg.backward_base_url)
+        price = price_for(spec)
+        if not price or calls == 0:
+            return 0.0
+        sample = self.task.split("val")[:20] or self.task.split("train")[:20]
+        tin = sum(estimate_tokens(self.task.render(e)) for e in sample) / max(1, len(sample))
+        tin += estimate_tokens(self.current.prompt if self.versions else cfg.seed_prompt)
+        tout = 150.0
+        if not forward:
+            tin, tout = tin * 4, 400.0
+        return calls * (tin * price[0] + tout * price[1]) / 1e6
+
+    def check_budget(self, estimate: dict) -> None:
+        cfg = self.config
+        if cfg.budget_calls is not None and self.spend.calls + estimate["calls"] > cfg.budget_calls:
+            self._stop_for_budget(f"calls: {self.spend.calls} made + about {estimate['calls']} for the next "
+                                  f"stage > budget {cfg.budget_calls}")
+        if cfg.budget_usd is not None and self.spend.cost_usd + estimate["cost_usd"] > cfg.budget_usd:
+            self._stop_for_budget(f"cost: ${self.spend.cost_usd:.4f} spent + about ${estimate['cost_usd']:.4f} "
+                                  f"for the next stage > budget ${cfg.budget_usd:.4f}")
+
+    def _stop_for_budget(self, why: str) -> None:
+        self._emit({"type": "stopped", "reason": f"budget: {why}"})
+        raise BudgetExceeded(f"Stopped before exceeding the budget ({why}).")
+
+    # ---------- actions ----------
+    def _need_models(self) -> Models:
+        if self.models is None:
+            raise SessionError("No models are connected to this session (read-only, or replay without a bundle).")
+        return self.models
+
+    def _ctx(self, step: int, attempt: int, cancel: CancelToken | None, progress: PhaseProgress | None) -> StepContext:
+        m = self._need_models()
+        return StepContext(task=self.task, runner=m.runner, forward_model=m.forward, backward_model=m.backward,
+                           templates=Templates(self.config.templates), train=self.task.split("train"),
+                           seed=hash_seed(self.config.seed, step, attempt), attempt=attempt,
+                           prefix=f"s{step}.", cancel=cancel, on_progress=progress)
+
+    def _run(self, coro_fn: Callable[[], Any]) -> Any:
+        m = self._need_models()
+
+        async def go():
+            try:
+                return await coro_fn()
+            finally:
+                await m.forward.aclose()
+                await m.backward.aclose()
+
+        return run_sync(go())
+
+    def run_baseline(self, *, progress: PhaseProgress | None = None, cancel: CancelToken | None = None) -> Version:
+        """Step 0: the seed prompt scored on validation, so the first gate compares against something real."""
+        if self.versions:
+            return self.versions[0]
+        self.check_budget(self.estimate_baseline())
+        ctx = self._ctx(0, 0, cancel, progress)
+
+        async def go():
+            rows = await forward_batch(ctx, [self.config.seed_prompt] * len(self.val_examples()),
+                                       self.val_examples(), phase="baseline")
+            return EvalReport(self.config.seed_prompt, rows, list(self.task.labels))
+
+        rep = self._run(go)
+        self._check_errors(rep, "baseline")
+        self._emit({"type": "baseline", "prompt": self.config.seed_prompt, "report": compact_report(rep),
+                    "spend": ctx.spend.to_json(), "keys": ctx.keys})
+        return self.versions[0]
+
+    def _check_errors(self, rep: EvalReport, what: str) -> None:
+        if rep.rows and rep.errors == len(rep.rows):
+            raise SessionError(f"Every call of the {what} failed ({rep.rows[0].error}). Nothing was recorded; "
+                               f"check the model settings and try again.")
+
+    def start_step(self, *, progress: PhaseProgress | None = None, cancel: CancelToken | None = None,
+                   regenerate: bool = False) -> Step:
+        """Sample the minibatch, answer it, and propose gradients and candidates."""
+        self.current  # noqa: B018 - requires the baseline
+        if self.stopped:
+            raise SessionError(f"This session has stopped ({self.stopped}).")
+        open_step = self.step
+        if open_step is not None and open_step.status not in ("started", "proposed"):
+            raise SessionError(f"Step {open_step.index} is {open_step.status}; finish it first.")
+        if open_step is not None and (open_step.status == "proposed") and not regenerate:
+            return open_step
+        index = open_step.index if open_step else (self.steps[-1].index + 1 if self.steps else 1)
+        attempt = (open_step.attempt + (1 if open_step.status == "proposed" else 0)) if open_step else 0
+        self.check_budget(self.estimate_step())
+        cfg = self.config.engine_config()
+        size = cfg.minibatch if self.config.method == "protegi" else cfg.batch_size
+        train = self.task.split("train")
+        rng = random.Random(hash_seed(self.config.seed, index, attempt, "minibatch"))
+        batch = rng.sample(train, min(size, len(train)))
+        beam = self.beam()
+        self._emit({"type": "step_started", "step": index, "attempt": attempt,
+                    "parent_version": self.current.number, "beam": beam, "minibatch_ids": [e.id for e in batch]})
+        ctx = self._ctx(index, attempt, cancel, progress)
+        engine = make_engine(self.config)
+
+        async def forward():
+            rows = await asyncio.gather(*(forward_batch(ctx, [p] * len(batch), batch, phase="minibatch") for p in beam))
+            return [EvalReport(p, r, list(self.task.labels)) for p, r in zip(beam, rows)]
+
+        reports = self._run(forward)
+        self._check_errors(reports[0], "minibatch")
+        self._emit({"type": "forward", "step": index, "reports": [compact_report(r) for r in reports],
+                    "spend": ctx.spend.to_json(), "keys": ctx.keys})
+        ctx.spend, ctx.keys = Spend(), []
+
+        async def propose():
+            if isinstance(engine, TextGradEngine):
+                return await engine.propose(ctx, beam, reports, memory=self.memory())
+            return await engine.propose(ctx, beam, reports)
+
+        prop = self._run(propose)
+        self._emit({"type": "proposal", "step": index, "proposal": prop.to_json(), "spend": ctx.spend.to_json(),
+                    "keys": ctx.keys})
+        return self.steps[-1]
+
+    def decide(self, action: str, candidate: str | None = None, prompt: str | None = None) -> Step:
+        """accept (a candidate id) | edit (your own text) | reject (all) | skip."""
+        st = self.step
+        if st is None or st.status != "proposed":
+            raise SessionError("There is no proposal waiting for a decision.")
+        if action == "accept":
+            if not candidate:
+                raise SessionError("Say which candidate to accept.")
+            try:
+                prompt = st.proposal.candidate(candidate).prompt
+            except KeyError as exc:
+                raise SessionError(str(exc.args[0])) from None
+        elif action == "edit":
+            if not (prompt or "").strip():
+                raise SessionError("The edited prompt is empty.")
+        elif action not in ("reject", "skip"):
+            raise SessionError(f"Unknown action '{action}'. Use accept, edit, reject or skip.")
+        if prompt is not None and action in ("accept", "edit") and normalise(prompt) == normalise(self.current.prompt):
+            raise SessionError("That is the current prompt unchanged; edit it, or reject.")
+        self._emit({"type": "decision", "step": st.index, "action": action, "candidate": candidate,
+                    "prompt": prompt if action in ("accept", "edit") else None})
+        return st
+
+    def validate(self, *, progress: PhaseProgress | None = None, cancel: CancelToken | None = None) -> GateResult:
+        """Score the chosen prompt and the current one on the same validation questions; compute the gate."""
+        st = self.step
+        if st is None or st.status not in ("decided", "validated"):
+            raise SessionError("Choose a candidate (or edit one) before validating.")
+        if st.gate is not None:
+            return st.gate
+        self.check_budget({"calls": len(self.val_examples()),
+                           "cost_usd": self._cost(len(self.val_examples()), forward=True)})
+        ctx = self._ctx(st.index, st.attempt, cancel, progress)
+        new_prompt, val = st.decision["prompt"], self.val_examples()
+
+        async def go():
+            cur_rows, new_rows = await asyncio.gather(
+                forward_batch(ctx, [self.current.prompt] * len(val), val, phase="validation"),
+                forward_batch(ctx, [new_prompt] * len(val), val, phase="validation"))
+            labels = list(self.task.labels)
+            return EvalReport(self.current.prompt, cur_rows, labels), EvalReport(new_prompt, new_rows, labels)
+
+        cur, new = self._run(go)
+        self._check_errors(new, "validation")
+        g = gate(self.config.policy, cur.correct_by_id(), new.correct_by_id(), self.config.alpha)
+        self._emit({"type": "validation", "step": st.index, "candidate_report": compact_report(new),
+                    "current_report": compact_report(cur), "gate": g.to_json(), "spend": ctx.spend.to_json(),
+                    "keys": ctx.keys})
+        return g
+
+    def confirm(self, accept: bool | None = None) -> Step:
+        """Record the gate: the policy's verdict, or the person's override (accept True/False)."""
+        st = self.step
+        if st is None or st.gate is None:
+            raise SessionError("Validate the chosen prompt first.")
+        verdict = st.gate.passed
+        final = verdict if accept is None else bool(accept)
+        self._emit({"type": "gate", "step": st.index, "verdict": verdict, "accepted": final,
+                    "override": accept is not None and final != verdict})
+        return self.steps[-1]
+
+    def stop(self, reason: str) -> None:
+        self._emit({"type": "stopped", "reason": reason})
+
+    # ---------- automatic policy ----------
+    def run_auto(self, steps: int, *, policy: str | None = None, on_step: Callable[["Session", Step], None] | None = None,
+                 progress: PhaseProgress | None = None, cancel: CancelToken | None = None) -> str:
+        """Run until `steps` steps are done (counting earlier ones of this run), patience, budget or cancel.
+        The automatic policy accepts the top-ranked candidate and applies the gate's verdict."""
+        if policy and policy != self.config.policy:
+            raise SessionError("The gate policy is fixed when the session is created.")
+        if not self.versions:
+            self.run_baseline(progress=progress, cancel=cancel)
+        if self.auto is None:
+            done = sum(1 for s in self.steps if s.outcome)
+            self._emit({"type": "auto", "steps": done + steps, "policy": self.config.policy})
+        target = self.auto["steps"]
+        try:
+            while sum(1 for s in self.steps if s.outcome) < target:
+                if self.rejections_in_a_row() >= self.config.patience:
+                    self._emit({"type": "stopped", "reason": f"patience: {self.config.patience} rejections in a row"})
+                    return self.stopped
+                st = self.step
+                if st is None or st.status == "started":
+                    st = self.start_step(progress=progress, cancel=cancel)
+                if st.status == "proposed":
+                    if not st.proposal.candidates:
+                        self.decide("skip")
+                        if on_step:
+                            on_step(self, st)
+                        continue
+                    self.decide("accept", candidate=st.proposal.candidates[0].id)
+                if st.status == "decided":
+                    self.validate(progress=progress, cancel=cancel)
+                if self.step is not None and self.step.status == "validated":
+                    self.confirm()
+                if on_step:
+                    on_step(self, self.steps[-1])
+        except BudgetExceeded:
+            return self.stopped or "budget"
+        self._emit({"type": "auto", "steps": None, "policy": self.config.policy})
+        return "done"
+
+
+def make_engine(cfg: SessionConfig) -> ProtegiEngine | TextGradEngine:
+    ec = cfg.engine_config()
+    return ProtegiEngine(ec) if cfg.method == "protegi" else TextGradEngine(ec)
+
+
+def hash_seed(*parts: Any) -> int:
+    """A stable seed from parts (Python's hash() of str is salted per process)."""
+    import hashlib
+
+    return int(hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:12], 16)
+
+
+def list_sessions(root: Path | str = DEFAULT_ROOT) -> list[dict]:
+    """Sessions on disk, newest first, read from their first and last events only."""
+    out = []
+    root = Path(root)
+    if not root.is_dir():
+        return out
+    for d in root.iterdir():
+        p = d / "events.jsonl"
+        if not (d.is_dir() and _ID.match(d.name) and p.is_file()):
+            continue
+        try:
+            with open(p, encoding="utf-8") as f:
+                first = json.loads(f.readline())
+            cfg = first.get("config", {})
+            task = cfg.get("task", {})
+            out.append({"id": d.name, "created": first.get("ts", 0), "method": cfg.get("method"),
+                        "task": task.get("name") or task.get("file"), "title": cfg.get("title", ""),
+                        "size": p.stat().st_size})
+        except (OSError, ValueError, AttributeError):
+            out.append({"id": d.name, "created": 0, "method": "?", "task": "(unreadable)", "title": "", "size": 0})
+    return sorted(out, key=lambda x: -x["created"])
+
+
+def delete_session(sid: str, root: Path | str = DEFAULT_ROOT) -> None:
+    import shutil
+
+    if not _ID.match(sid or ""):
+        raise SessionError(f"'{sid}' is not a session id.")
+    d = Path(root) / sid
+    s = Session(Path(root), sid)
+    s._acquire()  # refuses while another writer has it
+    s.close()
+    shutil.rmtree(d)

@@ -1,0 +1,129 @@
+"""Reading uploaded tables (CSV, TSV, JSONL, JSON arrays) into DataFrames of text, with clear errors."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+MAX_BYTES = 50 * 1024 * 1024
+MAX_ROWS = 50_000
+
+
+class TableError(ValueError):
+    """A file that cannot be read as a table; the message is one sentence for the user."""
+
+
+def _decode(data: bytes, filename: str) -> str:
+    """Text of an uploaded file: UTF-8 (with or without BOM) or UTF-16 with BOM."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError:
+            raise TableError(f"{filename} starts like UTF-16 text but cannot be decoded; save it as UTF-8.") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise TableError(
+            f"{filename} is not UTF-8 text: byte 0x{data[e.start]:02x} at line {line} (byte offset {e.start}) "
+            "is invalid; save the file with UTF-8 encoding (in Excel: \"CSV UTF-8\")."
+        ) from None
+
+
+def cell_text(value: object) -> str:
+    """A JSON value as cell text (objects and lists as JSON)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (dict, list, bool)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def _read_json_records(text: str, filename: str, max_rows: int) -> tuple[list[dict], list[int], str]:
+    """Records of a JSON array or JSON-lines text, with their line/record numbers."""
+    if filename.lower().endswith(".json") and text.lstrip().startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise TableError(f"{filename} is not valid JSON: {e.msg} at line {e.lineno}.") from None
+        if not all(isinstance(r, dict) for r in items):
+            raise TableError(f"{filename} must be a JSON array of objects (one object per example).")
+        if len(items) > max_rows:
+            raise TableError(f"{filename} has more than {max_rows:,} records; the limit is {max_rows:,}.")
+        return items, list(range(1, len(items) + 1)), "record"
+    records, numbers = [], []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise TableError(f"Line {n} of {filename} is not valid JSON ({e.msg}).") from None
+        if not isinstance(record, dict):
+            raise TableError(f"Line {n} of {filename} is not a JSON object; each line must be one {{...}} record.")
+        if len(records) >= max_rows:
+            raise TableError(f"{filename} has more than {max_rows:,} rows; the limit is {max_rows:,}.")
+        records.append(record)
+        numbers.append(n)
+    return records, numbers, "line"
+
+
+def _read_csv(text: str, filename: str, sep: str, max_rows: int) -> tuple[list[str], list[list[str]], list[int]]:
+    """Header, rows and spreadsheet row numbers of CSV/TSV text; every cell kept as text."""
+    import pandas as pd
+
+    try:
+        raw = pd.read_csv(io.StringIO(text), sep=sep, header=None, dtype=str, keep_default_na=False,
+                          na_filter=False, skip_blank_lines=False, nrows=max_rows + 2, engine="c")
+    except pd.errors.EmptyDataError:
+        raise TableError(f"{filename} is empty.") from None
+    except (pd.errors.ParserError, ValueError) as e:
+        detail = str(e).strip().splitlines()[-1].removeprefix("Error tokenizing data. C error: ")
+        raise TableError(f"Could not read {filename} as a table: {detail}.") from None
+    rows = [["" if not isinstance(v, str) else v for v in r] for r in raw.itertuples(index=False)]
+    header, body = [h.strip() for h in rows[0]], rows[1:]
+    numbers = [i + 2 for i in range(len(body))]  # spreadsheet row numbers (header = row 1)
+    keep = [(r, n) for r, n in zip(body, numbers) if any(c.strip() for c in r)]
+    if len(keep) > max_rows:
+        raise TableError(f"{filename} has more than {max_rows:,} rows; the limit is {max_rows:,}.")
+    return header, [r for r, _ in keep], [n for _, n in keep]
+
+
+def read_table(data: bytes, filename: str, *, max_bytes: int = MAX_BYTES, max_rows: int = MAX_ROWS) -> "pandas.DataFrame":
+    """A CSV/TSV/JSONL/JSON file as a DataFrame of strings; df.attrs["row_numbers"] maps rows to file rows/lines."""
+    import pandas as pd
+
+    name = Path(filename).name or "the file"
+    ext = Path(name).suffix.lower()
+    if ext not in (".csv", ".tsv", ".jsonl", ".json", ".txt"):
+        raise TableError(f"Unsupported file type '{ext or name}'; upload a .csv, .tsv, .jsonl or .json file.")
+    if len(data) > max_bytes:
+        raise TableError(f"{name} is {len(data) / 2**20:.1f} MB; the size limit is {max_bytes / 2**20:.0f} MB.")
+    text = _decode(data, name)
+    if not text.strip():
+        raise TableError(f"{name} is empty.")
+    if ext in (".jsonl", ".json"):
+        records, numbers, word = _read_json_records(text, name, max_rows)
+        columns = list(dict.fromkeys(k for r in records for k in r))
+        df = pd.DataFrame({c: [cell_text(r.get(c)) for r in records] for c in columns}, dtype=object)
+    else:
+        first = text.split("\n", 1)[0]
+        sep = "\t" if ext == ".tsv" else max((",", ";", "\t"), key=first.count)
+        header, rows, numbers = _read_csv(text, name, sep, max_rows)
+        word = "row"
+        cols: list[str] = []
+        for j, h in enumerate(header):
+            h = h or f"column {j + 1}"
+            if h in cols:
+                raise TableError(f"Column name '{h}' appears more than once in the header of {name}; names must be unique.")
+            cols.append(h)
+        df = pd.DataFrame(rows, columns=cols, dtype=object)
+        empty = [c for c, h in zip(cols, header) if not h and not any(v.strip() for v in df[c])]
+        df = df.drop(columns=empty)
+    if df.empty or not len(df.columns):
+        raise TableError(f"{name} has no data rows.")
+    df.attrs["row_numbers"], df.attrs["row_word"] = numbers, word
+    return df

@@ -1,0 +1,430 @@
+"""Tasks: examples, built-in datasets (PubMedQA, MedQA, LIAR), custom CSV/JSONL files, seeded splits.
+
+Answer parsing lives in ``core.parsing`` (``Task.parse`` calls it).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+
+from core import tables
+from core.parsing import parse_answer
+from core.tables import MAX_BYTES, MAX_ROWS, cell_text
+
+MAX_LABELS = 20
+DATA_DIR = Path(__file__).resolve().parent / "data"
+BUILTIN_TASKS: tuple[str, ...] = ("pubmedqa", "medqa", "liar")
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+class TaskError(ValueError):
+    """A task or data file that cannot be used; the message is shown to the user as is (one clear sentence)."""
+
+
+@dataclass
+class Example:
+    """One question: the input fields shown to the model, the gold label and (MCQ) the options."""
+
+    id: str
+    inputs: dict[str, str]
+    label: str
+    choices: dict[str, str] | None = None
+
+
+def answer_instruction(labels: list[str]) -> str:
+    """The answer-format sentence every template ends with."""
+    return f'Give your final answer on the last line as "Answer: <{"|".join(labels)}>".'
+
+
+_PLACEHOLDER_RE = re.compile(r"\{([^{}\n]{1,200})\}")
+
+
+@dataclass
+class Task:
+    """A labelled dataset with a fixed user-message template, seeded splits and an answer parser."""
+
+    name: str
+    title: str
+    description: str
+    labels: list[str]
+    template: str
+    splits: dict[str, list[Example]]
+    source: str = ""
+
+    def render(self, ex: Example) -> str:
+        """The user message the forward model sees (template filled)."""
+        values = dict(ex.inputs)
+        if ex.choices is not None:
+            values["options"] = format_options(ex.choices)
+        # One pass, so braces inside the inserted text are never re-read as placeholders.
+        return _PLACEHOLDER_RE.sub(lambda mt: values.get(mt.group(1), mt.group(0)), self.template)
+
+    def parse(self, text: str | None, ex: Example | None = None) -> str | None:
+        """Parsed label from a model reply, or None (= unparsed); pass ex to also match MCQ option text."""
+        return parse_answer(text, self.labels, ex.choices if ex is not None else None)
+
+    def split(self, name: str) -> list[Example]:
+        """The examples of one split ("train", "val" or "test")."""
+        if name not in self.splits:
+            raise TaskError(f"Unknown split '{name}'; use one of: {', '.join(self.splits)}.")
+        return self.splits[name]
+
+    def answer_format(self) -> str:
+        """The answer-format instruction alone (the last sentence of the template)."""
+        return answer_instruction(self.labels)
+
+    def info(self) -> TaskInfo:
+        """A summary for listings."""
+        sizes = {k: len(v) for k, v in self.splits.items()}
+        return TaskInfo(self.name, self.title, self.description, list(self.labels), sizes, self.source)
+
+
+@dataclass
+class TaskInfo:
+    """What a task listing shows."""
+
+    name: str
+    title: str
+    description: str
+    labels: list[str]
+    sizes: dict[str, int]
+    source: str
+
+
+def format_options(choices: dict[str, str]) -> str:
+    """MCQ options as 'A. text' lines."""
+    return "\n".join(f"{k}. {v}" for k, v in choices.items())
+
+
+def sample(examples: list[Example], k: int, seed: int) -> list[Example]:
+    """k examples drawn without replacement, seeded and deterministic, kept in their original order."""
+    if k < 0:
+        raise ValueError("k must be >= 0")
+    if k >= len(examples):
+        return list(examples)
+    picked = sorted(random.Random(seed).sample(range(len(examples)), k))
+    return [examples[i] for i in picked]
+
+
+def seeded_order(examples: list[Example], seed: int) -> list[Example]:
+    """Examples sorted by id, then shuffled with random.Random(seed): the same on every machine."""
+    ordered = sorted(examples, key=lambda e: (len(e.id), e.id))
+    random.Random(seed).shuffle(ordered)
+    return ordered
+
+
+def _check_size(what: str, value: int | None) -> None:
+    if value is not None and (not isinstance(value, int) or value < 0):
+        raise TaskError(f"The {what} size must be a whole number >= 0, got {value!r}.")
+
+
+def _copy(examples: list[Example]) -> list[Example]:
+    """Fresh Example objects, so callers never mutate the cached originals."""
+    return [
+        replace(e, inputs=dict(e.inputs), choices=dict(e.choices) if e.choices is not None else None)
+        for e in examples
+    ]
+
+
+# ---------------------------------------------------------------- raw data (cached)
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _context_block(labels: list[str], passages: list[str]) -> str:
+    parts = []
+    for i, passage in enumerate(passages):
+        name = labels[i] if i < len(labels) else ""
+        parts.append(passage if not name or name == "UNLABELLED" else f"{name}: {passage}")
+    return "\n\n".join(parts)
+
+
+@lru_cache(maxsize=1)
+def _pubmedqa_raw() -> tuple[dict[str, Example], tuple[str, ...]]:
+    """All 1000 PQA-L examples by PMID, and the official test PMIDs."""
+    base = DATA_DIR / "pubmedqa"
+    raw = json.loads((base / "ori_pqal.json").read_text(encoding="utf-8"))
+    test_ids = tuple(json.loads((base / "pqal_split_ids.json").read_text(encoding="utf-8"))["test"])
+    examples = {
+        pmid: Example(
+            id=pmid,
+            # Only QUESTION + CONTEXTS (the reasoning-required setting); never LONG_ANSWER or *_pred.
+            inputs={"question": r["QUESTION"], "context": _context_block(r["LABELS"], r["CONTEXTS"])},
+            label=r["final_decision"],
+        )
+        for pmid, r in raw.items()
+    }
+    return examples, test_ids
+
+
+@lru_cache(maxsize=1)
+def _medqa_raw() -> tuple[Example, ...]:
+    rows = _read_jsonl(DATA_DIR / "medqa_usmle_4opt" / "test.jsonl")
+    return tuple(
+        Example(id=str(r["realidx"]), inputs={"question": r["question"]}, label=r["answer_idx"],
+                choices={k: r["options"][k] for k in "ABCD"})
+        for r in rows
+    )
+
+
+@lru_cache(maxsize=2)
+def _liar_raw(split: str) -> tuple[Example, ...]:
+    rows = _read_jsonl(DATA_DIR / "protegi_liar" / f"{split}.jsonl")
+    # ProTeGi: id f"{split}-{i}", categories ['No', 'Yes'] with label 1 -> "Yes" (the statement is a lie).
+    return tuple(
+        Example(id=f"{split}-{i}", inputs={"text": r["text"]}, label="Yes" if int(r["label"]) == 1 else "No")
+        for i, r in enumerate(rows)
+    )
+
+
+# ---------------------------------------------------------------- built-in tasks
+
+_PUBMEDQA_BODY = "Context:\n{context}\n\nQuestion: {question}"
+_MEDQA_BODY = "Question: {question}\n\nOptions:\n{options}"
+_LIAR_BODY = "{text}\n\nIs this statement a lie? Answer Yes if it is a lie, No if it is not."
+
+
+def _pubmedqa(seed: int, val_size: int | None, train_size: int | None, test_size: int | None) -> Task:
+    examples, test_ids = _pubmedqa_raw()
+    test_set = set(test_ids)
+    pool = seeded_order([e for pmid, e in examples.items() if pmid not in test_set], seed)
+    val_n = 50 if val_size is None else val_size
+    if val_n > len(pool):
+        raise TaskError(f"PubMedQA has {len(pool)} non-test questions; the validation size must be at most {len(pool)}.")
+    rest = pool[val_n:]
+    train_n = len(rest) if train_size is None else train_size
+    if train_n > len(rest):
+        raise TaskError(f"PubMedQA: with validation {val_n}, the training size can be at most {len(rest)}.")
+    test = [examples[i] for i in test_ids]
+    if test_size is not None:
+        test = sample(test, test_size, seed)
+    labels = ["yes", "no", "maybe"]
+    return Task(
+        name="pubmedqa",
+        title="PubMedQA (PQA-L)",
+        description="Answer a biomedical research question with yes, no or maybe from the abstract "
+        "(conclusion withheld); the official 500-question test split.",
+        labels=labels,
+        template=f"{_PUBMEDQA_BODY}\n\n{answer_instruction(labels)}",
+        splits={"train": _copy(rest[:train_n]), "val": _copy(pool[:val_n]), "test": _copy(test)},
+        source="PubMedQA PQA-L, Jin et al. 2019 (github.com/pubmedqa/pubmedqa), MIT License.",
+    )
+
+
+def _medqa(seed: int, val_size: int | None, train_size: int | None, test_size: int | None) -> Task:
+    pool = seeded_order(list(_medqa_raw()), seed)
+    val_n = 100 if val_size is None else val_size
+    train_n = 200 if train_size is None else train_size
+    if val_n + train_n >= len(pool):
+        raise TaskError(f"MedQA has {len(pool)} questions; validation + training must leave at least one for test.")
+    test = pool[val_n + train_n:]
+    if test_size is not None:
+        test = test[:test_size]
+    labels = ["A", "B", "C", "D"]
+    return Task(
+        name="medqa",
+        title="MedQA (USMLE, 4 options)",
+        description="Pick the single best option (A-D) for a USMLE-style clinical question; "
+        "train and validation are carved from the 1,273-question test file.",
+        labels=labels,
+        template=f"{_MEDQA_BODY}\n\n{answer_instruction(labels)}",
+        splits={"train": _copy(pool[val_n:val_n + train_n]), "val": _copy(pool[:val_n]), "test": _copy(test)},
+        source="MedQA, Jin et al. 2020 (github.com/jind11/MedQA), MIT License; copy from "
+        "xk-huang/medagents-benchmark (MIT).",
+    )
+
+
+def _liar(seed: int, val_size: int | None, train_size: int | None, test_size: int | None) -> Task:
+    pool = seeded_order(list(_liar_raw("train")), seed)
+    val_n = 100 if val_size is None else val_size
+    if val_n >= len(pool):
+        raise TaskError(f"LIAR has {len(pool)} training statements; the validation size must be below that.")
+    rest = pool[val_n:]
+    train_n = len(rest) if train_size is None else min(train_size, len(rest))
+    test = list(_liar_raw("test"))
+    if test_size is not None:
+        test = test[:test_size]  # as ProTeGi: the first n test examples in file order
+    labels = ["No", "Yes"]
+    return Task(
+        name="liar",
+        title="LIAR (ProTeGi binary)",
+        description="Decide whether a political statement, with its speaker and context, is a lie (Yes) "
+        "or not (No), as in ProTeGi's LIAR task.",
+        labels=labels,
+        template=f"{_LIAR_BODY}\n\n{answer_instruction(labels)}",
+        splits={"train": _copy(rest[:train_n]), "val": _copy(pool[:val_n]), "test": _copy(test)},
+        source="LIAR (Wang 2017) as shipped in microsoft/LMOps prompt_optimization (MIT); "
+        "underlying data license unknown.",
+    )
+
+
+_BUILDERS = {"pubmedqa": _pubmedqa, "medqa": _medqa, "liar": _liar}
+
+
+def load_task(name: str, *, seed: int = 0, val_size: int | None = None, train_size: int | None = None,
+              test_size: int | None = None) -> Task:
+    """A built-in task with seeded splits (the same ids for the same seed on every machine)."""
+    key = (name or "").strip().lower()
+    if key not in _BUILDERS:
+        raise TaskError(f"Unknown task '{name}'. Built-in tasks: {', '.join(BUILTIN_TASKS)}.")
+    for what, value in (("validation", val_size), ("training", train_size), ("test", test_size)):
+        _check_size(what, value)
+    return _BUILDERS[key](int(seed), val_size, train_size, test_size)
+
+
+def list_tasks() -> list[TaskInfo]:
+    """The built-in tasks with their default split sizes."""
+    return [load_task(name).info() for name in BUILTIN_TASKS]
+
+
+# ---------------------------------------------------------------- custom files
+
+
+def read_table(data: bytes, filename: str, *, max_bytes: int = MAX_BYTES, max_rows: int = MAX_ROWS) -> "pandas.DataFrame":
+    """A CSV/TSV/JSONL/JSON file as a DataFrame of strings (see core.tables); TaskError if unusable."""
+    try:
+        return tables.read_table(data, filename, max_bytes=max_bytes, max_rows=max_rows)
+    except tables.TableError as e:
+        raise TaskError(str(e)) from None
+
+
+def _parse_choices(cell: str) -> dict[str, str] | None:
+    """Options from a JSON object {"A": "..."}, a JSON list (lettered A, B, ...) or "A: text | B: text"."""
+    text = cell.strip()
+    if text.startswith(("{", "[")):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            return None
+        if isinstance(value, list):
+            value = {chr(65 + i): v for i, v in enumerate(value[:26])}
+        if not isinstance(value, dict):
+            return None
+        opts = {str(k).strip(): cell_text(v).strip() for k, v in value.items()}
+    else:
+        opts = {}
+        for part in text.split("|"):
+            mt = re.match(r"\s*([^:.)\s]{1,10})\s*[:.)]\s*(.+)", part, re.DOTALL)
+            if not mt:
+                return None
+            opts[mt.group(1)] = mt.group(2).strip()
+    return opts if len(opts) >= 2 and all(k and v for k, v in opts.items()) else None
+
+
+def _check_labels(raw: list[str], labels: list[str] | None, col: str, where) -> tuple[list[str], list[str]]:
+    """(task labels, each row's label spelled as in task labels)."""
+    if labels is not None:
+        labels = [str(x).strip() for x in labels]
+        canon = {x.lower(): x for x in labels}
+        if len(labels) < 2 or "" in canon or len(canon) != len(labels):
+            raise TaskError("Declare at least two distinct, non-empty labels.")
+        bad = list(dict.fromkeys(v for v in raw if v.lower() not in canon))
+        if bad:
+            shown = ", ".join(f"'{v}'" for v in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+            raise TaskError(f"Column '{col}' has labels outside the declared ones ({', '.join(labels)}): {shown}.")
+        return labels, [canon[v.lower()] for v in raw]
+    distinct = sorted(set(raw))
+    folded: dict[str, str] = {}
+    for v in distinct:
+        if v.lower() in folded:
+            raise TaskError(f"Labels '{folded[v.lower()]}' and '{v}' in column '{col}' differ only in case; make them consistent.")
+        folded[v.lower()] = v
+    if not 2 <= len(distinct) <= MAX_LABELS:
+        raise TaskError(f"Column '{col}' has {len(distinct)} distinct value(s); a label column needs between 2 and "
+                        f"{MAX_LABELS} (is it the right column?).")
+    return distinct, raw
+
+
+def load_custom(data: bytes, filename: str, *, input_cols: list[str], label_col: str, id_col: str | None = None,
+                choices_col: str | None = None, labels: list[str] | None = None, val_size: int = 50,
+                test_size: int = 100, seed: int = 0) -> Task:
+    """A Task from an uploaded CSV/JSONL file, fully validated (raises TaskError, never half-loads)."""
+    name = Path(filename).name
+    df = read_table(data, filename)
+    if not input_cols:
+        raise TaskError("Choose at least one input column.")
+    roles: dict[str, str] = {}
+    for col, role in [(c, "input") for c in input_cols] + [(label_col, "label"), (id_col, "id"), (choices_col, "options")]:
+        if col is None:
+            continue
+        if col in roles:
+            raise TaskError(f"Column '{col}' is mapped twice (as {roles[col]} and as {role}); give each column one role.")
+        roles[col] = role
+        if col not in df.columns:
+            raise TaskError(f"Column '{col}' is not in {name}; available columns: {', '.join(map(str, df.columns))}.")
+        if role == "input" and (re.search(r"[{}\n]", col) or (choices_col and col == "options")):
+            raise TaskError(f"Input column name '{col}' cannot be used in the template; rename the column.")
+    numbers, word = df.attrs["row_numbers"], df.attrs["row_word"]
+
+    def where(i: int) -> str:
+        return f"{word} {numbers[i]}"
+
+    for col in [*input_cols, label_col] + ([id_col] if id_col else []):
+        empty = [i for i, v in enumerate(df[col]) if not v.strip()]
+        if empty:
+            raise TaskError(f"Column '{col}' has {len(empty)} empty cell(s), the first at {where(empty[0])}; "
+                            "fill them or remove those rows.")
+    raw_labels = [v.strip() for v in df[label_col]]
+    choices: list[dict[str, str] | None] = [None] * len(df)
+    if choices_col:
+        for i, cell in enumerate(df[choices_col]):
+            choices[i] = _parse_choices(cell)
+            if choices[i] is None:
+                raise TaskError(f"Options in column '{choices_col}' at {where(i)} are not a JSON object "
+                                "like {\"A\": \"...\", \"B\": \"...\"} or 'A: ... | B: ...'.")
+        if labels is None:
+            labels = sorted({k for c in choices for k in c}, key=lambda k: (len(k), k))
+    task_labels, gold = _check_labels(raw_labels, labels, label_col, where)
+    if choices_col:
+        bad = [i for i, (g, c) in enumerate(zip(gold, choices)) if g not in c]
+        if bad:
+            i = bad[0]
+            raise TaskError(f"{len(bad)} label(s) in column '{label_col}' are not one of their row's options, the first "
+                            f"at {where(i)}: '{raw_labels[i]}' (options {', '.join(choices[i])}).")
+    ids = [v.strip() for v in df[id_col]] if id_col else [f"{word}-{n}" for n in numbers]
+    first_seen: dict[str, int] = {}
+    for i, x in enumerate(ids):
+        if x in first_seen:
+            raise TaskError(f"Duplicate id '{x}' in column '{id_col}' ({where(first_seen[x])} and {where(i)}); "
+                            "ids must be unique.")
+        first_seen[x] = i
+    for what, value in (("validation", val_size), ("test", test_size)):
+        _check_size(what, value)
+    need = val_size + test_size + 1
+    if len(ids) < need:
+        raise TaskError(f"{name} has {len(ids)} rows, but validation {val_size} + test {test_size} + at least 1 "
+                        f"training row needs {need}; lower the validation or test size.")
+    examples = [
+        Example(id=ids[i], inputs={c: df[c].iat[i].strip() for c in input_cols}, label=gold[i], choices=choices[i])
+        for i in range(len(ids))
+    ]
+    order = seeded_order(examples, seed)
+    blocks = [f"{c}:\n{{{c}}}" for c in input_cols] + (["Options:\n{options}"] if choices_col else [])
+    return Task(
+        name=f"custom:{name}",
+        title=name,
+        description=f"Custom task from {name}: {len(examples)} examples labelled {', '.join(task_labels)}.",
+        labels=task_labels,
+        template="\n\n".join(blocks + [answer_instruction(task_labels)]),
+        splits={"train": order[val_size + test_size:], "val": order[test_size:test_size + val_size],
+                "test": order[:test_size]},
+        source=f"Uploaded file {name}.",
+    )
+
+
+def load_task_from_path(path: str, **kwargs) -> Task:
+    """load_custom on a file read from disk."""
+    p = Path(path)
+    if not p.is_file():
+        raise TaskError(f"File not found: {path}.")
+    if p.stat().st_size > MAX_BYTES:
+        raise TaskError(f"{p.name} is {p.stat().st_size / 2**20:.1f} MB; the size limit is {MAX_BYTES / 2**20:.0f} MB.")
+    return load_custom(p.read_bytes(), p.name, **kwargs)

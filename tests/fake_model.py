@@ -1,0 +1,121 @@
+"""A scripted fake ChatModel for unit and app tests (never used by core/).
+
+Forward answers are right or wrong by a deterministic hash of (prompt, question) against a
+"quality" that grows with how often the prompt says "evidence" — so edits that add the word
+improve validation accuracy, and gates have something real to decide. Optimiser calls answer
+in each meta-prompt's expected tags, unless `misbehave` says otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+from core.llm import Completion, ModelSpec, Request, register_provider
+
+_GOLD: dict[str, tuple[str, list[str]]] = {}  # rendered question -> (gold, labels)
+
+
+def learn_task(task) -> None:
+    for split in task.splits.values():
+        for ex in split:
+            _GOLD[task.render(ex)] = (ex.label, list(task.labels))
+
+
+def _builtin_gold() -> None:
+    if _GOLD:
+        return
+    from core.tasks import load_task
+
+    for name in ("pubmedqa", "medqa", "liar"):
+        learn_task(load_task(name))
+
+
+def _h(*parts: str) -> int:
+    return int(hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:8], 16)
+
+
+@dataclass
+class FakeModel:
+    spec: ModelSpec = field(default_factory=lambda: ModelSpec("fake", "scripted"))
+    delay_s: float = 0.0
+    base_quality: int = 45
+    step_quality: int = 15
+    misbehave: set[str] = field(default_factory=set)  # e.g. {"no-tags", "refuse", "empty-update"}
+    calls: Counter = field(default_factory=Counter)
+    closed: int = 0
+
+    async def acomplete(self, req: Request) -> Completion:
+        self.calls[req.tag or "other"] += 1
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        text = self.reply(req)
+        tin = sum(len(c) for _, c in req.messages) // 4
+        tout = len(text) // 4
+        return Completion(text=text, input_tokens=tin, output_tokens=tout, cost_usd=(tin + 2 * tout) * 1e-6,
+                          model=str(self.spec))
+
+    async def aclose(self) -> None:
+        self.closed += 1
+
+    # ---- scripted replies ----
+    def quality(self, prompt: str) -> int:
+        return min(95, self.base_quality + self.step_quality * prompt.lower().count("evidence"))
+
+    def reply(self, req: Request) -> str:
+        system = next((c for r, c in req.messages if r == "system"), "")
+        user = next((c for r, c in reversed(req.messages) if r == "user"), "")
+        tag = req.tag
+        if "refuse" in self.misbehave and tag != "forward":
+            return "I'm sorry, but I can't help with that."
+        if tag == "forward":
+            return self.forward(system, user)
+        if tag == "protegi.gradient":
+            if "no-tags" in self.misbehave:
+                return "The prompt is too vague about evidence."
+            return "<START>The prompt does not tell the model to weigh the evidence.<END>"
+        if tag == "protegi.edit":
+            prompt = _between(user, 'My current prompt is:\n"', '"\n\nBut')
+            if "no-tags" in self.misbehave:
+                return f"{prompt} Weigh the evidence."
+            return f"<START>{prompt} Weigh the evidence.<END>"
+        if tag == "protegi.paraphrase":
+            prompt = _between(user, "Input: ", "\n\nOutput:")
+            return f"Output: {prompt} Think it through (variant {req.sample})."
+        if tag == "textgrad.loss":
+            return "The final answer is wrong: the model ignored the evidence in the context."
+        if tag == "textgrad.gradient":
+            return "<FEEDBACK>Tell the model to weigh the evidence before answering.</FEEDBACK>"
+        if tag == "textgrad.update":
+            if "empty-update" in self.misbehave:
+                return "Here is a better prompt: be careful."
+            prompt = _between(user, "<VARIABLE> ", " </VARIABLE>")
+            suffix = "" if req.sample == 0 else f" (try {req.sample})"
+            return f"<IMPROVED_VARIABLE>{prompt} Weigh the evidence.{suffix}</IMPROVED_VARIABLE>"
+        return "OK."
+
+    def forward(self, system: str, user: str) -> str:
+        _builtin_gold()
+        gold, labels = _GOLD.get(user, (None, []))
+        if gold is None:
+            return "I am not sure."
+        h = _h(system, user)
+        if h % 17 == 0:
+            return "Hmm, it is hard to say from this abstract."  # unparsed
+        if h % 100 < self.quality(system):
+            return f"Looking at the study design and results.\nAnswer: {gold}"
+        wrong = [lab for lab in labels if lab != gold]
+        return f"The data point one way.\nAnswer: {wrong[h % len(wrong)]}"
+
+
+def _between(text: str, start: str, end: str) -> str:
+    m = re.search(re.escape(start) + r"(.*?)" + re.escape(end), text, re.S)
+    return m.group(1) if m else ""
+
+
+def register() -> None:
+    """Entry for PGS_PROVIDERS="tests.fake_model:register": `fake:<anything>` specs build a FakeModel."""
+    register_provider("fake", lambda spec: FakeModel(spec=spec))
