@@ -216,5 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m core.cli`: use the package's classes, not __main__'s
+    from core.cli import main as _main
+
+    sys.exit(_main())

@@ -19,6 +19,7 @@ from functools import lru_cache
 SHORT_REPLY_WORDS = 12
 _MAX_CHARS = 100_000  # only the last 100k characters of a reply are read
 _SPAN_CHARS = 300  # how far after a cue we look
+_MAX_CUES = 64  # only the last 64 answer cues are tried
 
 _TAG_RE = re.compile(
     r"<answer>\s*(.{0,300}?)\s*</answer>|\\boxed\{\s*(?:\\text(?:bf)?\{)?([^{}\n]{0,200}?)\}?\s*\}",
@@ -53,10 +54,14 @@ _NEGATION_START_RE = re.compile(r"(?:not|neither|nor)\b", re.IGNORECASE)
 _PAREN_LETTER_RE = re.compile(r"\(([A-Za-z0-9])\)")
 _OPTION_LETTER_RE = re.compile(r"\b(?:option|choice)\s{0,3}\(?([A-Za-z0-9])\)?(?![\w'’-])", re.I)
 _TRAIL_LETTER_RE = re.compile(
-    r"(?:\bis|\bbe|:|\bso|\bthus|\btherefore|\bhence)\s{1,3}[(\[]?([A-Z0-9])[)\]]?[.!]?\s*$"
+    r"(?i:\bis|\bbe|:|\bso|\bthus|\btherefore|\bhence)\s{1,3}[(\[]?([A-Z0-9])[)\]]?[.!]?\s*$"
 )
 _STANDALONE_LETTER_RE = re.compile(
     r"(?<![\w'’-])([A-Z0-9])(?:(?=[.):!?,]|\s*$)|(?=\s+(?:is|seems|appears|looks|fits)\b))"
+)
+_COMMITTED_RE = re.compile(
+    r"\s{0,3}(?:[,.;:!?)\]\-–—]|$|\s(?:because|since|as|given|due|based|according|but|though|although|here)\b)",
+    re.IGNORECASE,
 )
 _NORM_RE = re.compile(r"[^\w]+")
 
@@ -158,8 +163,8 @@ def _letter_start(s: str, m: _Matcher, choices: dict[str, str] | None, strict: b
         if not after or not strict:
             return label, False
         if choices:
-            opt = _option_match(after, {k: v for k, v in choices.items() if k.strip().lower() == ch.lower()}, m, False)
-            return (label, False) if opt else (None, False)
+            opt = _option_match(after, choices, m, False)
+            return (label, False) if opt == label else (None, opt is not None)  # "A. <text of C>": conflict
         return (label, False) if len(after.split()) <= SHORT_REPLY_WORDS else (None, False)
     if head.isspace():
         if not strict:
@@ -269,8 +274,14 @@ def _first_line(line: str, m: _Matcher) -> str | None:
 
 
 def _short_reply(text: str, m: _Matcher) -> str | None:
-    """A short reply naming exactly one label (word labels anywhere, letters only as answer tokens)."""
+    """A short reply naming exactly one label (word labels anywhere, letters only as answer tokens).
+
+    A word label must once stand as an answer (before punctuation, the end, or 'because'/'since' ...),
+    so "No one can know" is not "No".
+    """
     found = _distinct_words(text, m)
+    if found and m.word_re and not any(_COMMITTED_RE.match(text, w.end()) for w in m.word_re.finditer(text)):
+        found = set()
     if m.letters:
         for rx in (_PAREN_LETTER_RE, _OPTION_LETTER_RE, _STANDALONE_LETTER_RE):
             for c in rx.findall(text):
@@ -293,7 +304,7 @@ def parse_answer(text: str | None, labels: list[str] | tuple[str, ...], choices:
             return label
 
     hedged = False  # an answer cue followed by several labels ("Answer: A or C")
-    for cue in reversed(list(_CUE_RE.finditer(t))):
+    for cue in list(_CUE_RE.finditer(t))[::-1][:_MAX_CUES]:
         span = t[cue.end(): cue.end() + _SPAN_CHARS]
         head, _, tail = span.partition("\n")
         if not _clean(head):  # "**Answer:**\nB": the answer is on the next line

@@ -380,15 +380,16 @@ def load_custom(data: bytes, filename: str, *, input_cols: list[str], label_col:
             if choices[i] is None:
                 raise TaskError(f"Options in column '{choices_col}' at {where(i)} are not a JSON object "
                                 "like {\"A\": \"...\", \"B\": \"...\"} or 'A: ... | B: ...'.")
-        if labels is None:
-            labels = sorted({k for c in choices for k in c}, key=lambda k: (len(k), k))
-    task_labels, gold = _check_labels(raw_labels, labels, label_col, where)
-    if choices_col:
-        bad = [i for i, (g, c) in enumerate(zip(gold, choices)) if g not in c]
+        keys = [{k.lower(): k for k in c} for c in choices]
+        bad = [i for i, (g, k) in enumerate(zip(raw_labels, keys)) if g.lower() not in k]
         if bad:
             i = bad[0]
             raise TaskError(f"{len(bad)} label(s) in column '{label_col}' are not one of their row's options, the first "
                             f"at {where(i)}: '{raw_labels[i]}' (options {', '.join(choices[i])}).")
+        raw_labels = [k[g.lower()] for g, k in zip(raw_labels, keys)]
+        if labels is None:
+            labels = sorted({k for c in choices for k in c}, key=lambda k: (len(k), k))
+    task_labels, gold = _check_labels(raw_labels, labels, label_col, where)
     ids = [v.strip() for v in df[id_col]] if id_col else [f"{word}-{n}" for n in numbers]
     first_seen: dict[str, int] = {}
     for i, x in enumerate(ids):

@@ -1,0 +1,253 @@
+"""One-file exports of a session: the JSON bundle (replayable offline, no key) and a Markdown report."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .cache import ResponseCache
+from .diffs import unified
+from .llm import Completion, ModelSpec, Request
+from .runner import Runner
+from .session import DEFAULT_ROOT, Models, Session, SessionConfig, SessionError, new_session_id
+
+FORMAT = "prompt-gradient-studio/bundle"
+VERSION = 1
+MAX_BUNDLE_BYTES = 200 * 1024 * 1024
+EVENT_TYPES = {"created", "baseline", "step_started", "forward", "proposal", "decision", "validation", "gate",
+               "auto", "stopped"}
+_KEY = re.compile(r"^[0-9a-f]{64}$")
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be imported; nothing was written."""
+
+
+def used_keys(session: Session) -> list[str]:
+    seen, out = set(), []
+    for ev in session.events:
+        for k in ev.get("keys", []) or []:
+            if k not in seen:
+                seen.add(k)
+                out.append(k)
+    return out
+
+
+def export_bundle(session: Session, cache: ResponseCache | None) -> dict:
+    """Events, every LLM response the session used (from the cache), and custom data if any."""
+    keys = used_keys(session)
+    responses = cache.export(keys) if cache is not None else {}
+    data = None
+    spec = session.config.task
+    if "file" in spec:
+        data = {"filename": spec["file"], "content": (session.dir / spec["file"]).read_text("utf-8", errors="replace")}
+    return {"format": FORMAT, "version": VERSION, "session": session.id, "exported_at": time.time(),
+            "events": session.events, "responses": responses, "data": data,
+            "missing_responses": len(keys) - len(responses)}
+
+
+def bundle_bytes(session: Session, cache: ResponseCache | None) -> bytes:
+    return json.dumps(export_bundle(session, cache), ensure_ascii=False).encode("utf-8")
+
+
+def load_bundle(data: bytes) -> dict:
+    """Parse and validate a bundle; BundleError with a clear message on anything off."""
+    if len(data) > MAX_BUNDLE_BYTES:
+        raise BundleError(f"The bundle is {len(data) / 1e6:.0f} MB; the limit is {MAX_BUNDLE_BYTES / 1e6:.0f} MB.")
+    try:
+        b = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BundleError(f"This file is not a JSON bundle ({type(exc).__name__}).") from None
+    if not isinstance(b, dict) or b.get("format") != FORMAT:
+        raise BundleError("This JSON file is not a Prompt Gradient Studio bundle (no 'format' marker).")
+    if b.get("version") != VERSION:
+        raise BundleError(f"Bundle version {b.get('version')!r} is not supported (this app reads version {VERSION}).")
+    events = b.get("events")
+    if not isinstance(events, list) or not events:
+        raise BundleError("The bundle has no events.")
+    for i, ev in enumerate(events):
+        if not isinstance(ev, dict) or ev.get("type") not in EVENT_TYPES:
+            raise BundleError(f"Event {i + 1} of the bundle is not a known event.")
+    if events[0]["type"] != "created" or not isinstance(events[0].get("config"), dict):
+        raise BundleError("The bundle's first event is not a session creation.")
+    try:
+        cfg = SessionConfig(**events[0]["config"])
+        cfg.validate()
+    except (TypeError, SessionError) as exc:
+        raise BundleError(f"The bundle's session settings are invalid: {exc}") from None
+    responses = b.get("responses", {})
+    if not isinstance(responses, dict):
+        raise BundleError("The bundle's responses are not a mapping.")
+    for k, v in responses.items():
+        if not (isinstance(k, str) and _KEY.match(k) and isinstance(v, dict) and isinstance(v.get("text"), str)):
+            raise BundleError("The bundle holds a malformed response entry.")
+    data_ = b.get("data")
+    if data_ is not None:
+        if not (isinstance(data_, dict) and isinstance(data_.get("content"), str) and isinstance(data_.get("filename"), str)):
+            raise BundleError("The bundle's data section is malformed.")
+        if "file" not in cfg.task:
+            raise BundleError("The bundle carries data but its task does not use a file.")
+    elif "file" in cfg.task:
+        raise BundleError("The bundle's task needs its data file, which is missing.")
+    return b
+
+
+def import_bundle(data: bytes, *, root: Path | str = DEFAULT_ROOT, cache: ResponseCache | None = None) -> str:
+    """Write the bundle as a new session under root (atomically) and its responses into the cache."""
+    b = load_bundle(data)
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    sid = b.get("session") if isinstance(b.get("session"), str) else None
+    if not sid or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,50}$", sid) or (root / sid).exists():
+        sid = new_session_id()
+    tmp = Path(tempfile.mkdtemp(prefix=".import-", dir=root))
+    try:
+        events = b["events"]
+        if b.get("data"):
+            safe = re.sub(r"[^A-Za-z0-9_.\-]", "_", Path(b["data"]["filename"]).name)[:80] or "data.csv"
+            if safe != events[0]["config"]["task"]["file"]:
+                raise BundleError("The bundle's data file name does not match its task.")
+            (tmp / safe).write_text(b["data"]["content"], encoding="utf-8")
+        with open(tmp / "events.jsonl", "w", encoding="utf-8") as f:
+            for ev in events:
+                f.write(json.dumps(ev, ensure_ascii=False) + "\n")
+        probe = Session(root, sid, readonly=True)  # must load cleanly before it becomes visible
+        probe.dir = tmp
+        for ev in probe._read_events():
+            probe._apply(ev)
+        tmp.rename(root / sid)
+    except BundleError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    except Exception as exc:  # noqa: BLE001 - a bundle that does not load is refused whole
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise BundleError(f"The bundle's events do not load: {exc}") from None
+    if cache is not None:
+        for k, v in b.get("responses", {}).items():
+            cache.put_raw(k, {"text": v["text"], "input_tokens": int(v.get("input_tokens", 0)),
+                              "output_tokens": int(v.get("output_tokens", 0)),
+                              "cost_usd": float(v.get("cost_usd", 0.0)), "model": str(v.get("model", ""))})
+    return sid
+
+
+class OfflineModel:
+    """Serves only what the cache holds; a miss is an error result, never a network call."""
+
+    def __init__(self, spec: ModelSpec):
+        self.spec = spec
+        self.misses = 0
+
+    async def acomplete(self, req: Request) -> Completion:
+        self.misses += 1
+        return Completion(error="not in the bundle (replay is offline)", model=str(self.spec))
+
+    async def aclose(self) -> None:
+        return None
+
+
+@dataclass
+class ReplayResult:
+    session: str
+    steps: list[dict] = field(default_factory=list)  # per step: recorded vs replayed validation, outcome
+    baseline: tuple[float, float] = (0.0, 0.0)  # recorded, replayed
+    misses: int = 0
+    matches: bool = True
+
+
+def replay_bundle(data: bytes, *, root: Path | str | None = None) -> ReplayResult:
+    """Re-run a bundle's session offline from its own responses, applying its recorded decisions."""
+    from .llm import parse_spec
+
+    b = load_bundle(data)
+    work = Path(tempfile.mkdtemp(prefix="pgs-replay-"))
+    try:
+        cache = ResponseCache(work / "cache")
+        rid = import_bundle(data, root=work / "recorded", cache=cache)
+        recorded = Session.open(rid, root=work / "recorded", readonly=True)
+        cfg = recorded.config
+        fwd = OfflineModel(parse_spec(cfg.forward, cfg.forward_base_url))
+        bwd = OfflineModel(parse_spec(cfg.backward, cfg.backward_base_url))
+        models = Models(fwd, bwd, Runner(cache=cache, concurrency=8))
+        cfg_copy = SessionConfig(**{**recorded.events[0]["config"]})
+        content = None
+        if b.get("data"):
+            content = (b["data"]["filename"], b["data"]["content"].encode("utf-8"))
+        replay = Session.create(cfg_copy, root=Path(root or work / "replayed"), models=models, data=content)
+        out = ReplayResult(session=recorded.id)
+        try:
+            if recorded.versions:
+                replay.run_baseline()
+                out.baseline = (recorded.versions[0].accuracy, replay.versions[0].accuracy)
+            for st in recorded.steps:
+                if st.decision is None and st.outcome is None:
+                    break
+                rs = replay.start_step()
+                while rs.attempt < st.attempt:
+                    rs = replay.start_step(regenerate=True)
+                d = st.decision or {}
+                replay.decide(d["action"], candidate=d.get("candidate"),
+                              prompt=d.get("prompt") if d["action"] == "edit" else None)
+                row = {"step": st.index, "action": d["action"], "recorded_outcome": st.outcome}
+                if d["action"] in ("accept", "edit") and st.gate is not None:
+                    g = replay.validate()
+                    override = next((e for e in recorded.events if e["type"] == "gate" and e["step"] == st.index), None)
+                    replay.confirm(None if override is None or not override.get("override") else override["accepted"])
+                    row.update(recorded_val=st.gate.new_accuracy, replayed_val=g.new_accuracy)
+                row["replayed_outcome"] = replay.steps[-1].outcome
+                out.steps.append(row)
+        except SessionError as exc:
+            out.matches = False
+            out.steps.append({"error": str(exc)})
+        finally:
+            replay.close()
+        out.misses = fwd.misses + bwd.misses
+        out.matches = out.matches and out.misses == 0 and out.baseline[0] == out.baseline[1] and all(
+            s.get("recorded_val") == s.get("replayed_val") and s.get("recorded_outcome") == s.get("replayed_outcome")
+            for s in out.steps)
+        return out
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def markdown_report(session: Session) -> str:
+    """Prompt versions, scores with intervals, diffs, decisions and cost, as Markdown."""
+    cfg, sp = session.config, session.spend
+    task = cfg.task.get("name") or cfg.task.get("file")
+    lines = [f"# Prompt Gradient Studio — session {session.id}", "",
+             f"- Task: **{task}**  ·  method: **{cfg.method}** ({cfg.preset})  ·  gate: {cfg.policy}",
+             f"- Forward model: `{cfg.forward}`  ·  backward model: `{cfg.backward}`",
+             f"- Spend: {sp.calls} calls, {sp.input_tokens} input + {sp.output_tokens} output tokens, "
+             f"${sp.cost_usd:.4f} (cache saved ${sp.saved_usd:.4f} over {sp.cached} calls)", "",
+             "## Validation per step", "", "| step | decision | validation accuracy | 95% CI | vs current | p | outcome |",
+             "|---|---|---|---|---|---|---|"]
+    if session.versions:
+        v0 = session.versions[0].report
+        lo, hi = v0.interval
+        lines.append(f"| 0 | seed | {v0.accuracy:.3f} | {lo:.3f}–{hi:.3f} | | | baseline |")
+    for st in session.steps:
+        d = (st.decision or {}).get("action", "—")
+        if st.gate:
+            g = st.gate
+            lines.append(f"| {st.index} | {d} | {g.new_accuracy:.3f} | {g.new_ci[0]:.3f}–{g.new_ci[1]:.3f} | "
+                         f"{g.new_accuracy - g.old_accuracy:+.3f} | {g.p_value:.3g} | {st.outcome or 'open'} |")
+        else:
+            lines.append(f"| {st.index} | {d} | | | | | {st.outcome or 'open'} |")
+    lines += ["", "## Prompt versions", ""]
+    prev = None
+    for v in session.versions:
+        lo, hi = v.report.interval
+        lines += [f"### Version {v.number} (step {v.step}, {v.origin}) — {v.accuracy:.3f} [{lo:.3f}–{hi:.3f}]", "",
+                  "```text", v.prompt.replace("```", "ˋˋˋ"), "```", ""]
+        if prev is not None:
+            lines += ["Diff from the previous version:", "", "```diff",
+                      unified(prev.prompt, v.prompt, f"v{prev.number}", f"v{v.number}").replace("```", "ˋˋˋ").rstrip(),
+                      "```", ""]
+        prev = v
+    if session.stopped:
+        lines += [f"Stopped: {session.stopped}", ""]
+    return "\n".join(lines)

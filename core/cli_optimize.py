@@ -1,0 +1,293 @@
+"""`pgs optimize | resume | export | import | replay`: headless sessions on the same state machine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .llm import ClientOptions
+
+
+def _root(a) -> Path:
+    from .session import DEFAULT_ROOT
+
+    return Path(a.sessions_dir or os.environ.get("PGS_SESSIONS_DIR") or DEFAULT_ROOT)
+
+
+def _phase_bar(quiet: bool):
+    if quiet:
+        return None
+    from .cli import _progress_bar
+
+    bars: dict = {}
+
+    def show(phase, p):
+        bars.setdefault(phase, _progress_bar(phase))(p)
+
+    return show
+
+
+def _step_line(s, st) -> str:
+    sp = s.spend
+    if st.gate is not None:
+        g = st.gate
+        val = f"val {g.new_accuracy:.3f} (current {g.old_accuracy:.3f}, p={g.p_value:.3g})"
+    else:
+        val = (st.proposal.note if st.proposal and st.proposal.note else "no validation")
+    return (f"step {st.index}: {st.outcome or 'open':8s} {val}  calls {sp.calls} cached {sp.cached} "
+            f"tokens {sp.input_tokens + sp.output_tokens} cost ${sp.cost_usd:.4f}")
+
+
+def _summary(s, result: str) -> dict:
+    vals = [v.accuracy for v in s.versions]
+    return {"session": s.id, "steps": sum(1 for st in s.steps if st.outcome),
+            "accepted": sum(1 for st in s.steps if st.outcome == "accepted"),
+            "baseline_val": vals[0] if vals else None, "best_val": max(vals) if vals else None,
+            "final_val": vals[-1] if vals else None, "calls": s.spend.calls, "cached": s.spend.cached,
+            "input_tokens": s.spend.input_tokens, "output_tokens": s.spend.output_tokens,
+            "cost_usd": round(s.spend.cost_usd, 6), "result": result, "stopped": s.stopped,
+            "final_prompt": s.versions[-1].prompt if s.versions else None}
+
+
+def _drive(s, a, steps: int) -> int:
+    from .session import BudgetExceeded
+
+    print(f"session {s.id}", flush=True)
+    if s.versions:
+        v0 = s.versions[0]
+        print(f"baseline: val {v0.accuracy:.3f} on {v0.report.n} questions", flush=True)
+    progress = _phase_bar(a.quiet)
+
+    def on_step(sess, st):
+        print(_step_line(sess, st), flush=True)
+
+    try:
+        if not s.versions:
+            s.run_baseline(progress=progress)
+            v0 = s.versions[0]
+            print(f"baseline: val {v0.accuracy:.3f} on {v0.report.n} questions", flush=True)
+        result = s.run_auto(steps, on_step=on_step, progress=progress)
+    except BudgetExceeded as exc:
+        result = f"budget: {exc}"
+    if a.json:
+        print(json.dumps(_summary(s, result)))
+    else:
+        vals = [v.accuracy for v in s.versions]
+        print(f"done ({result}): {len(s.versions) - 1} accepted, val {vals[0]:.3f} -> {vals[-1]:.3f}, "
+              f"{s.spend.calls} calls, ${s.spend.cost_usd:.4f}")
+    return 0
+
+
+def _models(cfg, a):
+    from .cli import ConfigError, _runner
+    from .llm import LLMError
+    from .session import Models
+
+    try:
+        return Models.from_config(cfg, _runner(a), options=ClientOptions(timeout_s=a.timeout, max_retries=a.retries))
+    except LLMError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def cmd_optimize(a) -> int:
+    from .cli import ConfigError, load_task_from_args
+    from .session import Session, SessionConfig, SessionError
+
+    from .tasks import BUILTIN_TASKS
+
+    task = load_task_from_args(a)  # validates the task and custom file up front
+    if a.task in BUILTIN_TASKS:
+        spec = {"name": a.task, "seed": a.seed}
+        if a.val_size is not None:
+            spec["val_size"] = a.val_size
+        data = None
+    else:
+        spec = {"input_cols": [c.strip() for c in a.input_cols.split(",")], "label_col": a.label_col,
+                "id_col": a.id_col, "choices_col": a.choices_col, "seed": a.seed,
+                "labels": [x.strip() for x in a.labels.split(",")] if a.labels else None}
+        if a.val_size is not None:
+            spec["val_size"] = a.val_size
+        if a.test_size is not None:
+            spec["test_size"] = a.test_size
+        data = (os.path.basename(a.task), Path(a.task).read_bytes())
+    del task
+    preset = a.preset or ("AutoMedPrompt paper" if a.method == "textgrad" else "quick")
+    params = {}
+    for kv in a.set or []:
+        k, _, v = kv.partition("=")
+        try:
+            params[k.strip()] = json.loads(v)
+        except ValueError:
+            params[k.strip()] = v
+    seed_prompt = a.prompt
+    if a.prompt_file:
+        seed_prompt = Path(a.prompt_file).read_text(encoding="utf-8").strip()
+    cfg = SessionConfig(task=spec, method=a.method, preset=preset, forward=a.forward, backward=a.backward or a.forward,
+                        forward_base_url=a.base_url, backward_base_url=a.backward_base_url or a.base_url,
+                        seed_prompt=seed_prompt, seed=a.seed, policy=a.policy, patience=a.patience,
+                        budget_usd=a.budget_usd, budget_calls=a.budget_calls, val_limit=a.val_limit, params=params)
+    try:
+        cfg.validate()
+        models = _models(cfg, a)
+        s = Session.create(cfg, root=_root(a), models=models, data=data)
+    except SessionError as exc:
+        raise ConfigError(str(exc)) from None
+    with s:
+        return _drive(s, a, a.steps)
+
+
+def cmd_resume(a) -> int:
+    from .cli import ConfigError
+    from .session import Session, SessionError
+
+    try:
+        s = Session.open(a.id, root=_root(a))
+        s.models = _models(s.config, a)
+    except SessionError as exc:
+        raise ConfigError(str(exc)) from None
+    for w in s.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    with s:
+        if s.stopped:
+            print(f"session {s.id} has stopped ({s.stopped}); nothing to resume.")
+            if a.json:
+                print(json.dumps(_summary(s, "stopped")))
+            return 0
+        steps = a.steps if a.steps is not None else 0
+        if s.auto is None and steps == 0:
+            print(f"session {s.id} has no automatic run in progress; pass --steps N to run more.")
+            return 0
+        return _drive(s, a, steps)
+
+
+def cmd_export(a) -> int:
+    from .bundle import bundle_bytes, markdown_report
+    from .cache import CacheError, ResponseCache
+    from .cli import ConfigError
+    from .session import Session, SessionError
+
+    try:
+        s = Session.open(a.id, root=_root(a), readonly=True)
+    except SessionError as exc:
+        raise ConfigError(str(exc)) from None
+    if a.format == "markdown":
+        out = markdown_report(s).encode("utf-8")
+    else:
+        try:
+            cache = ResponseCache(a.cache_dir)
+        except CacheError as exc:
+            raise ConfigError(str(exc)) from None
+        out = bundle_bytes(s, cache)
+    if a.output and a.output != "-":
+        Path(a.output).write_bytes(out)
+        print(f"wrote {a.output} ({len(out)} bytes)", file=sys.stderr)
+    else:
+        sys.stdout.buffer.write(out)
+        sys.stdout.flush()
+    return 0
+
+
+def _read_bundle(path: str) -> bytes:
+    from .bundle import MAX_BUNDLE_BYTES
+    from .cli import ConfigError
+
+    try:
+        size = os.path.getsize(path)
+        if size > MAX_BUNDLE_BYTES:
+            raise ConfigError(f"The bundle is {size / 1e6:.0f} MB; the limit is {MAX_BUNDLE_BYTES / 1e6:.0f} MB.")
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"Cannot read {path}: {exc.strerror or exc}") from None
+
+
+def cmd_import(a) -> int:
+    from .bundle import BundleError, import_bundle
+    from .cache import CacheError, ResponseCache
+    from .cli import ConfigError
+
+    data = _read_bundle(a.bundle)
+    try:
+        sid = import_bundle(data, root=_root(a), cache=ResponseCache(a.cache_dir))
+    except (BundleError, CacheError) as exc:
+        raise ConfigError(str(exc)) from None
+    print(sid)
+    return 0
+
+
+def cmd_replay(a) -> int:
+    from .bundle import BundleError, replay_bundle
+    from .cli import ConfigError
+
+    data = _read_bundle(a.bundle)
+    try:
+        r = replay_bundle(data)
+    except BundleError as exc:
+        raise ConfigError(str(exc)) from None
+    print(f"replay of session {r.session} (offline, no key): baseline {r.baseline[0]:.3f} -> replayed {r.baseline[1]:.3f}")
+    for st in r.steps:
+        if "error" in st:
+            print(f"  error: {st['error']}")
+            continue
+        val = (f" val recorded {st['recorded_val']:.3f} replayed {st['replayed_val']:.3f}"
+               if "recorded_val" in st else "")
+        print(f"  step {st['step']}: {st['action']} -> {st['replayed_outcome']} (recorded {st['recorded_outcome']}){val}")
+    print(f"{'identical' if r.matches else 'DIFFERENT'}; responses missing from the bundle: {r.misses}")
+    if a.json:
+        print(json.dumps({"session": r.session, "matches": r.matches, "misses": r.misses, "steps": r.steps}))
+    return 0 if r.matches else 1
+
+
+def add_commands(sub, add_task_args, add_model_args) -> None:
+    def common(p):
+        p.add_argument("--sessions-dir", help="sessions folder (default ./sessions or PGS_SESSIONS_DIR)")
+        p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    o = sub.add_parser("optimize", help="run a tuning session with an automatic decision policy")
+    add_task_args(o)
+    o.add_argument("--method", choices=("protegi", "textgrad"), default="textgrad")
+    o.add_argument("--forward", required=True, help="forward model spec (answers the questions)")
+    o.add_argument("--backward", help="backward/optimiser model spec (default: the forward model)")
+    add_model_args(o)
+    o.add_argument("--backward-base-url", help="base URL for the backward model (default --base-url)")
+    o.add_argument("--preset", help="ProTeGi paper | quick | AutoMedPrompt paper")
+    o.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a preset setting, e.g. minibatch=16")
+    o.add_argument("--steps", type=int, default=3)
+    o.add_argument("--policy", default="strict", help="strict | tie | significant | always")
+    o.add_argument("--patience", type=int, default=3)
+    o.add_argument("--budget-usd", type=float)
+    o.add_argument("--budget-calls", type=int)
+    o.add_argument("--val-limit", type=int, help="validate on the first N validation questions")
+    o.add_argument("--prompt", default="You are a helpful, creative, and smart assistant.", help="seed prompt")
+    o.add_argument("--prompt-file")
+    common(o)
+    o.set_defaults(fn=cmd_optimize)
+
+    r = sub.add_parser("resume", help="continue a session's automatic run after a stop or crash")
+    r.add_argument("id")
+    r.add_argument("--steps", type=int, help="run N more steps (default: finish the interrupted run)")
+    add_model_args(r)
+    common(r)
+    r.set_defaults(fn=cmd_resume)
+
+    e = sub.add_parser("export", help="export a session as a bundle (JSON) or a Markdown report")
+    e.add_argument("id")
+    e.add_argument("--format", choices=("bundle", "markdown"), default="bundle")
+    e.add_argument("--output", "-o", help="file to write (default stdout)")
+    e.add_argument("--cache-dir")
+    common(e)
+    e.set_defaults(fn=cmd_export)
+
+    i = sub.add_parser("import", help="import a bundle as a new session")
+    i.add_argument("bundle")
+    i.add_argument("--cache-dir")
+    common(i)
+    i.set_defaults(fn=cmd_import)
+
+    p = sub.add_parser("replay", help="replay a bundle offline (no key, no network) and compare")
+    p.add_argument("bundle")
+    common(p)
+    p.set_defaults(fn=cmd_replay)
