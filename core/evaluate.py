@@ -118,7 +118,7 @@ def forward_request(prompt: str, task: Task, ex: Example, *, max_tokens: int = F
 
 
 def row_for(task: Task, ex: Example, c: Completion) -> EvalRow:
-    parsed = task.parse(c.text) if c.error is None else None
+    parsed = task.parse(c.text, ex) if c.error is None else None
     return EvalRow(id=ex.id, input=task.render(ex), gold=ex.label, raw_output=c.text, parsed=parsed,
                    correct=parsed == ex.label, input_tokens=c.input_tokens, output_tokens=c.output_tokens,
                    cost_usd=c.cost_usd, cached=c.cached, error=c.error, key=c.key)

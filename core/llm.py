@@ -6,6 +6,7 @@ Caching and concurrency live in `core/runner.py`; keys never leave this module's
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import re
@@ -287,6 +288,24 @@ class OpenAIModel(_ProviderBase):
         return text, tin, tout
 
 
+MAX_RETRY_AFTER_S = 120.0  # as the openai SDK does: a longer Retry-After fails the call, never stalls a batch
+
+
+@functools.lru_cache(maxsize=None)
+def _bounded_retry_after(client_cls: type) -> type:
+    """The anthropic SDK sleeps for any Retry-After (up to 49 days); refuse to retry past MAX_RETRY_AFTER_S."""
+
+    class Client(client_cls):  # type: ignore[misc, valid-type]
+        def _should_retry(self, response: Any) -> bool:
+            wait = self._parse_retry_after_header(response.headers)
+            if wait is not None and wait > MAX_RETRY_AFTER_S:
+                return False
+            return super()._should_retry(response)
+
+    Client.__name__ = Client.__qualname__ = client_cls.__name__
+    return Client
+
+
 def _accepts_temperature(create: Any) -> bool:
     """Whether this anthropic SDK's `messages.create` still takes `temperature` (removed in 1.0)."""
     import inspect
@@ -315,8 +334,8 @@ class AnthropicModel(_ProviderBase):
         kw: dict[str, Any] = {}
         if self.spec.base_url:
             kw["base_url"] = self.spec.base_url
-        return AsyncAnthropic(api_key=key, timeout=self.options.timeout_s,
-                              max_retries=self.options.max_retries, **kw)
+        return _bounded_retry_after(AsyncAnthropic)(api_key=key, timeout=self.options.timeout_s,
+                                                    max_retries=self.options.max_retries, **kw)
 
     async def _call(self, client: Any, req: Request) -> tuple[str, int, int]:
         system = "\n\n".join(c for r, c in req.messages if r == "system")

@@ -449,9 +449,16 @@ class Session:
             bandit = cfg.bandit_budget if cfg.bandit != "none" else 0
         else:
             fwd, opt, bandit = cfg.batch_size, cfg.batch_size + 2, 0
+        n_val = self._validation_calls()
         calls = fwd + opt + bandit + n_val
         return {"forward": fwd, "optimiser": opt, "bandit": bandit, "validation": n_val, "calls": calls,
                 "cost_usd": self._cost(fwd + bandit + n_val, forward=True) + self._cost(opt, forward=False)}
+
+    def _validation_calls(self) -> int:
+        """The candidate's validation calls, plus the current prompt's unless the cache has them."""
+        n = len(self.val_examples())
+        cached = self.models is not None and self.models.runner.cache is not None
+        return n if cached else 2 * n
 
     def estimate_baseline(self) -> dict:
         n = len(self.val_examples())
@@ -608,8 +615,8 @@ class Session:
             raise SessionError("Choose a candidate (or edit one) before validating.")
         if st.gate is not None:
             return st.gate
-        self.check_budget({"calls": len(self.val_examples()),
-                           "cost_usd": self._cost(len(self.val_examples()), forward=True)})
+        n_val = self._validation_calls()
+        self.check_budget({"calls": n_val, "cost_usd": self._cost(n_val, forward=True)})
         ctx = self._ctx(st.index, st.attempt, cancel, progress)
         new_prompt, val = st.decision["prompt"], self.val_examples()
 

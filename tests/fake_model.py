@@ -44,6 +44,7 @@ class FakeModel:
     delay_s: float = 0.0
     base_quality: int = 45
     step_quality: int = 15
+    hash_prompt: bool = True  # False: correctness ignores the prompt's wording (exact ties)
     misbehave: set[str] = field(default_factory=set)  # e.g. {"no-tags", "refuse", "empty-update"}
     calls: Counter = field(default_factory=Counter)
     closed: int = 0
@@ -102,7 +103,7 @@ class FakeModel:
         gold, labels = _GOLD.get(user, (None, []))
         if gold is None:
             return "I am not sure."
-        h = _h(system, user)
+        h = _h(system if self.hash_prompt else "", user)
         if h % 17 == 0:
             return "Hmm, it is hard to say from this abstract."  # unparsed
         if h % 100 < self.quality(system):
@@ -119,3 +120,41 @@ def _between(text: str, start: str, end: str) -> str:
 def register() -> None:
     """Entry for PGS_PROVIDERS="tests.fake_model:register": `fake:<anything>` specs build a FakeModel."""
     register_provider("fake", lambda spec: FakeModel(spec=spec))
+
+
+def infer_tag(messages: list[dict]) -> str:
+    """Which meta-prompt a raw chat request came from (for stub servers that reply like FakeModel)."""
+    system = " ".join(m.get("content", "") for m in messages if m.get("role") == "system")
+    user = " ".join(m.get("content", "") for m in messages if m.get("role") == "user")
+    if "zero-shot classifier prompt" in user:
+        return "protegi.gradient"
+    if "improved prompts" in user and "zero-shot classifier" in user:
+        return "protegi.edit"
+    if user.startswith("Generate a variation of the following instruction"):
+        return "protegi.paraphrase"
+    if "meticulous evaluator" in system:
+        return "textgrad.loss"
+    if "gradient (feedback) engine" in system:
+        return "textgrad.gradient"
+    if "IMPROVED_VARIABLE" in system:
+        return "textgrad.update"
+    return "forward"
+
+
+def stub_responder(fake: "FakeModel | None" = None):
+    """A responder for tests/stub_server.py that answers every request as FakeModel would."""
+    fake = fake or FakeModel()
+
+    def respond(body: dict) -> str:
+        msgs = list(body.get("messages", []))
+        if body.get("system"):  # Anthropic puts the system prompt at the top level
+            sys_text = body["system"] if isinstance(body["system"], str) else " ".join(
+                b.get("text", "") for b in body["system"])
+            msgs = [{"role": "system", "content": sys_text}] + msgs
+        msgs = [{"role": m["role"], "content": m["content"] if isinstance(m["content"], str) else " ".join(
+            b.get("text", "") for b in m["content"])} for m in msgs]
+        req = Request(messages=tuple((m["role"], m["content"]) for m in msgs), tag=infer_tag(msgs),
+                      sample=0, temperature=float(body.get("temperature", 0) or 0))
+        return fake.reply(req)
+
+    return respond

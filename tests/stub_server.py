@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 OPENAI_PATH = "/v1/chat/completions"
 ANTHROPIC_PATH = "/v1/messages"
 MODELS_PATH = "/v1/models"
+STATS_PATH = "/_stub/stats"  # counters as JSON (not counted themselves)
 
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
             429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
@@ -370,6 +371,12 @@ class StubServer:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = None
+        if method == "GET" and path == STATS_PATH:  # for a stub in another process (bench/); not counted
+            with self._lock:
+                stats = {"count": len(self.requests), "per_path": dict(self.per_path),
+                         "max_in_flight": self._max_in_flight,
+                         "retries": sum(1 for r in self.requests if r.retry > 0)}
+            return await self._send(StubRequest(-1, method, path, headers, None, time.monotonic()), writer, 200, stats)
         is_completion = method == "POST" and path in (OPENAI_PATH, ANTHROPIC_PATH)
         with self._lock:
             req = StubRequest(len(self.requests), method, path, headers,
@@ -483,3 +490,32 @@ class StubServer:
             return False
         req.status = status
         return True
+
+
+def fetch_stats(root_url: str) -> dict:
+    """Counters of a stub running elsewhere (e.g. `python -m tests.stub_server` in another process)."""
+    import urllib.request
+
+    with urllib.request.urlopen(root_url + STATS_PATH, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run a stub in the foreground: prints `PORT <n>` once listening; stops on stdin EOF or Ctrl-C."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--delay", type=float, default=0.0, help="answer latency in seconds")
+    ap.add_argument("--no-record-bodies", action="store_true")
+    a = ap.parse_args(argv)
+    with StubServer(delay_s=a.delay, record_bodies=not a.no_record_bodies) as s:
+        print(f"PORT {s.port}", flush=True)
+        try:
+            sys.stdin.read()  # the parent closes our stdin to stop us
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

@@ -241,6 +241,20 @@ def test_429_retry_after_ms_is_honoured(provider):
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
+def test_huge_retry_after_fails_the_call_instead_of_stalling(provider):
+    # openai refuses to retry past 120 s; anthropic would sleep for any Retry-After (core/llm.py bounds it)
+    with StubServer(responder=answer_yes, faults=on_text("hold", Fault.rate_limit(3600))) as s:
+        t0 = time.monotonic()
+        res = run(model_for(provider, s, retries=2), [Request.chat(SYSTEM, "hold on")] + questions(2))
+        elapsed = time.monotonic() - t0
+        assert s.completion_count == 3
+    assert elapsed < 30
+    held = res.completions[0]
+    assert held.error and "429" in held.error
+    assert all(c.ok for c in res.completions[1:])
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
 def test_500_burst_then_success(provider):
     with StubServer(responder=answer_yes, faults=on_text("question", "500", attempts=2)) as s:
         res = run(model_for(provider, s, retries=3), questions(1))

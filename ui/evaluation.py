@@ -1,0 +1,86 @@
+"""Scoring several prompts on the test split at once, and the head-to-head comparison (no streamlit)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Callable
+
+from core.evaluate import EvalReport, aevaluate
+from core.llm import ChatModel
+from core.metrics import mcnemar_exact
+from core.runner import CancelToken, Progress, Runner, run_sync
+from core.tasks import Example, Task
+
+
+@dataclass
+class Entry:
+    name: str  # "v2 (step 3)" or "baseline: cot"
+    prompt: str
+
+
+def evaluate_many(entries: list[Entry], examples: list[Example], model: ChatModel, *, task: Task, runner: Runner,
+                  on_progress: Callable[[str, Progress], None] | None = None,
+                  cancel: CancelToken | None = None) -> dict[str, EvalReport]:
+    """Every prompt on the same examples, concurrently; one combined progress."""
+    parts: dict[str, Progress] = {}
+    total = Progress(total=len(entries) * len(examples))
+
+    def prog(name: str) -> Callable[[Progress], None]:
+        def f(p: Progress) -> None:
+            parts[name] = p
+            agg = Progress(total=total.total)
+            for q in parts.values():
+                for k in ("done", "cached", "failed", "input_tokens", "output_tokens", "cost_usd", "saved_usd"):
+                    setattr(agg, k, getattr(agg, k) + getattr(q, k))
+            if on_progress:
+                on_progress("test", agg)
+        return f
+
+    async def go() -> list[EvalReport]:
+        try:
+            return await asyncio.gather(*(aevaluate(e.prompt, examples, model, task=task, runner=runner,
+                                                    progress=prog(e.name), cancel=cancel) for e in entries))
+        finally:
+            await model.aclose()
+
+    reports = run_sync(go())
+    return {e.name: r for e, r in zip(entries, reports)}
+
+
+def head_to_head(reports: dict[str, EvalReport], reference: str) -> list[dict]:
+    """One row per prompt: scores with interval, and the paired exact McNemar test vs the reference."""
+    ref = reports.get(reference)
+    ref_map = ref.correct_by_id() if ref is not None else {}
+    rows = []
+    for name, rep in reports.items():
+        s = rep.summary()
+        row = {"prompt": name, "accuracy": s["accuracy"], "ci_low": s["ci_low"], "ci_high": s["ci_high"],
+               "macro_f1": s["macro_f1"], "n": s["n"], "unparsed": s["unparsed"], "errors": s["errors"],
+               "calls": s["calls"], "cached": s["cached"], "cost_usd": s["cost_usd"], "cancelled": s["cancelled"],
+               "delta_vs_ref": None, "p_vs_ref": None, "only_ref_right": None, "only_this_right": None}
+        if ref is not None and name != reference:
+            mine = rep.correct_by_id()
+            ids = [i for i in ref_map if i in mine]
+            t = mcnemar_exact([ref_map[i] for i in ids], [mine[i] for i in ids])
+            acc_ref = sum(ref_map[i] for i in ids) / len(ids) if ids else 0.0
+            acc_me = sum(mine[i] for i in ids) / len(ids) if ids else 0.0
+            row.update(delta_vs_ref=acc_me - acc_ref, p_vs_ref=t.p_value, only_ref_right=t.b, only_this_right=t.c)
+        rows.append(row)
+    return rows
+
+
+def long_csv(reports: dict[str, EvalReport]) -> str:
+    """Per-question results of every prompt, one row per (prompt, question)."""
+    import pandas as pd
+
+    frames = []
+    for name, rep in reports.items():
+        df = rep.to_dataframe()
+        if df.empty:
+            continue
+        df.insert(0, "prompt_name", name)
+        frames.append(df.drop(columns=["key"], errors="ignore"))
+    if not frames:
+        return ""
+    return pd.concat(frames, ignore_index=True).to_csv(index=False)

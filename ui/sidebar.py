@@ -1,0 +1,69 @@
+"""The sidebar: providers (never a key), the current session with a picker, spend so far."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.session import list_sessions
+
+from . import state
+from .render import md_escape, money
+
+
+def _session_label(row: dict) -> str:
+    title = f" · {row['title']}" if row.get("title") else ""
+    return f"{row['id']} ({row.get('task') or '?'}, {row.get('method') or '?'}){title}"
+
+
+def _pick() -> None:
+    state.set_current(st.session_state.get("sidebar_session"))
+
+
+def render() -> None:
+    with st.sidebar:
+        st.markdown("#### Providers")
+        lines = []
+        for name, ok, how in state.provider_status():
+            lines.append(f"{'✅' if ok else '⚪'} **{md_escape(name)}** — {md_escape(how)}")
+        st.markdown("  \n".join(lines))
+        if not state.any_provider():
+            st.caption("No model provider yet: add a key or probe a local server in Settings.")
+
+        st.markdown("#### Session")
+        rows = list_sessions(state.sessions_root())
+        ids = [r["id"] for r in rows]
+        labels = {r["id"]: _session_label(r) for r in rows}
+        sid = state.current_sid()
+        if sid and sid not in ids:
+            ids.insert(0, sid)
+        if ids:
+            options = [None] + ids
+            if st.session_state.get("sidebar_session") != sid:
+                st.session_state["sidebar_session"] = sid if sid in ids else None
+            st.selectbox("Current session", options, format_func=lambda x: "— none —" if x is None else labels.get(x, x),
+                         key="sidebar_session", on_change=_pick)
+        else:
+            st.caption("No session yet — create one in Setup.")
+        s, readonly = state.current_session()
+        if s is None:
+            return
+        cfg = s.config
+        task = cfg.task.get("name") or cfg.task.get("file")
+        st.markdown(f"**{md_escape(task)}** · {md_escape(cfg.method)} ({md_escape(cfg.preset)})  \n"
+                    f"state: **{md_escape(s.state)}** · versions {len(s.versions)} · steps {len(s.steps)}")
+        if readonly:
+            st.caption("🔒 read-only here (another process is writing it)")
+        if state.is_replay(s):
+            st.caption("📼 imported bundle (replay)")
+        job = state.active_job(s)
+        if job is not None:
+            st.caption(f"⏳ {md_escape(job.label)} running…")
+
+        st.markdown("#### Spend")
+        sp = s.spend
+        c1, c2 = st.columns(2)
+        c1.metric("Calls", f"{sp.calls:,}", help=f"{sp.cached:,} answered from the cache, {sp.failed} failed")
+        c2.metric("Tokens", f"{sp.input_tokens + sp.output_tokens:,}",
+                  help=f"{sp.input_tokens:,} in, {sp.output_tokens:,} out")
+        c1.metric("Spent", money(sp.cost_usd))
+        c2.metric("Saved by cache", money(sp.saved_usd))

@@ -1,0 +1,204 @@
+"""Per-browser state (st.session_state) and access to the open session, models, cache and runner.
+
+Keys typed in Settings live only in st.session_state for this browser session: never written to
+disk, a log, the cache, a session or an export.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import streamlit as st
+
+import core.session as session_mod
+from core.cache import CacheError, ResponseCache
+from core.engine import task_text
+from core.llm import ClientOptions, LLMError, parse_spec
+from core.runner import Runner
+from core.session import Models, Session, SessionConfig, SessionError
+from core.tasks import Example
+
+from .jobs import Job, Registry, registry, session_key
+
+KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+DEFAULT_OPTIONS = {"concurrency": 8, "timeout_s": 60.0, "max_retries": 4}
+
+
+def ss(name: str, default):
+    """st.session_state[name], set to default the first time."""
+    if name not in st.session_state:
+        st.session_state[name] = default
+    return st.session_state[name]
+
+
+# ---------- paths ----------
+def sessions_root() -> Path:
+    return Path(os.environ.get("PGS_SESSIONS_DIR") or session_mod.DEFAULT_ROOT)
+
+
+# ---------- keys and providers ----------
+def _secret(name: str) -> str | None:
+    try:
+        value = st.secrets.get(name)
+    except Exception:  # noqa: BLE001 - no secrets.toml is the normal case
+        return None
+    return str(value) if value else None
+
+
+def api_keys() -> dict[str, str]:
+    """Keys for Models.from_config: typed in Settings (this browser session), else st.secrets.
+    Environment keys are read by the SDK clients themselves."""
+    typed = ss("api_keys", {})
+    out = {}
+    for provider, env in KEY_ENV.items():
+        value = typed.get(provider) or _secret(env)
+        if value:
+            out[provider] = value
+    return out
+
+
+def key_source(provider: str) -> str | None:
+    """Where a provider's key comes from (never the key itself)."""
+    if ss("api_keys", {}).get(provider):
+        return "entered in Settings"
+    env = KEY_ENV.get(provider)
+    if env and os.environ.get(env):
+        return f"environment ({env})"
+    if env and _secret(env):
+        return "st.secrets"
+    return None
+
+
+def probed() -> dict[str, list[str]]:
+    """Model ids found on OpenAI-compatible servers: {base_url: [model ids]}."""
+    return ss("probed_models", {})
+
+
+def provider_status() -> list[tuple[str, bool, str]]:
+    """(provider, usable, how) for the sidebar and Setup."""
+    rows = []
+    for p in ("openai", "anthropic"):
+        src = key_source(p)
+        rows.append((p, bool(src), src or "no key"))
+    found = probed()
+    ollama = [u for u in found if ":11434" in u]
+    rows.append(("ollama", bool(ollama), f"{len(found[ollama[0]])} model(s) at {ollama[0]}" if ollama
+                 else "not found on localhost:11434"))
+    other = [u for u in found if u not in ollama]
+    base = os.environ.get("OPENAI_BASE_URL")
+    if other or base:
+        how = f"{other[0]}" if other else "OPENAI_BASE_URL"
+        rows.append(("openai-compatible", True, how))
+    if os.environ.get("PGS_PROVIDERS"):
+        rows.append(("test providers", True, "PGS_PROVIDERS (scripted fake models)"))
+    return rows
+
+
+def any_provider() -> bool:
+    return any(ok for _, ok, _ in provider_status())
+
+
+def missing_for(cfg: SessionConfig) -> list[str]:
+    """Why this config's models cannot run in this browser session (empty when they can)."""
+    problems = []
+    for what, spec, url in (("forward", cfg.forward, cfg.forward_base_url),
+                            ("backward", cfg.backward, cfg.backward_base_url)):
+        try:
+            s = parse_spec(spec, url)
+        except LLMError as exc:
+            problems.append(f"{what} model: {exc}")
+            continue
+        if s.provider in KEY_ENV and not s.base_url and not key_source(s.provider):
+            problems.append(f"the {what} model {spec} needs an {s.provider} key: set {KEY_ENV[s.provider]} "
+                            f"or enter it in Settings")
+    return problems
+
+
+def options() -> dict:
+    return ss("client_options", dict(DEFAULT_OPTIONS))
+
+
+def client_options() -> ClientOptions:
+    o = options()
+    return ClientOptions(timeout_s=float(o["timeout_s"]), max_retries=int(o["max_retries"]))
+
+
+# ---------- cache, runner, models ----------
+def response_cache() -> ResponseCache | None:
+    """The shared response cache, or None (with a warning) when its folder cannot be used."""
+    try:
+        return registry().cache()
+    except CacheError as exc:
+        st.warning(f"Running without the response cache: {exc}", icon="⚠️")
+        return None
+
+
+def runner() -> Runner:
+    return Runner(cache=response_cache(), concurrency=int(options()["concurrency"]))
+
+
+def models_for(cfg: SessionConfig) -> Models:
+    """Fresh models for one job (SDK clients are created inside the job's event loop)."""
+    return Models.from_config(cfg, runner(), keys=api_keys(), options=client_options())
+
+
+def secrets() -> list[str]:
+    """Values to redact from any error shown."""
+    return [v for v in api_keys().values() if v]
+
+
+# ---------- the current session ----------
+def current_sid() -> str | None:
+    return st.session_state.get("sid")
+
+
+def set_current(sid: str | None) -> None:
+    st.session_state["sid"] = sid
+
+
+def current_session() -> tuple[Session | None, str | None]:
+    """(session, read-only reason) for this browser's current session; (None, None) when none.
+    A session that cannot be loaded is reported with st.error and forgotten."""
+    sid = current_sid()
+    if not sid:
+        return None, None
+    try:
+        return registry().session(sessions_root(), sid)
+    except (SessionError, OSError) as exc:
+        st.error(f"Cannot open session {sid}: {exc}", icon="🚫")
+        set_current(None)
+        return None, None
+
+
+def owner(s: Session) -> str:
+    return session_key(s.root, s.id)
+
+
+def active_job(s: Session) -> Job | None:
+    return registry().active(owner(s))
+
+
+def reg() -> Registry:
+    return registry()
+
+
+def examples_by_id(s: Session) -> dict[str, Example]:
+    cached = getattr(s, "_ui_examples", None)
+    if cached is None:
+        cached = {ex.id: ex for split in s.task.splits.values() for ex in split}
+        s._ui_examples = cached  # type: ignore[attr-defined]
+    return cached
+
+
+def question_text(s: Session, example_id: str) -> str:
+    ex = examples_by_id(s).get(example_id)
+    return task_text(s.task, ex) if ex is not None else ""
+
+
+def is_replay(s: Session) -> bool:
+    """An imported bundle (replayable offline from its recorded responses)."""
+    if s.id in ss("imported", set()):
+        return True
+    return any(ev.get("type") in ("imported", "import") for ev in s.events[:3]) or \
+        bool(s.events and s.events[0].get("imported"))
