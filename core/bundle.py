@@ -77,7 +77,7 @@ def load_bundle(data: bytes) -> dict:
         raise BundleError("The bundle's first event is not a session creation.")
     try:
         cfg = SessionConfig(**events[0]["config"])
-        cfg.validate()
+        cfg.validate(check_models=False)  # replay needs no provider; import checks again when a model is used
     except (TypeError, SessionError) as exc:
         raise BundleError(f"The bundle's session settings are invalid: {exc}") from None
     responses = b.get("responses", {})
@@ -159,10 +159,19 @@ class ReplayResult:
     matches: bool = True
 
 
+def _offline_spec(spec: str, base_url: str | None) -> ModelSpec:
+    """The spec the recorded calls were keyed with, even for a provider this machine does not have."""
+    from .llm import LLMError, parse_spec
+
+    try:
+        return parse_spec(spec, base_url)
+    except LLMError:
+        provider, _, model = spec.partition(":")
+        return ModelSpec(provider.strip().lower(), model.strip(), (base_url or "").strip() or None)
+
+
 def replay_bundle(data: bytes, *, root: Path | str | None = None) -> ReplayResult:
     """Re-run a bundle's session offline from its own responses, applying its recorded decisions."""
-    from .llm import parse_spec
-
     b = load_bundle(data)
     work = Path(tempfile.mkdtemp(prefix="pgs-replay-"))
     try:
@@ -170,14 +179,15 @@ def replay_bundle(data: bytes, *, root: Path | str | None = None) -> ReplayResul
         rid = import_bundle(data, root=work / "recorded", cache=cache)
         recorded = Session.open(rid, root=work / "recorded", readonly=True)
         cfg = recorded.config
-        fwd = OfflineModel(parse_spec(cfg.forward, cfg.forward_base_url))
-        bwd = OfflineModel(parse_spec(cfg.backward, cfg.backward_base_url))
+        fwd = OfflineModel(_offline_spec(cfg.forward, cfg.forward_base_url))
+        bwd = OfflineModel(_offline_spec(cfg.backward, cfg.backward_base_url))
         models = Models(fwd, bwd, Runner(cache=cache, concurrency=8))
         cfg_copy = SessionConfig(**{**recorded.events[0]["config"]})
         content = None
         if b.get("data"):
             content = (b["data"]["filename"], b["data"]["content"].encode("utf-8"))
-        replay = Session.create(cfg_copy, root=Path(root or work / "replayed"), models=models, data=content)
+        replay = Session.create(cfg_copy, root=Path(root or work / "replayed"), models=models, data=content,
+                                offline=True)
         out = ReplayResult(session=recorded.id)
         try:
             if recorded.versions:

@@ -145,7 +145,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         raise ConfigError(str(exc)) from None
     model = _model(a.model, a.base_url, a.timeout, a.retries)
     runner = _runner(a)
-    report = evaluate(prompt, examples, model, task=task, runner=runner,
+    report = evaluate(prompt, examples, model, task=task, runner=runner, max_tokens=a.max_tokens,
                       progress=None if a.quiet else _progress_bar(f"{a.task}/{a.split}"))
     if report.fatal:
         raise ConfigError(report.fatal)
@@ -178,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--prompt-file")
     e.add_argument("--strategy", default="zero-shot", help="zero-shot | cot | few-shot:K (default zero-shot)")
     e.add_argument("--limit", type=int, help="only the first N questions of the split")
+    e.add_argument("--max-tokens", type=int, default=512, help="answer length limit (default 512)")
     e.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(fn=cmd_evaluate)

@@ -128,7 +128,8 @@ def cmd_optimize(a) -> int:
     cfg = SessionConfig(task=spec, method=a.method, preset=preset, forward=a.forward, backward=a.backward or a.forward,
                         forward_base_url=a.base_url, backward_base_url=a.backward_base_url or a.base_url,
                         seed_prompt=seed_prompt, seed=a.seed, policy=a.policy, patience=a.patience,
-                        budget_usd=a.budget_usd, budget_calls=a.budget_calls, val_limit=a.val_limit, params=params)
+                        budget_usd=a.budget_usd, budget_calls=a.budget_calls, val_limit=a.val_limit, params=params,
+                        forward_max_tokens=a.max_tokens)
     try:
         cfg.validate()
         models = _models(cfg, a)
@@ -159,6 +160,8 @@ def cmd_resume(a) -> int:
         steps = a.steps if a.steps is not None else 0
         if s.auto is None and steps == 0:
             print(f"session {s.id} has no automatic run in progress; pass --steps N to run more.")
+            if a.json:
+                print(json.dumps(_summary(s, "idle")))
             return 0
         return _drive(s, a, steps)
 
@@ -261,6 +264,7 @@ def add_commands(sub, add_task_args, add_model_args) -> None:
     o.add_argument("--budget-usd", type=float)
     o.add_argument("--budget-calls", type=int)
     o.add_argument("--val-limit", type=int, help="validate on the first N validation questions")
+    o.add_argument("--max-tokens", type=int, default=512, help="forward answer length limit (default 512)")
     o.add_argument("--prompt", default="You are a helpful, creative, and smart assistant.", help="seed prompt")
     o.add_argument("--prompt-file")
     common(o)

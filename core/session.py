@@ -65,11 +65,12 @@ class SessionConfig:
     budget_usd: float | None = None
     budget_calls: int | None = None
     val_limit: int | None = None  # validate on the first N validation questions
+    forward_max_tokens: int = 512
     params: dict = field(default_factory=dict)  # overrides of the preset's fields
     templates: dict = field(default_factory=dict)  # meta-prompt overrides {name: {"system","user"}}
     title: str = ""
 
-    def validate(self) -> None:
+    def validate(self, check_models: bool = True) -> None:
         if self.method not in METHODS:
             raise SessionError(f"Unknown method '{self.method}'. Use one of: {', '.join(METHODS)}.")
         if self.preset not in PRESETS[self.method]:
@@ -80,6 +81,8 @@ class SessionConfig:
         if not self.seed_prompt.strip():
             raise SessionError("The seed prompt is empty: write one (the AutoMedPrompt seed is a good start).")
         for spec, url in ((self.forward, self.forward_base_url), (self.backward, self.backward_base_url)):
+            if not check_models:
+                break
             try:
                 parse_spec(spec, url)
             except LLMError as exc:
@@ -237,9 +240,10 @@ class Session:
     # ---------- construction ----------
     @classmethod
     def create(cls, config: SessionConfig, *, root: Path | str = DEFAULT_ROOT, models: Models | None = None,
-               data: tuple[str, bytes] | None = None, sid: str | None = None) -> "Session":
-        """Validate config, load the task (custom data is copied into the session folder), log 'created'."""
-        config.validate()
+               data: tuple[str, bytes] | None = None, sid: str | None = None, offline: bool = False) -> "Session":
+        """Validate config, load the task (custom data is copied into the session folder), log 'created'.
+        `offline` (replay) skips checking that the model providers exist here."""
+        config.validate(check_models=not offline)
         sid = sid or new_session_id()
         s = cls(Path(root), sid)
         if s.events_path.exists():
@@ -466,8 +470,11 @@ class Session:
 
     def _cost(self, calls: int, forward: bool) -> float:
         cfg = self.config
-        spec = parse_spec(cfg.forward if forward else cfg.backward,
-                          cfg.forward_base_url if forward else cfg.backward_base_url)
+        try:
+            spec = parse_spec(cfg.forward if forward else cfg.backward,
+                              cfg.forward_base_url if forward else cfg.backward_base_url)
+        except LLMError:  # a provider this machine lacks (offline replay): no estimate
+            return 0.0
         price = price_for(spec)
         if not price or calls == 0:
             return 0.0
@@ -503,7 +510,8 @@ class Session:
         return StepContext(task=self.task, runner=m.runner, forward_model=m.forward, backward_model=m.backward,
                            templates=Templates(self.config.templates), train=self.task.split("train"),
                            seed=hash_seed(self.config.seed, step, attempt), attempt=attempt,
-                           prefix=f"s{step}.", cancel=cancel, on_progress=progress)
+                           prefix=f"s{step}.", cancel=cancel, on_progress=progress,
+                           forward_max_tokens=self.config.forward_max_tokens)
 
     def _run(self, coro_fn: Callable[[], Any]) -> Any:
         m = self._need_models()

@@ -12,3 +12,43 @@ from tests.fake_model import register  # noqa: E402
 
 register()
 os.environ.setdefault("PGS_TEST", "1")
+
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+
+import pytest  # noqa: E402
+
+LOCAL_LLM = ROOT.parent / "shared" / "tools" / "local-llm"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def local_llm_url() -> str:
+    """Base URL of the real local model (../shared/tools/local-llm). Required in CI; skipped elsewhere
+    only when ../shared is absent."""
+    if not LOCAL_LLM.exists():
+        if IN_CI:
+            pytest.fail(f"CI needs the real local model, but {LOCAL_LLM} is missing")
+        pytest.skip(f"{LOCAL_LLM} is absent (no ../shared beside the repo)")
+    out = subprocess.run(["bash", str(LOCAL_LLM), "start"], capture_output=True, text=True, timeout=1800)
+    if out.returncode != 0:
+        pytest.fail(f"local-llm start failed: {out.stderr[-2000:]}")
+    return out.stdout.strip().splitlines()[-1]
+
+
+LOCAL_MODEL = "openai-compatible:qwen2.5-coder-0.5b"
+
+
+@pytest.fixture
+def pgs_env(tmp_path, monkeypatch):
+    """Isolated sessions and cache folders for a test, also for subprocesses."""
+    monkeypatch.setenv("PGS_SESSIONS_DIR", str(tmp_path / "sessions"))
+    monkeypatch.setenv("PGS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PGS_PROVIDERS", "tests.fake_model:register")
+    monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return tmp_path
+
+
+def pgs_cmd() -> list[str]:
+    exe = shutil.which("pgs")
+    return [exe] if exe else [sys.executable, "-m", "core.cli"]

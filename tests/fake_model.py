@@ -119,7 +119,10 @@ def _between(text: str, start: str, end: str) -> str:
 
 def register() -> None:
     """Entry for PGS_PROVIDERS="tests.fake_model:register": `fake:<anything>` specs build a FakeModel."""
-    register_provider("fake", lambda spec: FakeModel(spec=spec))
+    import os
+
+    delay = float(os.environ.get("PGS_FAKE_DELAY", "0") or 0)
+    register_provider("fake", lambda spec: FakeModel(spec=spec, delay_s=delay))
 
 
 def infer_tag(messages: list[dict]) -> str:

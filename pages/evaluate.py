@@ -1,0 +1,98 @@
+"""Evaluate: chosen versions and the paper's baselines on the test split, head to head."""
+
+import pandas as pd
+import streamlit as st
+
+from core.baselines import strategy_prompt
+from ui import actions, charts, state
+from ui.evaluation import Entry, head_to_head, long_csv
+from ui.jobs import job_panel
+from ui.render import empty_state, md_escape, pct
+
+st.title("Evaluate")
+s, readonly = state.current_session()
+if s is None:
+    empty_state("No session yet — create one in Setup, then come back to score its prompts on the test split.",
+                "pages/setup.py", "Go to Setup")
+    st.stop()
+if not s.versions:
+    empty_state("Score the seed prompt in Optimize first.", "pages/optimize.py", "Go to Optimize")
+    st.stop()
+
+test = s.task.split("test")
+missing = state.missing_for(s.config)
+if missing:
+    st.warning("Evaluating needs the forward model: " + "; ".join(missing) + ".", icon="🔑")
+st.caption(f"Test split: {len(test)} questions, never used for tuning. Forward model `{md_escape(s.config.forward)}`, "
+           "temperature 0; answers are cached, so re-running costs nothing.")
+
+versions = {f"v{v.number} (step {v.step}, {v.origin}, val {pct(v.accuracy)})": v.prompt for v in s.versions}
+c = st.columns([3, 2])
+chosen = c[0].multiselect("Prompt versions", list(versions),
+                          default=list(versions)[:1] + (list(versions)[-1:] if len(versions) > 1 else []),
+                          key="eval_versions")
+with c[1]:
+    baselines = st.multiselect("Baselines (AutoMedPrompt paper)", ["zero-shot", "cot", "few-shot"], key="eval_baselines")
+    k = st.number_input("K for few-shot", min_value=1, max_value=20, value=3, key="eval_k",
+                        disabled="few-shot" not in baselines)
+entries = [Entry(name, versions[name]) for name in chosen]
+for b in baselines:
+    strat = f"few-shot:{k}" if b == "few-shot" else b
+    entries.append(Entry(f"baseline: {strat}", strategy_prompt(strat, s.task, seed=s.config.seed)))
+c = st.columns([1, 2, 2])
+limit = c[0].number_input("Questions (0 = all)", min_value=0, max_value=len(test), value=min(100, len(test)),
+                          key="eval_limit")
+n = int(limit) or len(test)
+names = [e.name for e in entries]
+ref = c[1].selectbox("Reference for the paired test", names, key="eval_ref") if names else None
+c[2].caption(f"Up to {len(entries) * n:,} forward calls ({len(entries)} prompt(s) × {n} questions); "
+             "cached answers are free.")
+
+job = state.active_job(s)
+can_run = bool(entries) and not missing and job is None
+if st.button("Evaluate on test", type="primary", key="run_eval", disabled=not can_run):
+    job = actions.start_evaluate(s, entries, int(limit) or None)
+    if job is not None and job.running:
+        st.rerun()
+
+if job is not None and job.running:
+    job_panel(job, key="evaluate")
+    st.stop()
+
+results = state.ss("eval_results", {})
+last = state.reg().latest(state.owner(s), ("evaluate",))
+if last is not None and last.result and results.get(s.id, (None,))[0] != last.id:
+    results[s.id] = (last.id, last.result)
+if last is not None and not last.seen:
+    job_panel(last, key="evaluate")
+if s.id not in results:
+    st.info("No results yet: choose prompts and press “Evaluate on test”.", icon="ℹ️")
+    st.stop()
+
+reports = results[s.id][1]
+ref_name = ref if ref in reports else next(iter(reports))
+rows = head_to_head(reports, ref_name)
+st.subheader("Head to head")
+if any(r["cancelled"] for r in rows):
+    st.warning("Cancelled: the scores below cover only the questions answered before the stop.", icon="⏹️")
+table = pd.DataFrame([{
+    "prompt": r["prompt"], "accuracy": r["accuracy"], "95% CI": f"{r['ci_low']:.0%}–{r['ci_high']:.0%}",
+    "macro-F1": r["macro_f1"], "n": r["n"], "unparsed": r["unparsed"], "errors": r["errors"],
+    f"Δ vs {ref_name}": r["delta_vs_ref"], "McNemar p": r["p_vs_ref"], "cost": r["cost_usd"]} for r in rows])
+st.dataframe(table, hide_index=True, column_config={
+    "accuracy": st.column_config.NumberColumn(format="percent"),
+    "macro-F1": st.column_config.NumberColumn(format="%.3f"),
+    f"Δ vs {ref_name}": st.column_config.NumberColumn(format="percent"),
+    "McNemar p": st.column_config.NumberColumn(format="%.3g"),
+    "cost": st.column_config.NumberColumn(format="$%.4f")})
+st.caption(f"McNemar: exact paired test against **{md_escape(ref_name)}** on the same questions.")
+st.plotly_chart(charts.eval_figure(rows), key="eval_chart", config={"displaylogo": False})
+d = st.columns(2)
+d[0].download_button("Download summary (CSV)", pd.DataFrame(rows).to_csv(index=False), file_name=f"{s.id}-test.csv",
+                     mime="text/csv", key="dl_eval_summary", on_click="ignore")
+d[1].download_button("Download per-question results (CSV)", lambda: long_csv(reports),
+                     file_name=f"{s.id}-test-questions.csv", mime="text/csv", key="dl_eval_rows", on_click="ignore")
+with st.expander("The prompts evaluated"):
+    for name, rep in reports.items():
+        st.markdown(f"**{md_escape(name)}**")
+        st.code(rep.prompt, language=None, wrap_lines=True)

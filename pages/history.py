@@ -1,0 +1,109 @@
+"""History: validation per step, spend, prompt versions with diffs, the correctness grid, each step's
+record and lineage; export and copy."""
+
+import streamlit as st
+
+from core.diffs import unified
+from ui import charts, state, step_view
+from ui.render import diff, empty_state, md_escape, money, pct, plain
+
+try:
+    from core import bundle
+except ImportError:  # the bundle module may not exist yet
+    bundle = None
+
+st.title("History")
+s, readonly = state.current_session()
+if s is None:
+    empty_state("No session yet — create one in Setup, or import a bundle there.", "pages/setup.py", "Go to Setup")
+    st.stop()
+if state.is_replay(s):
+    st.info("📼 Replay mode — an imported bundle, browsable offline with no key.", icon="📼")
+if not s.versions:
+    empty_state("Nothing to show yet — score the seed prompt in Optimize.", "pages/optimize.py", "Go to Optimize")
+    st.stop()
+
+tab_chart, tab_versions, tab_grid, tab_steps, tab_export = st.tabs(
+    ["Validation", "Prompt versions", "Question grid", "Steps and lineage", "Export"])
+
+with tab_chart:
+    st.plotly_chart(charts.history_figure(s), key="history_chart",
+                    config={"displaylogo": False})
+    st.caption("Each marker is a validated step: the chosen prompt's validation accuracy with its 95% Wilson "
+               "interval; ● accepted, ✕ rejected. The dashed line is the seed baseline.")
+    spend = charts.spend_table(s)
+    if not spend.empty:
+        c = st.columns(3)
+        c[0].metric("Calls (cumulative)", f"{int(spend['cumulative_calls'].iloc[-1]):,}",
+                    help=f"{int(spend['cached'].sum()):,} more answered from the cache")
+        c[1].metric("Tokens (cumulative)", f"{int(spend['cumulative_tokens'].iloc[-1]):,}")
+        c[2].metric("Cost (cumulative)", money(float(spend["cumulative_cost_usd"].iloc[-1])))
+        st.dataframe(spend, hide_index=True, column_config={
+            "cost_usd": st.column_config.NumberColumn(format="$%.4f"),
+            "cumulative_cost_usd": st.column_config.NumberColumn(format="$%.4f")})
+
+with tab_versions:
+    vs = s.versions
+    names = [f"v{v.number} · step {v.step} · {v.origin} · {pct(v.accuracy)}" for v in vs]
+    c = st.columns(2)
+    a = c[0].selectbox("From", range(len(vs)), index=max(0, len(vs) - 2), format_func=names.__getitem__, key="diff_a")
+    b = c[1].selectbox("To", range(len(vs)), index=len(vs) - 1, format_func=names.__getitem__, key="diff_b")
+    diff(vs[a].prompt, vs[b].prompt)
+    with st.expander("Unified diff"):
+        plain(unified(vs[a].prompt, vs[b].prompt, f"v{a}", f"v{b}"), box=True)
+    cols = st.columns(2)
+    with cols[0]:
+        st.markdown(f"**v{a}**")
+        plain(vs[a].prompt, copy=True)
+    with cols[1]:
+        st.markdown(f"**v{b}**")
+        plain(vs[b].prompt, copy=True)
+
+with tab_grid:
+    grid = charts.correctness_grid(s)
+    st.caption("Rows are validation questions, columns the versions and the rejected candidates. "
+               "✓ right · ✗ wrong · ✓+ fixed by that edit · ✗− broken by that edit.")
+    only = st.toggle("Only questions where something changed", value=True, key="grid_changed")
+    if only and not grid.empty:
+        grid = grid[grid.apply(lambda r: any(str(v) in ("✓+", "✗−") for v in r), axis=1)]
+    if grid.empty:
+        st.caption("No changes yet.")
+    else:
+        st.dataframe(charts.grid_style(grid), height=min(600, 38 + 35 * len(grid)))
+        qid = st.selectbox("Show a question", list(grid.index), key="grid_q")
+        if qid:
+            plain(state.question_text(s, qid), box=True)
+
+with tab_steps:
+    steps = list(reversed(s.steps))
+    if not steps:
+        st.caption("No steps yet.")
+    else:
+        idx = st.selectbox("Step", range(len(steps)), key="hist_step",
+                           format_func=lambda i: f"step {steps[i].index} (attempt {steps[i].attempt}) — "
+                                                 f"{steps[i].outcome or steps[i].status}")
+        chosen = steps[idx]
+        fig = charts.lineage_figure(s, chosen)
+        if fig is not None:
+            st.markdown("**Lineage:** failures → gradients → candidates → decision (with the validation change)")
+            st.plotly_chart(fig, key="lineage_chart", config={"displaylogo": False})
+        step_view.step_record(s, chosen, key=f"h{chosen.index}_{chosen.attempt}")
+
+with tab_export:
+    best = max(s.versions, key=lambda v: (v.accuracy, v.number))
+    st.markdown(f"**Current prompt** (v{s.current.number}, {pct(s.current.accuracy)} on validation) — "
+                "the copy button is in the box's corner:")
+    plain(s.current.prompt, copy=True)
+    if best.number != s.current.number:
+        st.caption(f"The best version on validation is v{best.number} ({pct(best.accuracy)}).")
+    if bundle is None:
+        st.info("Bundle export is not available in this build (core.bundle is missing).", icon="ℹ️")
+    else:
+        c = st.columns(2)
+        cache = state.response_cache()
+        c[0].download_button("Download session bundle (.json)", lambda: bundle.bundle_bytes(s, cache),
+                             file_name=f"{s.id}.bundle.json", mime="application/json", key="dl_bundle",
+                             on_click="ignore", help="events + every response used: replayable offline with no key")
+        c[1].download_button("Download Markdown report", lambda: bundle.markdown_report(s).encode("utf-8"),
+                             file_name=f"{s.id}.md", mime="text/markdown", key="dl_report", on_click="ignore")
+    st.caption(f"Session folder: {md_escape(str(s.dir))}")

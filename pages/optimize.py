@@ -1,0 +1,230 @@
+"""Optimize: run a step, read the failures and gradients, choose a candidate or edit, pass the gate."""
+
+import pandas as pd
+import streamlit as st
+
+from core.session import SessionError
+from ui import actions, state, step_view
+from ui.jobs import job_panel
+from ui.render import ci, empty_state, md_escape, money, pct, plain
+
+st.title("Optimize")
+s, readonly = state.current_session()
+if s is None:
+    empty_state("No session yet — create one in Setup.", "pages/setup.py", "Go to Setup")
+    st.stop()
+
+reg = state.reg()
+job = state.active_job(s)
+missing = state.missing_for(s.config)
+replay = state.is_replay(s)
+if replay:
+    st.info("📼 Replay mode — an imported session: every recorded step can be browsed here and in History "
+            "with no key." + (" Continuing it needs: " + "; ".join(missing) + "." if missing else ""), icon="📼")
+elif missing:
+    st.warning("Browse-only: " + "; ".join(missing) + ".", icon="🔑")
+if readonly:
+    st.warning(f"Read-only: {readonly}", icon="🔒")
+can_act = not readonly and not missing and job is None
+
+for kind, msg in st.session_state.pop("flash", []):
+    getattr(st, kind)(msg)
+
+# ---------- actions queued by buttons (callbacks) ----------
+pending = st.session_state.pop("pending_action", None)
+if pending and can_act:
+    what, arg = pending
+    try:
+        if what == "accept":
+            s.decide("accept", candidate=arg)
+        elif what == "edit":
+            s.decide("edit", prompt=arg)
+        actions.start_validate(s)
+    except SessionError as exc:
+        st.error(str(exc), icon="🚫")
+    job = state.active_job(s)
+    can_act = can_act and job is None
+
+# ---------- header ----------
+cfg = s.config
+m = st.columns(5)
+if s.versions:
+    cur, v0 = s.current, s.versions[0]
+    m[0].metric(f"Current prompt (v{cur.number})", pct(cur.accuracy),
+                delta=f"{100 * (cur.accuracy - v0.accuracy):+.1f} pts vs seed" if cur.number else None,
+                help=f"validation accuracy, {ci(cur.report.interval)}, n={cur.report.n}")
+    m[1].metric("Seed baseline", pct(v0.accuracy), help=ci(v0.report.interval))
+else:
+    m[0].metric("Current prompt", "not scored")
+m[2].metric("Steps done", sum(1 for x in s.steps if x.outcome),
+            help=f"{sum(1 for x in s.steps if x.outcome == 'accepted')} accepted")
+m[3].metric("Rejections in a row", f"{s.rejections_in_a_row()} / {cfg.patience}", help="patience (auto-run stops)")
+m[4].metric("Spent", money(s.spend.cost_usd), help=f"{s.spend.calls} calls, {s.spend.cached} from cache")
+
+if s.versions:
+    with st.expander(f"Current prompt (v{s.current.number}) — copy it with the button in the corner", expanded=True):
+        plain(s.current.prompt, copy=True)
+
+
+def live() -> None:
+    """Refreshed every second while a job runs: the steps finished so far and the open step."""
+    rows = [{"step": x.index, "outcome": x.outcome or x.status,
+             "validation": pct(x.gate.new_accuracy) if x.gate else "",
+             "was": pct(x.gate.old_accuracy) if x.gate else "",
+             "candidates": len(x.proposal.candidates) if x.proposal else 0}
+            for x in s.steps[-8:]]
+    if rows:
+        st.dataframe(pd.DataFrame(rows), hide_index=True)
+    if s.versions:
+        st.caption(f"Current prompt v{s.current.number}: {pct(s.current.accuracy)} on validation")
+
+
+if job is not None:
+    job_panel(job, key="optimize", live=live)
+    st.stop()
+last = reg.latest(state.owner(s))
+if last is not None and not last.seen:
+    job_panel(last, key="optimize")
+
+if s.stopped:
+    st.warning(f"This session has stopped: {s.stopped}. Review it in History, export it, or evaluate it on "
+               "the test split; start a new session to keep tuning.", icon="🛑")
+    st.page_link("pages/history.py", label="History and export", icon="📈")
+    st.stop()
+
+state_ = s.state
+step = s.step
+
+# ---------- new: the baseline ----------
+if state_ == "new":
+    n = len(s.val_examples())
+    est = s.estimate_baseline()
+    st.subheader("Step 0 · score the seed prompt")
+    st.markdown(f"The seed prompt is scored on the {n} validation questions first, so the first gate compares "
+                f"against something real. About {est['calls']} calls, {money(est['cost_usd'])}.")
+    plain(cfg.seed_prompt, box=True)
+    if st.button("Score the seed prompt", type="primary", key="run_baseline", disabled=not can_act):
+        actions.start_baseline(s)
+        st.rerun()
+    st.stop()
+
+# ---------- ready: run a step or auto-run ----------
+if state_ == "ready" or (state_ == "started"):
+    done = [x for x in s.steps if x.outcome]
+    if done:
+        lx = done[-1]
+        change = (f" ({pct(lx.gate.old_accuracy)} → {pct(lx.gate.new_accuracy)})" if lx.gate else "")
+        st.caption(f"Last step {lx.index}: {lx.outcome}{change}.")
+    est = s.estimate_step()
+    nxt = step.index if step else (s.steps[-1].index + 1 if s.steps else 1)
+    st.subheader(f"Step {nxt}")
+    if state_ == "started":
+        st.info("This step was interrupted before its proposal was recorded; run it again (finished calls come from "
+                "the cache).", icon="↩️")
+    st.markdown(f"Next step: about **{est['calls']:,} calls** (minibatch {est['forward']}, optimiser "
+                f"{est['optimiser']}, bandit {est['bandit']}, validation {est['validation']}), "
+                f"**{money(est['cost_usd'])}**.")
+    c = st.columns([1, 1, 1, 2])
+    if c[0].button("Run step", type="primary", key="run_step", disabled=not can_act,
+                   help="sample a minibatch, answer it, and propose gradients and candidates"):
+        actions.start_step(s)
+        st.rerun()
+    n_auto = c[1].number_input("Steps", min_value=1, max_value=50, value=3, key="auto_n",
+                               label_visibility="collapsed")
+    resume = s.auto is not None
+    if c[2].button("Continue auto-run" if resume else f"Auto-run {n_auto} steps", key="auto_run",
+                   disabled=not can_act, help=f"accept the top candidate each step; the {cfg.policy} gate decides"):
+        actions.start_auto(s, int(n_auto))
+        st.rerun()
+    with c[3]:
+        st.caption(f"Auto-run uses the session's **{md_escape(cfg.policy)}** gate and stops after "
+                   f"{cfg.patience} rejections in a row." +
+                   (f" An interrupted auto-run is waiting to reach {s.auto['steps']} finished steps." if resume else ""))
+    st.stop()
+
+# ---------- proposed: decide ----------
+if state_ == "proposed":
+    st.subheader(f"Step {step.index}" + (f" · attempt {step.attempt + 1}" if step.attempt else ""))
+    with st.expander("Minibatch: the current prompt on training questions", expanded=True):
+        step_view.minibatch(s, step, key=f"s{step.index}")
+    step_view.proposal_view(s, step, actions=can_act, key=f"s{step.index}")
+
+    st.markdown("#### Your decision")
+    marker = (s.id, step.index, step.attempt)
+    if st.session_state.get("edit_for") != marker:
+        st.session_state["edit_for"] = marker
+        st.session_state["edit_source"] = "current"
+        st.session_state["edit_text"] = s.current.prompt
+    sources = ["current"] + [c.id for c in step.proposal.candidates]
+
+    def _load_source() -> None:
+        src = st.session_state["edit_source"]
+        st.session_state["edit_text"] = s.current.prompt if src == "current" else step.proposal.candidate(src).prompt
+
+    with st.container(border=True):
+        ec = st.columns([3, 1])
+        ec[0].selectbox("Edit, starting from", sources, key="edit_source", on_change=_load_source,
+                        format_func=lambda x: "the current prompt" if x == "current"
+                        else f"candidate {sources.index(x)} ({x})")
+        text = st.text_area("Your prompt", key="edit_text", height=220)
+
+        def _accept_edit() -> None:
+            st.session_state["pending_action"] = ("edit", st.session_state["edit_text"])
+
+        ec[1].write("")
+        ec[1].button("Accept edit", key="accept_edit", type="primary", disabled=not can_act, on_click=_accept_edit,
+                     width="stretch", help="score your text on validation against the current prompt")
+    b = st.columns(4)
+    if b[0].button("Reject all", key="reject_all", disabled=not can_act, width="stretch",
+                   help="record a rejection; counts toward patience"):
+        s.decide("reject")
+        st.session_state["flash"] = [("info", f"Step {step.index}: all candidates rejected.")]
+        st.rerun()
+    if b[1].button("Regenerate", key="regenerate", disabled=not can_act, width="stretch",
+                   help="a new sample of gradients and candidates on a new minibatch"):
+        actions.start_step(s, regenerate=True)
+        st.rerun()
+    if b[2].button("Skip", key="skip", disabled=not can_act, width="stretch",
+                   help="move on without a decision (e.g. no failures)"):
+        s.decide("skip")
+        st.rerun()
+    st.stop()
+
+# ---------- decided: validate ----------
+if state_ == "decided":
+    st.subheader(f"Step {step.index} · validation")
+    step_view.decision_summary(s, step)
+    n = len(s.val_examples())
+    st.markdown(f"Score the chosen prompt and the current one on the same {n} validation questions "
+                "(the current prompt's answers come from the cache).")
+    if st.button("Validate", type="primary", key="validate", disabled=not can_act):
+        actions.start_validate(s)
+        st.rerun()
+    st.stop()
+
+# ---------- validated: the gate ----------
+if state_ == "validated":
+    st.subheader(f"Step {step.index} · the gate")
+    step_view.decision_summary(s, step)
+    step_view.gate_view(s, step)
+    g = step.gate
+    b = st.columns(3)
+    verdict = "accept" if g.passed else "reject"
+    if b[0].button(f"Confirm: {verdict}", type="primary", key="confirm", disabled=not can_act, width="stretch",
+                   help="record the gate policy's verdict"):
+        s.confirm()
+        msg = (f"Step {step.index} accepted: v{s.current.number} is the current prompt." if g.passed
+               else f"Step {step.index} rejected; the current prompt stays.")
+        st.session_state["flash"] = [("success" if g.passed else "info", msg)]
+        st.rerun()
+    other = not g.passed
+    if b[1].button(f"Override: {'accept' if other else 'reject'} anyway", key="override", disabled=not can_act,
+                   width="stretch", help="your decision over the policy's; recorded as an override"):
+        s.confirm(accept=other)
+        msg = (f"Step {step.index} accepted by override: v{s.current.number} is the current prompt." if other
+               else f"Step {step.index} rejected by override.")
+        st.session_state["flash"] = [("success" if other else "info", msg)]
+        st.rerun()
+    with st.expander("What was sent this step (minibatch, gradients, candidates)"):
+        step_view.minibatch(s, step, key=f"v{step.index}")
+        step_view.proposal_view(s, step, actions=False, key=f"v{step.index}")

@@ -1,0 +1,155 @@
+"""Settings: keys (this browser session only), local servers, concurrency, prices, cache, meta-prompts."""
+
+import pandas as pd
+import streamlit as st
+
+from core.llm import PRICES, PRICES_DATE, set_price_overrides
+from core.meta_prompts import TEMPLATES
+from ui import state
+from ui.probe import OLLAMA, ProbeError, probe_models
+from ui.render import md_escape, plain
+
+st.title("Settings")
+
+# ---------- keys ----------
+st.subheader("API keys")
+st.caption("Keys typed here stay in this browser session's memory only: never written to disk, a log, the cache, a "
+           "session or an export. Keys from the environment (`OPENAI_API_KEY`, `ANTHROPIC_API_KEY`) or "
+           "`.streamlit/secrets.toml` are used when nothing is typed.")
+keys = state.ss("api_keys", {})
+
+
+def _set_key(provider: str) -> None:
+    value = (st.session_state.get(f"key_{provider}") or "").strip()
+    if value:
+        keys[provider] = value
+    st.session_state[f"key_{provider}"] = ""  # the field never keeps the key on screen
+
+
+kc = st.columns(2)
+for col, provider in zip(kc, ("openai", "anthropic")):
+    with col:
+        src = state.key_source(provider)
+        st.text_input(f"{provider} key", type="password", key=f"key_{provider}", on_change=_set_key, args=(provider,),
+                      placeholder="paste a key and press Enter", help=f"currently: {src or 'none'}")
+        st.caption(f"{'✅' if src else '⚪'} {md_escape(src or 'no key')}")
+        if provider in keys and st.button(f"Forget the {provider} key", key=f"forget_{provider}"):
+            keys.pop(provider, None)
+            st.rerun()
+
+# ---------- local servers ----------
+st.subheader("Local and OpenAI-compatible servers")
+st.caption("Ollama, vLLM, llama.cpp or LM Studio: the app lists the server's models (GET {base}/models, no key sent) "
+           "and offers them in Setup's model pickers.")
+pc = st.columns([3, 1])
+base = pc[0].text_input("Base URL", value=OLLAMA, key="probe_url")
+pc[1].write("")
+if pc[1].button("Probe", key="probe", width="stretch"):
+    try:
+        found = probe_models(base)
+    except ProbeError as exc:
+        st.error(str(exc), icon="🚫")
+    else:
+        state.probed()[base.strip().rstrip("/")] = found
+        st.success(f"{len(found)} model(s) at {base}.", icon="✅")
+for url, models in list(state.probed().items()):
+    st.markdown(f"**{md_escape(url)}** — {len(models)} model(s)")
+    if models:
+        st.text(", ".join(models[:50]))
+
+# ---------- running ----------
+st.subheader("Calls")
+opts = state.options()
+oc = st.columns(3)
+opts["concurrency"] = int(oc[0].number_input("Concurrent calls per provider", 1, 64, int(opts["concurrency"]),
+                                             key="opt_concurrency"))
+opts["timeout_s"] = float(oc[1].number_input("Timeout per call (s)", 5.0, 600.0, float(opts["timeout_s"]), step=5.0,
+                                             key="opt_timeout"))
+opts["max_retries"] = int(oc[2].number_input("Retries (by the SDK, with backoff)", 0, 10, int(opts["max_retries"]),
+                                             key="opt_retries"))
+
+# ---------- prices ----------
+st.subheader("Prices")
+st.caption(f"USD per 1M tokens, as published on {PRICES_DATE}. Edit a row or add a model name to override "
+           "(applies to this app process; local servers cost $0).")
+saved = state.ss("price_overrides", {})
+base_rows = {k: v for k, v in PRICES.items()}
+base_rows.update(saved)
+version = state.ss("price_version", 0)
+edited = st.data_editor(pd.DataFrame([{"model": k, "input": v[0], "output": v[1]} for k, v in base_rows.items()]),
+                        num_rows="dynamic", key=f"prices_editor_{version}", hide_index=True,
+                        column_config={"input": st.column_config.NumberColumn(min_value=0.0, format="$%.2f"),
+                                       "output": st.column_config.NumberColumn(min_value=0.0, format="$%.2f")})
+pb = st.columns([1, 1, 3])
+if pb[0].button("Apply prices", key="apply_prices"):
+    overrides = {}
+    for row in edited.to_dict("records"):
+        name = str(row.get("model") or "").strip()
+        try:
+            pin, pout = float(row.get("input")), float(row.get("output"))
+        except (TypeError, ValueError):
+            continue
+        if name and PRICES.get(name) != (pin, pout):
+            overrides[name] = (pin, pout)
+    st.session_state["price_overrides"] = overrides
+    set_price_overrides(overrides)
+    st.session_state["price_version"] = version + 1
+    st.rerun()
+if pb[1].button("Reset prices", key="reset_prices", disabled=not saved):
+    st.session_state["price_overrides"] = {}
+    set_price_overrides({})
+    st.session_state["price_version"] = version + 1
+    st.rerun()
+if saved:
+    pb[2].caption("Overrides in use: " + md_escape(", ".join(f"{k} ${v[0]}/{v[1]}" for k, v in saved.items())))
+
+# ---------- cache ----------
+st.subheader("Response cache")
+cache = state.response_cache()
+if cache is not None:
+    cc = st.columns([1, 1, 2])
+    cc[0].metric("Entries", f"{len(cache):,}")
+    cc[1].metric("Size", f"{cache.volume() / 2**20:.1f} MB")
+    with cc[2]:
+        st.caption(f"Folder: {md_escape(str(cache.directory))}. Clearing makes re-runs and replays call the "
+                   "models again.")
+        sure = st.checkbox("Yes, clear the cache", key="confirm_clear")
+        if st.button("Clear cache", key="clear_cache", disabled=not sure):
+            n = cache.clear()
+            st.session_state["confirm_clear"] = False
+            st.success(f"Removed {n:,} entries.", icon="🧹")
+
+# ---------- meta-prompts ----------
+st.subheader("Meta-prompts")
+st.caption("Every prompt the optimiser sends. Overrides apply to sessions **created afterwards** in this browser "
+           "session (they are stored in the new session's config); existing sessions keep theirs.")
+overrides_t = state.ss("template_overrides", {})
+name = st.selectbox("Template", list(TEMPLATES), key="tpl_pick",
+                    format_func=lambda n: f"{n} — {TEMPLATES[n].purpose}")
+t = TEMPLATES[name]
+st.caption("Placeholders: " + md_escape(", ".join("{" + p + "}" for p in t.placeholders)))
+cur = overrides_t.get(name, {})
+tc = st.columns(2)
+with tc[0]:
+    st.markdown("**Default**")
+    if t.system:
+        st.caption("system")
+        plain(t.system, box=True)
+    st.caption("user")
+    plain(t.user, box=True)
+with tc[1]:
+    st.markdown("**Override**" + (" (active)" if cur else ""))
+    sys_txt = st.text_area("system", value=cur.get("system", t.system), key=f"tpl_sys_{name}", height=150)
+    user_txt = st.text_area("user", value=cur.get("user", t.user), key=f"tpl_user_{name}", height=250)
+    b = st.columns(2)
+    if b[0].button("Save override", key="tpl_save"):
+        missing = [p for p in t.placeholders if "{" + p + "}" not in sys_txt + user_txt]
+        if missing:
+            st.warning("Missing placeholders: " + ", ".join(missing) + " (saved anyway).", icon="⚠️")
+        overrides_t[name] = {"system": sys_txt, "user": user_txt}
+        st.success("Saved: sessions you create next use it.", icon="✅")
+    if b[1].button("Reset to default", key="tpl_reset", disabled=not cur):
+        overrides_t.pop(name, None)
+        for k in (f"tpl_sys_{name}", f"tpl_user_{name}"):
+            st.session_state.pop(k, None)
+        st.rerun()

@@ -1,0 +1,326 @@
+"""Setup: create a session (task, models, method, seed prompt, gate, budget), or open/delete/import one."""
+
+import time
+
+import pandas as pd
+import streamlit as st
+
+from core.baselines import SEED_PROMPT, strategy_prompt
+from core.gate import POLICIES, POLICY_HELP
+from core.llm import LLMError, parse_spec, price_for
+from core.session import METHODS, PRESETS, Session, SessionConfig, SessionError, delete_session, list_sessions
+from core.tasks import TaskError
+from ui import actions, state
+from ui import setup_helpers as H
+from ui.estimate import estimate
+from ui.jobs import JobBusy, registry
+from ui.render import md_escape, money, plain
+
+try:
+    from core import bundle
+except ImportError:  # the bundle module may not exist yet
+    bundle = None
+
+st.title("Setup")
+H.auto_probe_ollama()
+
+if not state.any_provider():
+    st.warning(
+        "**No model provider is configured yet.** To run models, do one of these:\n"
+        "- set `OPENAI_API_KEY` or `ANTHROPIC_API_KEY` in the environment before starting the app, or in "
+        "`.streamlit/secrets.toml`;\n"
+        "- or enter a key in **Settings** (kept in this browser session's memory only);\n"
+        "- or start a local OpenAI-compatible server (e.g. `ollama serve`, then `ollama pull llama3.2`) and probe "
+        "it in **Settings**.\n\n"
+        "Meanwhile you can browse the tasks below and import a bundle to replay it offline.", icon="🔑")
+
+tab_new, tab_sessions, tab_import = st.tabs(["New session", "Sessions", "Import bundle"])
+
+# ------------------------------------------------------------------ new session
+with tab_new:
+    errors: list[str] = []
+    task = None
+    data = None
+    st.subheader("1 · Task")
+    source = st.radio("Data", ["Built-in task", "Upload CSV/JSONL"], horizontal=True, key="task_source")
+    seed = st.number_input("Split seed", min_value=0, value=0, step=1, key="split_seed",
+                           help="the same seed gives the same train/validation/test split on every machine")
+    task_spec: dict = {}
+    if source == "Built-in task":
+        infos = {t.name: t for t in H.task_infos()}
+        name = st.selectbox("Task", list(infos), format_func=lambda n: infos[n].title, key="task_name")
+        info = infos[name]
+        st.caption(f"{md_escape(info.description)}  \nLabels: {md_escape(', '.join(info.labels))} · default sizes "
+                   f"train {info.sizes['train']}, validation {info.sizes['val']}, test {info.sizes['test']}  \n"
+                   f"Source: {md_escape(info.source)}")
+        c = st.columns(3)
+        val_size = c[0].number_input("Validation questions", min_value=1, value=info.sizes["val"], step=5,
+                                     key=f"val_size_{name}", help="the gate scores every accepted prompt on these")
+        train_size = c[1].number_input("Training questions (0 = all the rest)", min_value=0, value=0, step=50,
+                                       key=f"train_size_{name}", help="minibatches and bandit samples come from here")
+        test_size = c[2].number_input("Test questions (0 = all)", min_value=0, value=0, step=50,
+                                      key=f"test_size_{name}", help="held out for the Evaluate page")
+        try:
+            task = H.builtin_task(name, int(seed), int(val_size), int(train_size) or None, int(test_size) or None)
+            task_spec = {"name": name, "seed": int(seed), "val_size": int(val_size)}
+            if train_size:
+                task_spec["train_size"] = int(train_size)
+            if test_size:
+                task_spec["test_size"] = int(test_size)
+        except TaskError as exc:
+            st.error(str(exc), icon="🚫")
+            errors.append("task")
+    else:
+        up = st.file_uploader("CSV, TSV, JSONL or JSON file", type=["csv", "tsv", "jsonl", "json", "txt"],
+                              key="upload")
+        if up is None:
+            st.caption("One row per question: input column(s), a label column, optionally an id and an options column.")
+            errors.append("no file")
+        else:
+            content = up.getvalue()
+            try:
+                df = H.table(content, up.name)
+            except TaskError as exc:
+                st.error(str(exc), icon="🚫")
+                errors.append("file")
+                df = None
+            if df is not None:
+                st.caption(f"{len(df):,} rows · preview of the first 20")
+                st.dataframe(df.head(20), hide_index=True, height=240)
+                cols = list(df.columns)
+                g = H.guess_columns(cols)
+                c = st.columns(4)
+                inputs = c[0].multiselect("Input column(s)", cols, default=g["inputs"], key="map_inputs")
+                label = c[1].selectbox("Label column", cols, index=cols.index(g["label"]) if g["label"] in cols else 0,
+                                       key="map_label")
+                none = "(none)"
+                id_col = c[2].selectbox("Id column", [none] + cols, index=([none] + cols).index(g["id"] or none),
+                                        key="map_id")
+                choices = c[3].selectbox("Options column (MCQ)", [none] + cols,
+                                         index=([none] + cols).index(g["choices"] or none), key="map_choices")
+                c = st.columns(3)
+                labels_txt = c[0].text_input("Allowed labels (optional, comma-separated)", key="map_labels")
+                val_size = c[1].number_input("Validation questions", min_value=1, value=min(50, max(1, len(df) // 4)),
+                                             key="custom_val")
+                test_size = c[2].number_input("Test questions", min_value=0, value=min(100, max(0, len(df) // 4)),
+                                              key="custom_test")
+                labels = tuple(x.strip() for x in labels_txt.split(",") if x.strip()) or None
+                try:
+                    task = H.custom_task(content, up.name, tuple(inputs), label, None if id_col == none else id_col,
+                                         None if choices == none else choices, labels, int(val_size), int(test_size),
+                                         int(seed))
+                    data = (up.name, content)
+                    task_spec = {"file": up.name, "input_cols": list(inputs), "label_col": label,
+                                 "id_col": None if id_col == none else id_col,
+                                 "choices_col": None if choices == none else choices,
+                                 "labels": list(labels) if labels else None, "val_size": int(val_size),
+                                 "test_size": int(test_size), "seed": int(seed)}
+                except TaskError as exc:
+                    st.error(str(exc), icon="🚫")
+                    errors.append("mapping")
+    if task is not None:
+        sizes = {k: len(v) for k, v in task.splits.items()}
+        st.success(f"{task.title}: train {sizes['train']}, validation {sizes['val']}, test {sizes['test']} · "
+                   f"labels {', '.join(task.labels)}", icon="✅")
+        with st.expander("Preview validation questions and the question template"):
+            st.caption("The user message the forward model sees for each question (the prompt you tune is the "
+                       "system message):")
+            plain(task.template, box=True)
+            rows = [{"id": e.id, "question": " · ".join(e.inputs.values())[:500], "gold": e.label}
+                    for e in task.split("val")[:25]]
+            st.dataframe(pd.DataFrame(rows), hide_index=True)
+
+    st.subheader("2 · Models")
+    st.caption("Spec = provider:model — `openai:gpt-4o-mini`, `anthropic:claude-3-5-haiku-latest`, "
+               "`ollama:llama3.2`, or `openai-compatible:<model>` with a base URL (vLLM, llama.cpp, LM Studio).")
+    picks = H.known_specs()
+
+    def _pick(which: str) -> None:
+        choice = st.session_state.get(f"{which}_pick")
+        if choice:
+            spec, _, url = choice.partition(" @ ")
+            st.session_state[f"{which}_spec"] = spec
+            st.session_state[f"{which}_url"] = url
+
+    default_fwd, default_bwd = "openai:gpt-4o-mini", "openai:gpt-4o"
+    if not state.key_source("openai") and state.key_source("anthropic"):
+        default_fwd, default_bwd = "anthropic:claude-3-5-haiku-latest", "anthropic:claude-sonnet-4-0"
+    elif not state.key_source("openai") and state.probed():
+        first = next(iter(state.probed().items()))
+        if first[1]:
+            default_fwd = default_bwd = H.spec_for(first[0], first[1][0])[0]
+    state.ss("forward_spec", default_fwd)
+    state.ss("backward_spec", default_bwd)
+    mc = st.columns(2)
+    specs = {}
+    for col, which, title, help_ in (
+            (mc[0], "forward", "Forward model (answers the questions)", "runs the prompt under optimisation, temperature 0"),
+            (mc[1], "backward", "Backward model (writes gradients and edits)", "the optimiser: critiques and rewrites")):
+        with col:
+            st.markdown(f"**{title}**")
+            st.selectbox("Quick pick", [None] + picks, key=f"{which}_pick", on_change=_pick, args=(which,),
+                         format_func=lambda x: "— choose to fill in —" if x is None else x)
+            spec = st.text_input("Spec", key=f"{which}_spec", help=help_)
+            url = st.text_input("Base URL (compatible servers only)", key=f"{which}_url",
+                                placeholder="http://localhost:11434/v1")
+            try:
+                ms = parse_spec(spec, url or None)
+                price = price_for(ms)
+                st.caption(f"price: ${price[0]:.2f} in / ${price[1]:.2f} out per 1M tokens" if price else
+                           "price: unknown (cost shows as $0; set one in Settings)")
+            except LLMError as exc:
+                st.error(str(exc), icon="🚫")
+                errors.append(which)
+            specs[which] = (spec.strip(), (url or "").strip() or None)
+
+    st.subheader("3 · Method")
+    method = st.radio("Method", METHODS, horizontal=True, key="method", index=METHODS.index("textgrad"),
+                      format_func={"textgrad": "AutoMedPrompt / TextGrad", "protegi": "ProTeGi"}.get)
+    presets = list(PRESETS[method])
+    preset = st.selectbox("Preset", presets, key=f"preset_{method}")
+    with st.expander("All settings of this preset"):
+        st.dataframe(H.preset_rows(method, preset), hide_index=True)
+    params = H.preset_params(method, preset, key=f"p_{method}_{preset}")
+    if method == "textgrad":
+        base_constraints = PRESETS[method][preset].constraints
+        ctext = st.text_area("Constraints for the update (one per line)", value="\n".join(base_constraints),
+                             key=f"constraints_{preset}", height=90,
+                             help="e.g. 'Keep the prompt under 120 words.' — sent to every TGD update")
+        constraints = [x.strip() for x in ctext.splitlines() if x.strip()]
+        if constraints != list(base_constraints):
+            params["constraints"] = constraints
+
+    st.subheader("4 · Seed prompt")
+    state.ss("seed_prompt", SEED_PROMPT)
+    sc = st.columns([2, 1, 1])
+    strategy = sc[0].selectbox("Start from", ["AutoMedPrompt seed", "zero-shot", "cot", "few-shot"], key="seed_strategy",
+                               help="the baselines the AutoMedPrompt paper compares against")
+    k = sc[1].number_input("K (few-shot)", min_value=1, max_value=20, value=3, key="seed_k")
+
+    def _use_seed() -> None:
+        strat = st.session_state["seed_strategy"]
+        if strat == "AutoMedPrompt seed" or task is None:
+            st.session_state["seed_prompt"] = SEED_PROMPT
+        else:
+            name_ = f"few-shot:{st.session_state['seed_k']}" if strat == "few-shot" else strat
+            st.session_state["seed_prompt"] = strategy_prompt(name_, task, seed=int(st.session_state["split_seed"]))
+
+    sc[2].button("Use as seed", on_click=_use_seed, key="use_seed", width="stretch")
+    seed_prompt = st.text_area("Seed prompt (the system prompt to improve)", key="seed_prompt", height=140)
+
+    st.subheader("5 · Gate and budget")
+    gc = st.columns(4)
+    policy = gc[0].selectbox("Gate policy", POLICIES, key="policy", help="how validation decides a step")
+    alpha = gc[1].number_input("alpha (significant)", min_value=0.001, max_value=0.5, value=0.05, step=0.01,
+                               key="alpha", disabled=policy != "significant")
+    patience = gc[2].number_input("Patience (auto-run)", min_value=1, max_value=50, value=3, key="patience",
+                                  help="auto-run stops after this many rejections in a row")
+    budget_kind = gc[3].selectbox("Budget", ["none", "USD", "calls"], key="budget_kind")
+    budget_usd = budget_calls = None
+    if budget_kind == "USD":
+        budget_usd = st.number_input("Budget in USD", min_value=0.0, value=5.0, step=1.0, key="budget_usd")
+    elif budget_kind == "calls":
+        budget_calls = int(st.number_input("Budget in calls", min_value=1, value=2000, step=100, key="budget_calls"))
+    st.caption(md_escape(POLICY_HELP[policy]))
+    title = st.text_input("Title (optional)", key="session_title", placeholder="e.g. PubMedQA, textgrad, first try")
+
+    cfg = SessionConfig(task=task_spec, method=method, preset=preset, forward=specs["forward"][0],
+                        backward=specs["backward"][0], forward_base_url=specs["forward"][1],
+                        backward_base_url=specs["backward"][1], seed_prompt=seed_prompt, seed=int(seed),
+                        policy=policy, alpha=float(alpha), patience=int(patience), budget_usd=budget_usd,
+                        budget_calls=budget_calls, params=params, templates=dict(state.ss("template_overrides", {})),
+                        title=title.strip())
+    st.subheader("6 · Estimate and create")
+    if task is not None and not errors:
+        try:
+            cfg.validate()
+            est = estimate(cfg, task)
+            b, s1 = est["baseline"], est["step"]
+            ec = st.columns(4)
+            ec[0].metric("Baseline calls", f"{b['calls']:,}", help="the seed prompt on every validation question")
+            ec[1].metric("Baseline cost", money(b["cost_usd"]))
+            ec[2].metric("One step: calls", f"{s1['calls']:,}",
+                         help=f"minibatch {s1['forward']}, optimiser {s1['optimiser']}, bandit {s1['bandit']}, "
+                              f"validation {s1['validation']}")
+            ec[3].metric("One step: cost", money(s1["cost_usd"]))
+            st.caption("Estimates assume about 150 output tokens per answer; cached calls cost nothing.")
+        except SessionError as exc:
+            st.error(str(exc), icon="🚫")
+            errors.append("config")
+    missing = state.missing_for(cfg) if not errors else []
+    if missing:
+        st.warning("Before creating: " + "; ".join(missing) + ".", icon="🔑")
+    if st.button("Create session and score the seed prompt", type="primary", key="create_session",
+                 disabled=bool(errors or missing)):
+        try:
+            s = Session.create(cfg, root=state.sessions_root(), data=data)
+        except SessionError as exc:
+            st.error(str(exc), icon="🚫")
+        else:
+            registry().add_session(s)
+            state.set_current(s.id)
+            actions.start_baseline(s)
+            st.switch_page("pages/optimize.py")
+
+# ------------------------------------------------------------------ sessions
+with tab_sessions:
+    rows = list_sessions(state.sessions_root())
+    if not rows:
+        st.info("No session yet — create one in the first tab, or import a bundle.", icon="ℹ️")
+    else:
+        df = pd.DataFrame([{**r, "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"])),
+                            "size": f"{r['size'] / 1024:.0f} KB"} for r in rows])
+        st.dataframe(df[["id", "created", "task", "method", "title", "size"]], hide_index=True)
+        ids = [r["id"] for r in rows]
+        cur = state.current_sid()
+        pick = st.selectbox("Session", ids, index=ids.index(cur) if cur in ids else 0, key="manage_pick")
+        b = st.columns([1, 1, 2])
+        if b[0].button("Open", key="open_session", type="primary"):
+            state.set_current(pick)
+            st.switch_page("pages/optimize.py")
+        confirm = b[2].checkbox("Yes, delete it for good", key="confirm_delete")
+        if b[1].button("Delete", key="delete_session", disabled=not confirm):
+            try:
+                registry().close_session(state.sessions_root(), pick)
+                delete_session(pick, root=state.sessions_root())
+                if state.current_sid() == pick:
+                    state.set_current(None)
+                st.session_state["confirm_delete"] = False
+                st.rerun()
+            except (SessionError, JobBusy, OSError) as exc:
+                st.error(f"Cannot delete {pick}: {exc}", icon="🚫")
+
+# ------------------------------------------------------------------ import
+with tab_import:
+    st.caption("A bundle is one JSON file with a session's events and every model response it used: it can be "
+               "browsed and replayed here with no key.")
+    if bundle is None:
+        st.info("Bundle import is not available in this build (core.bundle is missing).", icon="ℹ️")
+    else:
+        up = st.file_uploader("Session bundle (.json)", type=["json"], key="bundle_upload")
+        if up is not None:
+            c = st.columns(2)
+            if c[0].button("Import and open", type="primary", key="import_bundle"):
+                try:
+                    sid = bundle.import_bundle(up.getvalue(), root=state.sessions_root(), cache=state.response_cache())
+                except bundle.BundleError as exc:
+                    st.error(f"Cannot import this bundle: {exc}", icon="🚫")
+                else:
+                    state.ss("imported", set()).add(sid)
+                    state.set_current(sid)
+                    st.success(f"Imported as session {sid}.", icon="✅")
+                    st.switch_page("pages/history.py")
+            if c[1].button("Check replay (offline)", key="replay_bundle",
+                           help="re-runs the recorded session from the bundle's own responses, with no network"):
+                try:
+                    with st.spinner("Replaying offline…"):
+                        res = bundle.replay_bundle(up.getvalue())
+                except bundle.BundleError as exc:
+                    st.error(f"Cannot replay this bundle: {exc}", icon="🚫")
+                else:
+                    (st.success if res.matches else st.warning)(
+                        f"Replay of session {res.session}: {'matches the recording' if res.matches else 'differs'} · "
+                        f"baseline {res.baseline[0]:.1%} recorded, {res.baseline[1]:.1%} replayed · "
+                        f"{res.misses} response(s) missing from the bundle.")
+                    if res.steps:
+                        st.dataframe(pd.DataFrame(res.steps), hide_index=True)

@@ -1,0 +1,81 @@
+"""What the buttons do: start session jobs (baseline, step, validation, auto-run, evaluation)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.session import Session, Step
+
+from . import state
+from .evaluation import Entry, evaluate_many
+from .jobs import Job, JobBusy, registry
+
+
+def _start(s: Session, kind: str, label: str, work) -> Job | None:
+    """Attach fresh models to the session and run work(job) as a job; errors shown with st.error."""
+    problems = state.missing_for(s.config)
+    if problems:
+        st.error("Cannot run models: " + "; ".join(problems) + ".", icon="🔑")
+        return None
+    try:
+        models = state.models_for(s.config)
+    except Exception as exc:  # noqa: BLE001 - a bad spec or provider is the user's to fix
+        st.error(f"Cannot build the models: {exc}", icon="🚫")
+        return None
+
+    def run(job: Job):
+        s.models = models
+        return work(job)
+
+    try:
+        job = registry().start(kind, label, state.owner(s), run, secrets=state.secrets())
+    except JobBusy as exc:
+        st.warning(str(exc), icon="⏳")
+        return None
+    st.session_state.setdefault("jobs", {})[s.id] = job.id
+    return job
+
+
+def start_baseline(s: Session) -> Job | None:
+    n = len(s.val_examples())
+    return _start(s, "baseline", f"Baseline: seed prompt on {n} validation questions",
+                  lambda job: s.run_baseline(progress=job.on_progress, cancel=job.cancel))
+
+
+def start_step(s: Session, regenerate: bool = False) -> Job | None:
+    nxt = s.step.index if s.step else (s.steps[-1].index + 1 if s.steps else 1)
+    label = f"Step {nxt}: {'regenerate' if regenerate else 'minibatch and proposal'}"
+    return _start(s, "step", label,
+                  lambda job: s.start_step(progress=job.on_progress, cancel=job.cancel, regenerate=regenerate))
+
+
+def start_validate(s: Session) -> Job | None:
+    st_ = s.step
+    n = len(s.val_examples())
+    return _start(s, "validate", f"Step {st_.index if st_ else '?'}: validation on {n} questions",
+                  lambda job: s.validate(progress=job.on_progress, cancel=job.cancel))
+
+
+def start_auto(s: Session, steps: int) -> Job | None:
+    def work(job: Job):
+        def on_step(sess: Session, step: Step) -> None:
+            job.partial.append({"step": step.index, "outcome": step.outcome,
+                                "val": step.gate.new_accuracy if step.gate else None})
+        return s.run_auto(steps, on_step=on_step, progress=job.on_progress, cancel=job.cancel)
+
+    return _start(s, "auto", f"Auto-run ({s.config.policy} gate)", work)
+
+
+def start_evaluate(s: Session, entries: list[Entry], limit: int | None) -> Job | None:
+    examples = s.task.split("test")
+    if limit:
+        examples = examples[:limit]
+    if not examples:
+        st.error("This task has no test questions.", icon="🚫")
+        return None
+
+    def work(job: Job):
+        return evaluate_many(entries, examples, s.models.forward, task=s.task, runner=s.models.runner,
+                             on_progress=job.on_progress, cancel=job.cancel)
+
+    return _start(s, "evaluate", f"Evaluate {len(entries)} prompt(s) on {len(examples)} test questions", work)

@@ -1,0 +1,128 @@
+"""Setup glue: cached task loading, custom-file mapping guesses, preset fields, model quick picks."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, fields
+
+import pandas as pd
+import streamlit as st
+
+from core.bandits import ALGORITHMS
+from core.llm import PRICES
+from core.session import PRESETS
+from core.tasks import Task, TaskError, list_tasks, load_custom, load_task, read_table
+
+from . import state
+from .probe import ProbeError, probe_models, spec_for, OLLAMA
+
+# The preset numbers a person is most likely to change, with help text.
+EDITABLE = {
+    "protegi": {
+        "beam": "prompts kept per round (beam search)",
+        "minibatch": "training questions answered per beam prompt",
+        "n_groups": "error groups: one gradient call each",
+        "errors_per_group": "wrong examples shown per gradient call",
+        "reasons_per_group": "reasons asked per gradient call",
+        "edits_per_reason": "edited prompts per reason",
+        "paraphrases": "Monte-Carlo paraphrases per edit",
+        "max_successors": "candidates kept per parent",
+        "bandit_budget": "forward calls for the bandit pre-screen",
+        "samples_per_eval": "training questions per bandit pull",
+    },
+    "textgrad": {
+        "batch_size": "training questions per step (the loss batch)",
+        "memory": "past prompts and gradients shown to the update (0 = off)",
+    },
+}
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def builtin_task(name: str, seed: int, val_size: int | None, train_size: int | None, test_size: int | None) -> Task:
+    return load_task(name, seed=seed, val_size=val_size, train_size=train_size, test_size=test_size)
+
+
+@st.cache_resource(show_spinner=False)
+def task_infos():
+    return list_tasks()
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def table(data: bytes, filename: str) -> pd.DataFrame:
+    return read_table(data, filename)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def custom_task(data: bytes, filename: str, inputs: tuple[str, ...], label: str, id_col: str | None,
+                choices: str | None, labels: tuple[str, ...] | None, val_size: int, test_size: int, seed: int) -> Task:
+    return load_custom(data, filename, input_cols=list(inputs), label_col=label, id_col=id_col, choices_col=choices,
+                       labels=list(labels) if labels else None, val_size=val_size, test_size=test_size, seed=seed)
+
+
+def guess_columns(cols: list[str]) -> dict:
+    low = {c.lower(): c for c in cols}
+    label = next((low[n] for n in ("label", "answer", "gold", "target", "class", "final_decision", "answer_idx")
+                  if n in low), cols[-1] if cols else None)
+    id_col = next((low[n] for n in ("id", "qid", "pmid", "uid") if n in low), None)
+    choices = next((low[n] for n in ("options", "choices") if n in low), None)
+    inputs = [c for c in cols if c not in (label, id_col, choices)]
+    return {"label": label, "id": id_col, "choices": choices, "inputs": inputs}
+
+
+def preset_rows(method: str, preset: str) -> pd.DataFrame:
+    cfg = PRESETS[method][preset]
+    return pd.DataFrame([{"setting": k, "value": str(v)} for k, v in asdict(cfg).items()])
+
+
+def preset_params(method: str, preset: str, key: str) -> dict:
+    """Number inputs for the editable numbers (and the bandit); returns the overrides of the preset."""
+    base = PRESETS[method][preset]
+    values = asdict(base)
+    out: dict = {}
+    names = list(EDITABLE[method])
+    cols = st.columns(4)
+    for i, name in enumerate(names):
+        with cols[i % 4]:
+            v = st.number_input(name, min_value=0 if name in ("memory",) else 1, value=int(values[name]), step=1,
+                                key=f"{key}_{name}", help=EDITABLE[method][name])
+            if int(v) != int(values[name]):
+                out[name] = int(v)
+    if method == "protegi":
+        with cols[len(names) % 4]:
+            options = ["none", *ALGORITHMS]
+            b = st.selectbox("bandit", options, index=options.index(base.bandit) if base.bandit in options else 0,
+                             key=f"{key}_bandit", help="pre-screen candidates on training samples")
+            if b != base.bandit:
+                out["bandit"] = b
+    return out
+
+
+def known_specs() -> list[str]:
+    """Specs for the quick pick: probed local models first, then the priced hosted models."""
+    out = []
+    for base, models in state.probed().items():
+        for m in models:
+            spec, url = spec_for(base, m)
+            out.append(spec if url is None else f"{spec} @ {url}")
+    for name in PRICES:
+        out.append(("anthropic:" if name.startswith("claude") else "openai:") + name)
+    return out
+
+
+def auto_probe_ollama() -> None:
+    """Look for Ollama on localhost once per browser session (short timeout)."""
+    if st.session_state.get("_ollama_probed"):
+        return
+    st.session_state["_ollama_probed"] = True
+    try:
+        state.probed()[OLLAMA] = probe_models(OLLAMA, timeout=0.5)
+    except ProbeError:
+        pass
+
+
+def field_names(method: str) -> set[str]:
+    cls = type(PRESETS[method][next(iter(PRESETS[method]))])
+    return {f.name for f in fields(cls)}
+
+
+def task_error(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, TaskError) else f"{type(exc).__name__}: {exc}"

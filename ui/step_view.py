@@ -1,0 +1,201 @@
+"""Rendering one step: minibatch results, gradients, candidates, the gate (Optimize and History)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from core.evaluate import EvalReport
+from core.gate import POLICY_HELP
+from core.lineage import Candidate, Gradient, Proposal
+from core.session import Session, Step
+
+from . import state
+from .render import badge_row, call_record, ci, diff, md_escape, pct, plain
+
+FILTERS = ("all", "failures", "unparsed")
+
+
+def report_frame(s: Session, rep: EvalReport, *, raw: bool = False) -> pd.DataFrame:
+    """question, gold, model answer, status (and the raw output on demand); text stays text."""
+    rows = []
+    for r in rep.rows:
+        row = {"id": r.id, "question": state.question_text(s, r.id) or r.input, "gold": r.gold,
+               "answer": r.parsed if r.parsed is not None else "(unparsed)", "status": r.status}
+        if raw:
+            row["raw output"] = r.error or r.raw_output
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["id", "question", "gold", "answer", "status"] + (["raw output"] if raw else []))
+
+
+def minibatch(s: Session, st_: Step, *, key: str) -> None:
+    if not st_.forward:
+        st.caption("No minibatch answers recorded for this step yet.")
+        return
+    idx = 0
+    if len(st_.forward) > 1:
+        idx = st.selectbox("Beam prompt", range(len(st_.forward)), key=f"beam_{key}",
+                           format_func=lambda i: "current prompt" if i == 0 else f"beam prompt {i + 1}")
+    rep = st_.forward[idx]
+    n_fail = sum(1 for r in rep.rows if not r.correct)
+    c = st.columns([2, 2, 3])
+    c[0].metric("Minibatch accuracy", pct(rep.accuracy), help=f"{rep.n} training questions")
+    c[1].metric("Failures", n_fail, help=f"{rep.unparsed} unparsed, {rep.errors} call errors")
+    with c[2]:
+        flt = st.segmented_control("Show", FILTERS, default="failures" if n_fail else "all", key=f"filter_{key}")
+        raw = st.toggle("Raw model output", key=f"raw_{key}")
+    df = report_frame(s, rep, raw=raw)
+    if flt == "failures":
+        df = df[df["status"] != "correct"]
+    elif flt == "unparsed":
+        df = df[df["status"] == "unparsed"]
+    if df.empty:
+        st.caption("No questions match this filter.")
+    else:
+        st.dataframe(df, hide_index=True, key=f"mb_{key}",
+                     column_config={"question": st.column_config.TextColumn(width="large"),
+                                    "raw output": st.column_config.TextColumn(width="large")})
+
+
+def failures_table(s: Session, ids: list[str], rep: EvalReport | None) -> None:
+    rows = {r.id: r for r in rep.rows} if rep else {}
+    data = []
+    for i in ids:
+        r = rows.get(i)
+        data.append({"id": i, "question": state.question_text(s, i), "gold": r.gold if r else "",
+                     "answer": (r.parsed or "(unparsed)") if r else ""})
+    st.dataframe(pd.DataFrame(data, columns=["id", "question", "gold", "answer"]), hide_index=True)
+
+
+def gradient_card(s: Session, st_: Step, g: Gradient, n: int) -> None:
+    with st.container(border=True):
+        badge_row([(f"gradient {n}", "violet")] + ([("parsed by fallback: no tags", "orange")] if g.flagged else []))
+        plain(g.text, box=True)
+        rep = st_.forward[0] if st_.forward else None
+        with st.expander(f"From {len(g.failure_ids)} question(s) it got wrong"):
+            failures_table(s, g.failure_ids, rep)
+        if g.feedback:
+            with st.expander(f"Per-question feedback (the loss, {len(g.feedback)})"):
+                for qid, fb in g.feedback.items():
+                    st.markdown(f"**{md_escape(qid)}**")
+                    plain(fb)
+        call_record(g.call)
+
+
+def candidate_card(s: Session, cand: Candidate, k: int, current: str, *, actions: bool, key: str) -> None:
+    with st.container(border=True):
+        badges = [(f"candidate {k}", "blue"), (cand.origin, "gray")]
+        if cand.flagged:
+            badges.append(("parsed by fallback", "orange"))
+        badge_row(badges)
+        if cand.score is not None:
+            st.metric("Bandit score (train)", pct(cand.score), help=f"{cand.pulls} training samples pulled")
+        st.caption("Word diff against the current prompt (red removed, green added)")
+        diff(current, cand.prompt)
+        with st.expander("Full text"):
+            plain(cand.prompt, copy=True)
+        if cand.gradient_id:
+            st.caption(f"from {md_escape(cand.gradient_id)}" + (f", rephrasing {md_escape(cand.source_id)}"
+                                                                  if cand.source_id else ""))
+        call_record(cand.call)
+        if actions:
+            b1, b2 = st.columns(2)
+            b1.button(f"Accept {k}", key=f"accept_{key}_{cand.id}", type="primary", width="stretch",
+                      on_click=_set, args=({"pending_action": ("accept", cand.id)},),
+                      help="Accept this candidate and score it on the validation set")
+            b2.button(f"Edit {k}", key=f"edit_{key}_{cand.id}", width="stretch",
+                      on_click=_set, args=({"edit_source": cand.id, "edit_text": cand.prompt},),
+                      help="Copy it into the editor below")
+
+
+def _set(values: dict) -> None:
+    for k, v in values.items():
+        st.session_state[k] = v
+
+
+def proposal_view(s: Session, st_: Step, *, actions: bool, key: str) -> None:
+    prop: Proposal | None = st_.proposal
+    if prop is None:
+        return
+    if prop.note:
+        st.info(prop.note, icon="ℹ️")
+    st.markdown(f"#### Gradients ({len(prop.gradients)})")
+    if not prop.gradients:
+        st.caption("No gradients in this proposal.")
+    for n, g in enumerate(prop.gradients, 1):
+        gradient_card(s, st_, g, n)
+    if prop.calls:
+        with st.expander(f"Other optimiser calls ({len(prop.calls)}: per-question feedback and failed calls)"):
+            for rec in prop.calls:
+                call_record(rec, title=f"{rec.template}")
+    st.markdown(f"#### Candidates ({len(prop.candidates)})")
+    if prop.bandit:
+        b = prop.bandit
+        st.caption(f"Screened with {md_escape(b.get('algorithm'))}: {b.get('spent')} of {b.get('budget')} forward calls "
+                   f"on training samples; ranked best first.")
+    if not prop.candidates:
+        st.caption("No candidates: edit the prompt by hand, regenerate, or skip.")
+    current = s.versions[st_.parent_version].prompt if st_.parent_version < len(s.versions) else s.current.prompt
+    per_row = 3 if len(prop.candidates) >= 3 else max(1, len(prop.candidates))
+    for start in range(0, len(prop.candidates), per_row):
+        cols = st.columns(per_row)
+        for col, (k, cand) in zip(cols, list(enumerate(prop.candidates, 1))[start:start + per_row]):
+            with col:
+                candidate_card(s, cand, k, current, actions=actions, key=key)
+
+
+def decision_summary(s: Session, st_: Step) -> None:
+    d = st_.decision or {}
+    action = d.get("action")
+    if action == "accept":
+        st.markdown(f"**Decision:** accept candidate `{md_escape(d.get('candidate'))}`")
+    elif action == "edit":
+        st.markdown("**Decision:** accept a hand edit")
+    elif action:
+        st.markdown(f"**Decision:** {md_escape(action)}")
+    if d.get("prompt"):
+        with st.expander("The chosen prompt (diff against the prompt it would replace)", expanded=st_.gate is None):
+            diff(s.versions[st_.parent_version].prompt if st_.parent_version < len(s.versions) else "", d["prompt"])
+
+
+def gate_view(s: Session, st_: Step) -> None:
+    g = st_.gate
+    if g is None:
+        return
+    c = st.columns(4)
+    c[0].metric("Current prompt", pct(g.old_accuracy), help=ci(g.old_ci) + f" · n={g.n}")
+    c[1].metric("Chosen prompt", pct(g.new_accuracy), delta=f"{100 * (g.new_accuracy - g.old_accuracy):+.1f} pts",
+                help=ci(g.new_ci) + f" · n={g.n}")
+    c[2].metric("McNemar p", f"{g.p_value:.3g}", help="exact paired test on the same validation questions")
+    c[3].metric("Fixed / broke", f"{len(g.fixed)} / {len(g.broke)}")
+    st.caption(f"{ci(g.old_ci)} → {ci(g.new_ci)} · policy **{md_escape(g.policy)}**: {md_escape(POLICY_HELP.get(g.policy, ''))}")
+    verdict = f"Gate verdict: {'accept' if g.passed else 'reject'} — {g.reason}"
+    (st.success if g.passed else st.warning)(verdict, icon="✅" if g.passed else "⚠️")
+    f1, f2 = st.columns(2)
+    for col, ids, what in ((f1, g.fixed, "fixed (wrong before, right now)"), (f2, g.broke, "broke (right before, wrong now)")):
+        with col:
+            with st.expander(f"{len(ids)} question(s) {what}"):
+                if ids:
+                    failures_table(s, ids, st_.candidate_report)
+                else:
+                    st.caption("None.")
+
+
+def step_record(s: Session, st_: Step, *, key: str) -> None:
+    """The full record of a past step (History, replay): read-only."""
+    badge_row([(f"step {st_.index}", "blue"), (f"attempt {st_.attempt}", "gray"),
+               (st_.outcome or st_.status, "green" if st_.outcome == "accepted" else
+                "red" if st_.outcome == "rejected" else "gray")])
+    sp = st_.spend
+    st.caption(f"{sp.calls} calls ({sp.cached} cached) · {sp.input_tokens + sp.output_tokens:,} tokens · "
+               f"${sp.cost_usd:.4f}")
+    t = st.tabs(["Minibatch", "Gradients & candidates", "Decision & gate"])
+    with t[0]:
+        minibatch(s, st_, key=key)
+    with t[1]:
+        proposal_view(s, st_, actions=False, key=key)
+    with t[2]:
+        decision_summary(s, st_)
+        gate_view(s, st_)
+        if st_.gate is None and not st_.decision:
+            st.caption("No decision recorded.")
