@@ -573,22 +573,18 @@ class Session:
         ctx = self._ctx(index, attempt, cancel, progress)
         engine = make_engine(self.config)
 
-        async def forward():
+        async def forward_then_propose():  # one event loop and one client for the whole step
             rows = await asyncio.gather(*(forward_batch(ctx, [p] * len(batch), batch, phase="minibatch") for p in beam))
-            return [EvalReport(p, r, list(self.task.labels)) for p, r in zip(beam, rows)]
-
-        reports = self._run(forward)
-        self._check_errors(reports[0], "minibatch")
-        self._emit({"type": "forward", "step": index, "reports": [compact_report(r) for r in reports],
-                    "spend": ctx.spend.to_json(), "keys": ctx.keys})
-        ctx.spend, ctx.keys = Spend(), []
-
-        async def propose():
+            reports = [EvalReport(p, r, list(self.task.labels)) for p, r in zip(beam, rows)]
+            self._check_errors(reports[0], "minibatch")
+            self._emit({"type": "forward", "step": index, "reports": [compact_report(r) for r in reports],
+                        "spend": ctx.spend.to_json(), "keys": ctx.keys})
+            ctx.spend, ctx.keys = Spend(), []
             if isinstance(engine, TextGradEngine):
                 return await engine.propose(ctx, beam, reports, memory=self.memory())
             return await engine.propose(ctx, beam, reports)
 
-        prop = self._run(propose)
+        prop = self._run(forward_then_propose)
         self._emit({"type": "proposal", "step": index, "proposal": prop.to_json(), "spend": ctx.spend.to_json(),
                     "keys": ctx.keys})
         return self.steps[-1]

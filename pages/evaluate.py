@@ -22,7 +22,7 @@ if not s.versions:
 test = s.task.split("test")
 missing = state.missing_for(s.config)
 if missing:
-    st.warning("Evaluating needs the forward model: " + "; ".join(missing) + ".", icon="🔑")
+    st.warning("Evaluating needs the forward model: " + "; ".join(missing) + ".", icon=":material/key:")
 st.caption(f"Test split: {len(test)} questions, never used for tuning. Forward model `{md_escape(s.config.forward)}`, "
            "temperature 0; answers are cached, so re-running costs nothing.")
 
@@ -66,7 +66,7 @@ if last is not None and last.result and results.get(s.id, (None,))[0] != last.id
 if last is not None and not last.seen:
     job_panel(last, key="evaluate")
 if s.id not in results:
-    st.info("No results yet: choose prompts and press “Evaluate on test”.", icon="ℹ️")
+    st.info("No results yet: choose prompts and press “Evaluate on test”.", icon=":material/info:")
     st.stop()
 
 reports = results[s.id][1]
@@ -74,7 +74,7 @@ ref_name = ref if ref in reports else next(iter(reports))
 rows = head_to_head(reports, ref_name)
 st.subheader("Head to head")
 if any(r["cancelled"] for r in rows):
-    st.warning("Cancelled: the scores below cover only the questions answered before the stop.", icon="⏹️")
+    st.warning("Cancelled: the scores below cover only the questions answered before the stop.", icon=":material/stop:")
 table = pd.DataFrame([{
     "prompt": r["prompt"], "accuracy": r["accuracy"], "95% CI": f"{r['ci_low']:.0%}–{r['ci_high']:.0%}",
     "macro-F1": r["macro_f1"], "n": r["n"], "unparsed": r["unparsed"], "errors": r["errors"],

@@ -18,7 +18,7 @@ if s is None:
     empty_state("No session yet — create one in Setup, or import a bundle there.", "pages/setup.py", "Go to Setup")
     st.stop()
 if state.is_replay(s):
-    st.info("📼 Replay mode — an imported bundle, browsable offline with no key.", icon="📼")
+    st.info("Replay mode — an imported bundle, browsable offline with no key.", icon=":material/replay:")
 if not s.versions:
     empty_state("Nothing to show yet — score the seed prompt in Optimize.", "pages/optimize.py", "Go to Optimize")
     st.stop()
@@ -97,7 +97,7 @@ with tab_export:
     if best.number != s.current.number:
         st.caption(f"The best version on validation is v{best.number} ({pct(best.accuracy)}).")
     if bundle is None:
-        st.info("Bundle export is not available in this build (core.bundle is missing).", icon="ℹ️")
+        st.info("Bundle export is not available in this build (core.bundle is missing).", icon=":material/info:")
     else:
         c = st.columns(2)
         cache = state.response_cache()

@@ -19,12 +19,12 @@ job = state.active_job(s)
 missing = state.missing_for(s.config)
 replay = state.is_replay(s)
 if replay:
-    st.info("📼 Replay mode — an imported session: every recorded step can be browsed here and in History "
-            "with no key." + (" Continuing it needs: " + "; ".join(missing) + "." if missing else ""), icon="📼")
+    st.info("Replay mode — an imported session: every recorded step can be browsed here and in History "
+            "with no key." + (" Continuing it needs: " + "; ".join(missing) + "." if missing else ""), icon=":material/replay:")
 elif missing:
-    st.warning("Browse-only: " + "; ".join(missing) + ".", icon="🔑")
+    st.warning("Browse-only: " + "; ".join(missing) + ".", icon=":material/key:")
 if readonly:
-    st.warning(f"Read-only: {readonly}", icon="🔒")
+    st.warning(f"Read-only: {readonly}", icon=":material/lock:")
 can_act = not readonly and not missing and job is None
 
 for kind, msg in st.session_state.pop("flash", []):
@@ -41,7 +41,7 @@ if pending and can_act:
             s.decide("edit", prompt=arg)
         actions.start_validate(s)
     except SessionError as exc:
-        st.error(str(exc), icon="🚫")
+        st.error(str(exc), icon=":material/error:")
     job = state.active_job(s)
     can_act = can_act and job is None
 
@@ -88,8 +88,8 @@ if last is not None and not last.seen:
 
 if s.stopped:
     st.warning(f"This session has stopped: {s.stopped}. Review it in History, export it, or evaluate it on "
-               "the test split; start a new session to keep tuning.", icon="🛑")
-    st.page_link("pages/history.py", label="History and export", icon="📈")
+               "the test split; start a new session to keep tuning.", icon=":material/stop_circle:")
+    st.page_link("pages/history.py", label="History and export", icon=":material/timeline:")
     st.stop()
 
 state_ = s.state
@@ -120,7 +120,7 @@ if state_ == "ready" or (state_ == "started"):
     st.subheader(f"Step {nxt}")
     if state_ == "started":
         st.info("This step was interrupted before its proposal was recorded; run it again (finished calls come from "
-                "the cache).", icon="↩️")
+                "the cache).", icon=":material/undo:")
     st.markdown(f"Next step: about **{est['calls']:,} calls** (minibatch {est['forward']}, optimiser "
                 f"{est['optimiser']}, bandit {est['bandit']}, validation {est['validation']}), "
                 f"**{money(est['cost_usd'])}**.")

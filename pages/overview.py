@@ -34,9 +34,9 @@ if s is None:
                     "import a session bundle to replay it offline. To run models, add a key or a local server "
                     "in **Settings**.")
     a, b, c = st.columns(3)
-    a.page_link("pages/setup.py", label="Create a session in Setup", icon="🛠️")
-    b.page_link("pages/settings.py", label="Configure providers in Settings", icon="⚙️")
-    c.page_link("pages/setup.py", label="Import a bundle (Setup)", icon="📦")
+    a.page_link("pages/setup.py", label="Create a session in Setup", icon=":material/tune:")
+    b.page_link("pages/settings.py", label="Configure providers in Settings", icon=":material/settings:")
+    c.page_link("pages/setup.py", label="Import a bundle (Setup)", icon=":material/upload_file:")
     st.stop()
 
 cfg = s.config
@@ -45,10 +45,10 @@ st.subheader(f"Session {s.id}")
 if cfg.title:
     st.caption(md_escape(cfg.title))
 if state.is_replay(s):
-    st.info("📼 Replay mode: this session came from a bundle. Its steps can be browsed offline with no key; "
-            "continuing it needs its models.", icon="📼")
+    st.info("Replay mode: this session came from a bundle. Its steps can be browsed offline with no key; "
+            "continuing it needs its models.", icon=":material/replay:")
 if readonly:
-    st.warning(f"Read-only here: {readonly}", icon="🔒")
+    st.warning(f"Read-only here: {readonly}", icon=":material/lock:")
 st.markdown(f"Task **{md_escape(task)}** · method **{md_escape(cfg.method)}** ({md_escape(cfg.preset)}) · "
             f"gate **{md_escape(cfg.policy)}** · forward `{md_escape(cfg.forward)}` · backward `{md_escape(cfg.backward)}`")
 m = st.columns(4)
@@ -72,8 +72,8 @@ hints = {
     "validated": "Confirm or override the gate in Optimize.",
     "stopped": f"The session stopped ({s.stopped}). Review it in History, export it, or evaluate on test.",
 }
-st.info(hints.get(s.state, ""), icon="👉")
+st.info(hints.get(s.state, ""), icon=":material/arrow_forward:")
 l1, l2, l3 = st.columns(3)
-l1.page_link("pages/optimize.py", label="Optimize", icon="🎯")
-l2.page_link("pages/history.py", label="History", icon="📈")
-l3.page_link("pages/evaluate.py", label="Evaluate", icon="🧪")
+l1.page_link("pages/optimize.py", label="Optimize", icon=":material/auto_fix_high:")
+l2.page_link("pages/history.py", label="History", icon=":material/timeline:")
+l3.page_link("pages/evaluate.py", label="Evaluate", icon=":material/science:")

@@ -32,7 +32,7 @@ for col, provider in zip(kc, ("openai", "anthropic")):
         src = state.key_source(provider)
         st.text_input(f"{provider} key", type="password", key=f"key_{provider}", on_change=_set_key, args=(provider,),
                       placeholder="paste a key and press Enter", help=f"currently: {src or 'none'}")
-        st.caption(f"{'✅' if src else '⚪'} {md_escape(src or 'no key')}")
+        st.caption(f"{':green[:material/check_circle:]' if src else ':gray[:material/radio_button_unchecked:]'} {md_escape(src or 'no key')}")
         if provider in keys and st.button(f"Forget the {provider} key", key=f"forget_{provider}"):
             keys.pop(provider, None)
             st.rerun()
@@ -48,10 +48,10 @@ if pc[1].button("Probe", key="probe", width="stretch"):
     try:
         found = probe_models(base)
     except ProbeError as exc:
-        st.error(str(exc), icon="🚫")
+        st.error(str(exc), icon=":material/error:")
     else:
         state.probed()[base.strip().rstrip("/")] = found
-        st.success(f"{len(found)} model(s) at {base}.", icon="✅")
+        st.success(f"{len(found)} model(s) at {base}.", icon=":material/check_circle:")
 for url, models in list(state.probed().items()):
     st.markdown(f"**{md_escape(url)}** — {len(models)} model(s)")
     if models:
@@ -117,7 +117,7 @@ if cache is not None:
         if st.button("Clear cache", key="clear_cache", disabled=not sure):
             n = cache.clear()
             st.session_state["confirm_clear"] = False
-            st.success(f"Removed {n:,} entries.", icon="🧹")
+            st.success(f"Removed {n:,} entries.", icon=":material/delete_sweep:")
 
 # ---------- meta-prompts ----------
 st.subheader("Meta-prompts")
@@ -145,9 +145,9 @@ with tc[1]:
     if b[0].button("Save override", key="tpl_save"):
         missing = [p for p in t.placeholders if "{" + p + "}" not in sys_txt + user_txt]
         if missing:
-            st.warning("Missing placeholders: " + ", ".join(missing) + " (saved anyway).", icon="⚠️")
+            st.warning("Missing placeholders: " + ", ".join(missing) + " (saved anyway).", icon=":material/warning:")
         overrides_t[name] = {"system": sys_txt, "user": user_txt}
-        st.success("Saved: sessions you create next use it.", icon="✅")
+        st.success("Saved: sessions you create next use it.", icon=":material/check_circle:")
     if b[1].button("Reset to default", key="tpl_reset", disabled=not cur):
         overrides_t.pop(name, None)
         for k in (f"tpl_sys_{name}", f"tpl_user_{name}"):

@@ -32,7 +32,7 @@ if not state.any_provider():
         "- or enter a key in **Settings** (kept in this browser session's memory only);\n"
         "- or start a local OpenAI-compatible server (e.g. `ollama serve`, then `ollama pull llama3.2`) and probe "
         "it in **Settings**.\n\n"
-        "Meanwhile you can browse the tasks below and import a bundle to replay it offline.", icon="🔑")
+        "Meanwhile you can browse the tasks below and import a bundle to replay it offline.", icon=":material/key:")
 
 tab_new, tab_sessions, tab_import = st.tabs(["New session", "Sessions", "Import bundle"])
 
@@ -68,7 +68,7 @@ with tab_new:
             if test_size:
                 task_spec["test_size"] = int(test_size)
         except TaskError as exc:
-            st.error(str(exc), icon="🚫")
+            st.error(str(exc), icon=":material/error:")
             errors.append("task")
     else:
         up = st.file_uploader("CSV, TSV, JSONL or JSON file", type=["csv", "tsv", "jsonl", "json", "txt"],
@@ -81,7 +81,7 @@ with tab_new:
             try:
                 df = H.table(content, up.name)
             except TaskError as exc:
-                st.error(str(exc), icon="🚫")
+                st.error(str(exc), icon=":material/error:")
                 errors.append("file")
                 df = None
             if df is not None:
@@ -116,12 +116,12 @@ with tab_new:
                                  "labels": list(labels) if labels else None, "val_size": int(val_size),
                                  "test_size": int(test_size), "seed": int(seed)}
                 except TaskError as exc:
-                    st.error(str(exc), icon="🚫")
+                    st.error(str(exc), icon=":material/error:")
                     errors.append("mapping")
     if task is not None:
         sizes = {k: len(v) for k, v in task.splits.items()}
         st.success(f"{task.title}: train {sizes['train']}, validation {sizes['val']}, test {sizes['test']} · "
-                   f"labels {', '.join(task.labels)}", icon="✅")
+                   f"labels {', '.join(task.labels)}", icon=":material/check_circle:")
         with st.expander("Preview validation questions and the question template"):
             st.caption("The user message the forward model sees for each question (the prompt you tune is the "
                        "system message):")
@@ -169,7 +169,7 @@ with tab_new:
                 st.caption(f"price: ${price[0]:.2f} in / ${price[1]:.2f} out per 1M tokens" if price else
                            "price: unknown (cost shows as $0; set one in Settings)")
             except LLMError as exc:
-                st.error(str(exc), icon="🚫")
+                st.error(str(exc), icon=":material/error:")
                 errors.append(which)
             specs[which] = (spec.strip(), (url or "").strip() or None)
 
@@ -245,17 +245,17 @@ with tab_new:
             ec[3].metric("One step: cost", money(s1["cost_usd"]))
             st.caption("Estimates assume about 150 output tokens per answer; cached calls cost nothing.")
         except SessionError as exc:
-            st.error(str(exc), icon="🚫")
+            st.error(str(exc), icon=":material/error:")
             errors.append("config")
     missing = state.missing_for(cfg) if not errors else []
     if missing:
-        st.warning("Before creating: " + "; ".join(missing) + ".", icon="🔑")
+        st.warning("Before creating: " + "; ".join(missing) + ".", icon=":material/key:")
     if st.button("Create session and score the seed prompt", type="primary", key="create_session",
                  disabled=bool(errors or missing)):
         try:
             s = Session.create(cfg, root=state.sessions_root(), data=data)
         except SessionError as exc:
-            st.error(str(exc), icon="🚫")
+            st.error(str(exc), icon=":material/error:")
         else:
             registry().add_session(s)
             state.set_current(s.id)
@@ -266,7 +266,7 @@ with tab_new:
 with tab_sessions:
     rows = list_sessions(state.sessions_root())
     if not rows:
-        st.info("No session yet — create one in the first tab, or import a bundle.", icon="ℹ️")
+        st.info("No session yet — create one in the first tab, or import a bundle.", icon=":material/info:")
     else:
         df = pd.DataFrame([{**r, "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"])),
                             "size": f"{r['size'] / 1024:.0f} KB"} for r in rows])
@@ -288,14 +288,14 @@ with tab_sessions:
                 st.session_state["confirm_delete"] = False
                 st.rerun()
             except (SessionError, JobBusy, OSError) as exc:
-                st.error(f"Cannot delete {pick}: {exc}", icon="🚫")
+                st.error(f"Cannot delete {pick}: {exc}", icon=":material/error:")
 
 # ------------------------------------------------------------------ import
 with tab_import:
     st.caption("A bundle is one JSON file with a session's events and every model response it used: it can be "
                "browsed and replayed here with no key.")
     if bundle is None:
-        st.info("Bundle import is not available in this build (core.bundle is missing).", icon="ℹ️")
+        st.info("Bundle import is not available in this build (core.bundle is missing).", icon=":material/info:")
     else:
         up = st.file_uploader("Session bundle (.json)", type=["json"], key="bundle_upload")
         if up is not None:
@@ -304,11 +304,11 @@ with tab_import:
                 try:
                     sid = bundle.import_bundle(up.getvalue(), root=state.sessions_root(), cache=state.response_cache())
                 except bundle.BundleError as exc:
-                    st.error(f"Cannot import this bundle: {exc}", icon="🚫")
+                    st.error(f"Cannot import this bundle: {exc}", icon=":material/error:")
                 else:
                     state.ss("imported", set()).add(sid)
                     state.set_current(sid)
-                    st.success(f"Imported as session {sid}.", icon="✅")
+                    st.success(f"Imported as session {sid}.", icon=":material/check_circle:")
                     st.switch_page("pages/history.py")
             if c[1].button("Check replay (offline)", key="replay_bundle",
                            help="re-runs the recorded session from the bundle's own responses, with no network"):
@@ -316,7 +316,7 @@ with tab_import:
                     with st.spinner("Replaying offline…"):
                         res = bundle.replay_bundle(up.getvalue())
                 except bundle.BundleError as exc:
-                    st.error(f"Cannot replay this bundle: {exc}", icon="🚫")
+                    st.error(f"Cannot replay this bundle: {exc}", icon=":material/error:")
                 else:
                     (st.success if res.matches else st.warning)(
                         f"Replay of session {res.session}: {'matches the recording' if res.matches else 'differs'} · "

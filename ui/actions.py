@@ -15,12 +15,12 @@ def _start(s: Session, kind: str, label: str, work) -> Job | None:
     """Attach fresh models to the session and run work(job) as a job; errors shown with st.error."""
     problems = state.missing_for(s.config)
     if problems:
-        st.error("Cannot run models: " + "; ".join(problems) + ".", icon="🔑")
+        st.error("Cannot run models: " + "; ".join(problems) + ".", icon=":material/key:")
         return None
     try:
         models = state.models_for(s.config)
     except Exception as exc:  # noqa: BLE001 - a bad spec or provider is the user's to fix
-        st.error(f"Cannot build the models: {exc}", icon="🚫")
+        st.error(f"Cannot build the models: {exc}", icon=":material/error:")
         return None
 
     def run(job: Job):
@@ -30,7 +30,7 @@ def _start(s: Session, kind: str, label: str, work) -> Job | None:
     try:
         job = registry().start(kind, label, state.owner(s), run, secrets=state.secrets())
     except JobBusy as exc:
-        st.warning(str(exc), icon="⏳")
+        st.warning(str(exc), icon=":material/hourglass_top:")
         return None
     st.session_state.setdefault("jobs", {})[s.id] = job.id
     return job
@@ -71,7 +71,7 @@ def start_evaluate(s: Session, entries: list[Entry], limit: int | None) -> Job |
     if limit:
         examples = examples[:limit]
     if not examples:
-        st.error("This task has no test questions.", icon="🚫")
+        st.error("This task has no test questions.", icon=":material/error:")
         return None
 
     def work(job: Job):

@@ -228,19 +228,19 @@ def draw_running(job: Job, *, key: str) -> None:
         st.caption(f"Finished so far: {len(job.partial)}")
     if job.cancel.cancelled:
         st.caption("Stopping after the calls in flight… (finished calls are cached and recorded)")
-    elif st.button("Stop" if job.kind == "auto" else "Cancel", key=f"cancel_{key}_{job.id}", icon="⏹️"):
+    elif st.button("Stop" if job.kind == "auto" else "Cancel", key=f"cancel_{key}_{job.id}", icon=":material/stop:"):
         job.cancel.cancel()
         st.rerun(scope="fragment")
 
 
 def draw_finished(job: Job) -> None:
     if job.status == "error":
-        st.error(f"{job.label} failed: {job.error}", icon="🚫")
+        st.error(f"{job.label} failed: {job.error}", icon=":material/error:")
     elif job.status == "cancelled":
         st.warning(f"{job.label} was cancelled after {job.elapsed:.0f}s. Finished calls are cached; "
-                   "running it again resumes cheaply.", icon="⏹️")
+                   "running it again resumes cheaply.", icon=":material/stop:")
     elif not job.seen:
-        st.success(f"{job.label} finished in {job.elapsed:.1f}s.", icon="✅")
+        st.success(f"{job.label} finished in {job.elapsed:.1f}s.", icon=":material/check_circle:")
     job.seen = True
 
 

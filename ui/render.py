@@ -55,7 +55,7 @@ def call_record(rec: CallRecord | None, *, title: str = "Exact call: messages se
             plain(content, box=True, height=240 if len(content) > 1500 else None)
         st.markdown("**reply**")
         if rec.error:
-            st.error(f"The call failed: {rec.error}", icon="⚠️")
+            st.error(f"The call failed: {rec.error}", icon=":material/warning:")
         plain(rec.reply, box=True)
 
 
@@ -84,6 +84,6 @@ def money(x: float | None) -> str:
 
 def empty_state(message: str, page: str | None = None, label: str | None = None) -> None:
     """'Nothing here yet — do X' with a link to the page that does X."""
-    st.info(message, icon="ℹ️")
+    st.info(message, icon=":material/info:")
     if page:
-        st.page_link(page, label=label or "Go", icon="➡️")
+        st.page_link(page, label=label or "Go", icon=":material/arrow_forward:")

@@ -24,7 +24,7 @@ def render() -> None:
         st.markdown("#### Providers")
         lines = []
         for name, ok, how in state.provider_status():
-            lines.append(f"{'✅' if ok else '⚪'} **{md_escape(name)}** — {md_escape(how)}")
+            lines.append(f"{':green[:material/check_circle:]' if ok else ':gray[:material/radio_button_unchecked:]'} **{md_escape(name)}** — {md_escape(how)}")
         st.markdown("  \n".join(lines))
         if not state.any_provider():
             st.caption("No model provider yet: add a key or probe a local server in Settings.")
@@ -45,6 +45,7 @@ def render() -> None:
         else:
             st.caption("No session yet — create one in Setup.")
         s, readonly = state.current_session()
+        state.sync_url()
         if s is None:
             return
         cfg = s.config
@@ -52,12 +53,12 @@ def render() -> None:
         st.markdown(f"**{md_escape(task)}** · {md_escape(cfg.method)} ({md_escape(cfg.preset)})  \n"
                     f"state: **{md_escape(s.state)}** · versions {len(s.versions)} · steps {len(s.steps)}")
         if readonly:
-            st.caption("🔒 read-only here (another process is writing it)")
+            st.caption(":material/lock: read-only here (another process is writing it)")
         if state.is_replay(s):
-            st.caption("📼 imported bundle (replay)")
+            st.caption(":material/replay: imported bundle (replay)")
         job = state.active_job(s)
         if job is not None:
-            st.caption(f"⏳ {md_escape(job.label)} running…")
+            st.caption(f":material/hourglass_top: {md_escape(job.label)} running…")
 
         st.markdown("#### Spend")
         sp = s.spend

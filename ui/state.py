@@ -130,7 +130,7 @@ def response_cache() -> ResponseCache | None:
     try:
         return registry().cache()
     except CacheError as exc:
-        st.warning(f"Running without the response cache: {exc}", icon="⚠️")
+        st.warning(f"Running without the response cache: {exc}", icon=":material/warning:")
         return None
 
 
@@ -150,11 +150,23 @@ def secrets() -> list[str]:
 
 # ---------- the current session ----------
 def current_sid() -> str | None:
-    return st.session_state.get("sid")
+    """This browser's current session; kept in the URL (?session=) so a reload keeps it."""
+    if "sid" not in st.session_state:
+        st.session_state["sid"] = st.query_params.get("session") or None
+    return st.session_state["sid"]
 
 
 def set_current(sid: str | None) -> None:
     st.session_state["sid"] = sid
+    sync_url()
+
+
+def sync_url() -> None:
+    sid = st.session_state.get("sid")
+    if sid and st.query_params.get("session") != sid:
+        st.query_params["session"] = sid
+    elif not sid and "session" in st.query_params:
+        del st.query_params["session"]
 
 
 def current_session() -> tuple[Session | None, str | None]:
@@ -166,7 +178,7 @@ def current_session() -> tuple[Session | None, str | None]:
     try:
         return registry().session(sessions_root(), sid)
     except (SessionError, OSError) as exc:
-        st.error(f"Cannot open session {sid}: {exc}", icon="🚫")
+        st.error(f"Cannot open session {sid}: {exc}", icon=":material/error:")
         set_current(None)
         return None, None
 
