@@ -4,11 +4,12 @@ import pandas as pd
 import streamlit as st
 
 from core.baselines import strategy_prompt
-from ui import actions, charts, state
+from ui import actions, boot, charts, state
 from ui.evaluation import Entry, head_to_head, long_csv
 from ui.jobs import job_panel
 from ui.render import empty_state, md_escape, pct
 
+boot.page_guard()
 st.title("Evaluate")
 s, readonly = state.current_session()
 if s is None:

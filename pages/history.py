@@ -4,7 +4,7 @@ record and lineage; export and copy."""
 import streamlit as st
 
 from core.diffs import unified
-from ui import charts, state, step_view
+from ui import boot, charts, state, step_view
 from ui.render import diff, empty_state, md_escape, money, pct, plain
 
 try:
@@ -12,6 +12,7 @@ try:
 except ImportError:  # the bundle module may not exist yet
     bundle = None
 
+boot.page_guard()
 st.title("History")
 s, readonly = state.current_session()
 if s is None:

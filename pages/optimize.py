@@ -4,10 +4,11 @@ import pandas as pd
 import streamlit as st
 
 from core.session import SessionError
-from ui import actions, state, step_view
+from ui import actions, boot, state, step_view
 from ui.jobs import job_panel
 from ui.render import ci, empty_state, md_escape, money, pct, plain
 
+boot.page_guard()
 st.title("Optimize")
 s, readonly = state.current_session()
 if s is None:
@@ -101,7 +102,7 @@ if state_ == "new":
     est = s.estimate_baseline()
     st.subheader("Step 0 · score the seed prompt")
     st.markdown(f"The seed prompt is scored on the {n} validation questions first, so the first gate compares "
-                f"against something real. About {est['calls']} calls, {money(est['cost_usd'])}.")
+                f"against something real. About {est['calls']} calls, {md_escape(state.cost_text(cfg, est['cost_usd']))}.")
     plain(cfg.seed_prompt, box=True)
     if st.button("Score the seed prompt", type="primary", key="run_baseline", disabled=not can_act):
         actions.start_baseline(s)
@@ -123,7 +124,7 @@ if state_ == "ready" or (state_ == "started"):
                 "the cache).", icon=":material/undo:")
     st.markdown(f"Next step: about **{est['calls']:,} calls** (minibatch {est['forward']}, optimiser "
                 f"{est['optimiser']}, bandit {est['bandit']}, validation {est['validation']}), "
-                f"**{money(est['cost_usd'])}**.")
+                f"**{md_escape(state.cost_text(cfg, est['cost_usd']))}**.")
     c = st.columns([1, 1, 1, 2])
     if c[0].button("Run step", type="primary", key="run_step", disabled=not can_act,
                    help="sample a minibatch, answer it, and propose gradients and candidates"):

@@ -2,9 +2,10 @@
 
 import streamlit as st
 
-from ui import state
+from ui import boot, state
 from ui.render import ci, md_escape, pct
 
+boot.page_guard()
 st.title("Prompt Gradient Studio")
 st.markdown(
     "Tune a prompt with **textual gradients** while you stay in charge of every step. "

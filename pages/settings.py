@@ -5,10 +5,11 @@ import streamlit as st
 
 from core.llm import PRICES, PRICES_DATE, set_price_overrides
 from core.meta_prompts import TEMPLATES
-from ui import state
+from ui import boot, state
 from ui.probe import OLLAMA, ProbeError, probe_models
 from ui.render import md_escape, plain
 
+boot.page_guard()
 st.title("Settings")
 
 # ---------- keys ----------

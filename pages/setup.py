@@ -10,7 +10,7 @@ from core.gate import POLICIES, POLICY_HELP
 from core.llm import LLMError, parse_spec, price_for
 from core.session import METHODS, PRESETS, Session, SessionConfig, SessionError, delete_session, list_sessions
 from core.tasks import TaskError
-from ui import actions, state
+from ui import actions, boot, state
 from ui import setup_helpers as H
 from ui.estimate import estimate
 from ui.jobs import JobBusy, registry
@@ -21,6 +21,7 @@ try:
 except ImportError:  # the bundle module may not exist yet
     bundle = None
 
+boot.page_guard()
 st.title("Setup")
 H.auto_probe_ollama()
 
@@ -243,7 +244,9 @@ with tab_new:
                          help=f"minibatch {s1['forward']}, optimiser {s1['optimiser']}, bandit {s1['bandit']}, "
                               f"validation {s1['validation']}")
             ec[3].metric("One step: cost", money(s1["cost_usd"]))
-            st.caption("Estimates assume about 150 output tokens per answer; cached calls cost nothing.")
+            st.caption("Estimates assume about 150 output tokens per answer; cached calls cost nothing."
+                       + (f" No price is known for {md_escape(', '.join(state.unpriced(cfg)))}: its cost counts as "
+                          "$0 (set a price in Settings)." if state.unpriced(cfg) else ""))
         except SessionError as exc:
             st.error(str(exc), icon=":material/error:")
             errors.append("config")

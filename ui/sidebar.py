@@ -62,9 +62,8 @@ def render() -> None:
 
         st.markdown("#### Spend")
         sp = s.spend
-        c1, c2 = st.columns(2)
-        c1.metric("Calls", f"{sp.calls:,}", help=f"{sp.cached:,} answered from the cache, {sp.failed} failed")
-        c2.metric("Tokens", f"{sp.input_tokens + sp.output_tokens:,}",
-                  help=f"{sp.input_tokens:,} in, {sp.output_tokens:,} out")
-        c1.metric("Spent", money(sp.cost_usd))
-        c2.metric("Saved by cache", money(sp.saved_usd))
+        st.markdown(f"**{sp.calls:,}** calls · **{sp.input_tokens + sp.output_tokens:,}** tokens  \n"
+                    f"**{money(sp.cost_usd)}** spent · **{money(sp.saved_usd)}** saved by the cache "
+                    f"({sp.cached:,} cached answers)")
+        if sp.failed:
+            st.caption(f"{sp.failed} call(s) failed")

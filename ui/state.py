@@ -14,7 +14,7 @@ import streamlit as st
 import core.session as session_mod
 from core.cache import CacheError, ResponseCache
 from core.engine import task_text
-from core.llm import ClientOptions, LLMError, parse_spec
+from core.llm import ClientOptions, LLMError, parse_spec, price_for
 from core.runner import Runner
 from core.session import Models, Session, SessionConfig, SessionError
 from core.tasks import Example
@@ -214,3 +214,25 @@ def is_replay(s: Session) -> bool:
         return True
     return any(ev.get("type") in ("imported", "import") for ev in s.events[:3]) or \
         bool(s.events and s.events[0].get("imported"))
+
+
+def unpriced(cfg: SessionConfig) -> list[str]:
+    """Model specs of this config with no known price (their cost shows as $0)."""
+    out = []
+    for spec, url in ((cfg.forward, cfg.forward_base_url), (cfg.backward, cfg.backward_base_url)):
+        try:
+            if price_for(parse_spec(spec, url)) is None and spec not in out:
+                out.append(spec)
+        except LLMError:
+            pass
+    return out
+
+
+def cost_text(cfg: SessionConfig, usd: float) -> str:
+    """An estimated cost, saying when a model has no known price."""
+    from .render import money
+
+    missing = unpriced(cfg)
+    if missing:
+        return f"{money(usd)} (no price known for {', '.join(missing)}; set one in Settings)"
+    return money(usd)
