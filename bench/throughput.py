@@ -166,18 +166,22 @@ def main(argv: list[str] | None = None) -> int:
 
         raw_times: list[float] = []
         our_times: list[float] = []
+        cpu = {"raw": [], "ours": []}  # client-process CPU seconds: much less sensitive to a busy machine
         for k in range(a.repeats):
             order = ("raw", "ours") if k % 2 == 0 else ("ours", "raw")
             for which in order:
                 reqs = requests(n, f"r{k}-{which}")
+                cpu0 = time.process_time()
                 if which == "raw":
                     dt, _ = asyncio.run(raw_sdk(stub.base_url, reqs, c))
                     raw_times.append(dt)
                 else:
                     dt, _, _ = asyncio.run(ours(stub.base_url, reqs, c, None))
                     our_times.append(dt)
+                cpu[which].append(time.process_time() - cpu0)
             print(f"repeat {k + 1} ({' then '.join(order)}): raw_sdk {raw_times[-1]:.3f} s, "
-                  f"ours {our_times[-1]:.3f} s, ratio {our_times[-1] / raw_times[-1]:.3f}")
+                  f"ours {our_times[-1]:.3f} s, ratio {our_times[-1] / raw_times[-1]:.3f}; client CPU "
+                  f"raw {cpu['raw'][-1]:.3f} s, ours {cpu['ours'][-1]:.3f} s")
 
         cache = ResponseCache(Path(tmp) / "cache")
         reqs = requests(n, "cached")
@@ -193,8 +197,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stub max in flight: {stub.max_in_flight()} (limit {c})")
 
     raw_med, our_med = statistics.median(raw_times), statistics.median(our_times)
-    print(f"medians of {a.repeats}: raw_sdk {raw_med:.3f} s, ours {our_med:.3f} s "
-          f"(cache-on fill {fill_s / raw_med:.3f}x raw)")
+    cpu_raw, cpu_ours = statistics.median(cpu["raw"]), statistics.median(cpu["ours"])
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"medians of {a.repeats}: raw_sdk {raw_med:.3f} s, ours {our_med:.3f} s (cache-on fill "
+          f"{fill_s / raw_med:.3f}x raw); client CPU raw {cpu_raw:.3f} s, ours {cpu_ours:.3f} s "
+          f"({cpu_ours / cpu_raw:.3f}x); load average {load:.1f} on {os.cpu_count()} CPUs")
     print(f"ideal_s={ideal:.3f} raw_sdk_s={raw_med:.3f} ours_s={our_med:.3f} overhead={our_med / raw_med:.3f} "
           f"cached_rerun_calls={rerun_calls}")
     return 0

@@ -7,7 +7,7 @@ from core.baselines import strategy_prompt
 from ui import actions, boot, charts, state
 from ui.evaluation import Entry, head_to_head, long_csv
 from ui.jobs import job_panel
-from ui.render import empty_state, md_escape, pct
+from ui.render import md_code, empty_state, md_escape, pct
 
 boot.page_guard()
 st.title("Evaluate")
@@ -24,7 +24,7 @@ test = s.task.split("test")
 missing = state.missing_for(s.config)
 if missing:
     st.warning("Evaluating needs the forward model: " + "; ".join(missing) + ".", icon=":material/key:")
-st.caption(f"Test split: {len(test)} questions, never used for tuning. Forward model `{md_escape(s.config.forward)}`, "
+st.caption(f"Test split: {len(test)} questions, never used for tuning. Forward model {md_code(s.config.forward)}, "
            "temperature 0; answers are cached, so re-running costs nothing.")
 
 versions = {f"v{v.number} (step {v.step}, {v.origin}, val {pct(v.accuracy)})": v.prompt for v in s.versions}

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from ui import boot, state
-from ui.render import ci, md_escape, pct
+from ui.render import md_code, ci, md_escape, pct
 
 boot.page_guard()
 st.title("Prompt Gradient Studio")
@@ -51,7 +51,7 @@ if state.is_replay(s):
 if readonly:
     st.warning(f"Read-only here: {readonly}", icon=":material/lock:")
 st.markdown(f"Task **{md_escape(task)}** · method **{md_escape(cfg.method)}** ({md_escape(cfg.preset)}) · "
-            f"gate **{md_escape(cfg.policy)}** · forward `{md_escape(cfg.forward)}` · backward `{md_escape(cfg.backward)}`")
+            f"gate **{md_escape(cfg.policy)}** · forward {md_code(cfg.forward)} · backward {md_code(cfg.backward)}")
 m = st.columns(4)
 if s.versions:
     v0, cur = s.versions[0], s.current

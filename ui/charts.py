@@ -72,7 +72,8 @@ def history_figure(s: Session) -> go.Figure:
                            + outcome + "</extra>")))
     fig.update_layout(xaxis_title="step", yaxis_title="validation accuracy", yaxis_tickformat=".0%",
                       yaxis_range=[0, 1.02], height=380, margin=dict(l=10, r=10, t=30, b=10),
-                      legend=dict(orientation="h", y=1.12), xaxis=dict(dtick=1))
+                      legend=dict(orientation="h", y=1.12),
+                      xaxis=dict(dtick=1, range=[-0.3, max([st.index for st in s.steps] + [1]) + 0.3]))
     return fig
 
 

@@ -228,9 +228,10 @@ def draw_running(job: Job, *, key: str) -> None:
         st.caption(f"Finished so far: {len(job.partial)}")
     if job.cancel.cancelled:
         st.caption("Stopping after the calls in flight… (finished calls are cached and recorded)")
-    elif st.button("Stop" if job.kind == "auto" else "Cancel", key=f"cancel_{key}_{job.id}", icon=":material/stop:"):
-        job.cancel.cancel()
-        st.rerun(scope="fragment")
+    else:
+        st.button("Stop" if job.kind == "auto" else "Cancel", key=f"cancel_{key}", icon=":material/stop:",
+                  on_click=job.cancel.cancel,
+                  help="stop launching calls; finished calls stay cached and recorded steps stay recorded")
 
 
 def draw_finished(job: Job) -> None:

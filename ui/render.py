@@ -22,6 +22,12 @@ def md_escape(text: object, *, limit: int | None = None) -> str:
     return _MD_SPECIAL.sub(r"\\\1", s)
 
 
+def md_code(text: object) -> str:
+    """Text as an inline Markdown code span (literal; backticks and newlines neutralised)."""
+    s = " ".join(str(text).split()).replace("`", "ˋ")
+    return f"`{s}`" if s else ""
+
+
 def plain(text: object, *, box: bool = False, height: int | None = None, copy: bool = False) -> None:
     """Dataset or model text shown literally: st.text, or (box/copy/long) st.code without highlighting.
 

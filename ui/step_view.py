@@ -11,7 +11,7 @@ from core.lineage import Candidate, Gradient, Proposal
 from core.session import Session, Step
 
 from . import state
-from .render import badge_row, call_record, ci, diff, md_escape, pct, plain
+from .render import md_code, badge_row, call_record, ci, diff, md_escape, pct, plain
 
 FILTERS = ("all", "failures", "unparsed")
 
@@ -122,8 +122,12 @@ def proposal_view(s: Session, st_: Step, *, actions: bool, key: str) -> None:
     st.markdown(f"#### Gradients ({len(prop.gradients)})")
     if not prop.gradients:
         st.caption("No gradients in this proposal.")
-    for n, g in enumerate(prop.gradients, 1):
-        gradient_card(s, st_, g, n)
+    per_row = 2 if len(prop.gradients) > 1 else 1
+    for start in range(0, len(prop.gradients), per_row):
+        cols = st.columns(per_row)
+        for col, (n, g) in zip(cols, list(enumerate(prop.gradients, 1))[start:start + per_row]):
+            with col:
+                gradient_card(s, st_, g, n)
     if prop.calls:
         with st.expander(f"Other optimiser calls ({len(prop.calls)}: per-question feedback and failed calls)"):
             for rec in prop.calls:
@@ -148,7 +152,7 @@ def decision_summary(s: Session, st_: Step) -> None:
     d = st_.decision or {}
     action = d.get("action")
     if action == "accept":
-        st.markdown(f"**Decision:** accept candidate `{md_escape(d.get('candidate'))}`")
+        st.markdown(f"**Decision:** accept candidate {md_code(d.get('candidate'))}")
     elif action == "edit":
         st.markdown("**Decision:** accept a hand edit")
     elif action:
