@@ -4,13 +4,13 @@ progress and partial results. Retries, backoff and Retry-After are the SDKs' own
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from .cache import ResponseCache, cache_key
-from .llm import AuthError, ChatModel, Completion, LLMError, Request
+from .llm import AuthError, ChatModel, Completion, LLMError, Request, redact
 
 CANCELLED = "cancelled before it started"
 
@@ -151,7 +151,9 @@ class Runner:
                     t.cancel()
             for i, r in zip(pending, outcomes):  # a model or callback bug is a failed result, not a lost one
                 if isinstance(r, Exception) and results[i] is None:
-                    finish(i, Completion(error=f"{type(r).__name__}: {r}"[:500], model=str(model.spec)))
+                    secrets = [os.environ.get("OPENAI_API_KEY"), os.environ.get("ANTHROPIC_API_KEY"),
+                               getattr(model, "_api_key", None)]
+                    finish(i, Completion(error=redact(f"{type(r).__name__}: {r}", secrets)[:500], model=str(model.spec)))
         cancelled = bool(cancel is not None and cancel.cancelled)
         out = [c if c is not None else Completion(error=state["fatal"] or CANCELLED, model=str(model.spec))
                for c in results]
@@ -190,6 +192,3 @@ def run_sync(coro):
         raise box["e"]
     return box["v"]
 
-
-def elapsed(t0: float) -> float:
-    return time.perf_counter() - t0
