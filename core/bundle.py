@@ -20,7 +20,7 @@ FORMAT = "prompt-gradient-studio/bundle"
 VERSION = 1
 MAX_BUNDLE_BYTES = 200 * 1024 * 1024
 EVENT_TYPES = {"created", "baseline", "step_started", "forward", "proposal", "decision", "validation", "gate",
-               "auto", "stopped"}
+               "auto", "stopped", "spend"}
 _KEY = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -58,7 +58,7 @@ def bundle_bytes(session: Session, cache: ResponseCache | None) -> bytes:
 def load_bundle(data: bytes) -> dict:
     """Parse and validate a bundle; BundleError with a clear message on anything off."""
     if len(data) > MAX_BUNDLE_BYTES:
-        raise BundleError(f"The bundle is {len(data) / 1e6:.0f} MB; the limit is {MAX_BUNDLE_BYTES / 1e6:.0f} MB.")
+        raise BundleError(f"The bundle is {len(data) / 2**20:.0f} MB; the limit is {MAX_BUNDLE_BYTES / 2**20:.0f} MB.")
     try:
         b = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -76,11 +77,8 @@ class ResponseCache:
                              f"or run without the cache.") from None
 
     def get(self, key: str) -> Completion | None:
-        try:
-            value = self._cache.get(key)
-        except CacheError:
-            return None
-        if not isinstance(value, dict):
+        value = self.raw(key)
+        if value is None:
             return None
         c = Completion.from_json(value)
         c.saved_usd, c.cost_usd, c.cached, c.latency_s, c.key = c.cost_usd, 0.0, True, 0.0, key
@@ -97,7 +95,11 @@ class ResponseCache:
                 "cost_usd": c.cost_usd or c.saved_usd, "model": c.model}
 
     def raw(self, key: str) -> dict | None:
-        value = self._cache.get(key)
+        """The stored JSON entry, or None; an entry that is not JSON (a planted pickle, a torn value file) is a miss."""
+        try:
+            value = self._cache.get(key)
+        except (CacheError, ValueError, OSError, sqlite3.Error):
+            return None
         return value if isinstance(value, dict) else None
 
     def put_raw(self, key: str, value: dict) -> None:

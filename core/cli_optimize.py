@@ -122,9 +122,9 @@ def cmd_optimize(a) -> int:
             params[k.strip()] = json.loads(v)
         except ValueError:
             params[k.strip()] = v
-    seed_prompt = a.prompt
-    if a.prompt_file:
-        seed_prompt = Path(a.prompt_file).read_text(encoding="utf-8").strip()
+    from .cli import _read_prompt
+
+    seed_prompt = _read_prompt(a)  # --prompt-file errors are one line, not a traceback
     cfg = SessionConfig(task=spec, method=a.method, preset=preset, forward=a.forward, backward=a.backward or a.forward,
                         forward_base_url=a.base_url, backward_base_url=a.backward_base_url or a.base_url,
                         seed_prompt=seed_prompt, seed=a.seed, policy=a.policy, patience=a.patience,
@@ -200,7 +200,7 @@ def _read_bundle(path: str) -> bytes:
     try:
         size = os.path.getsize(path)
         if size > MAX_BUNDLE_BYTES:
-            raise ConfigError(f"The bundle is {size / 1e6:.0f} MB; the limit is {MAX_BUNDLE_BYTES / 1e6:.0f} MB.")
+            raise ConfigError(f"The bundle is {size / 2**20:.0f} MB; the limit is {MAX_BUNDLE_BYTES / 2**20:.0f} MB.")
         return Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError(f"Cannot read {path}: {exc.strerror or exc}") from None

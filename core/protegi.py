@@ -106,7 +106,7 @@ class ProtegiEngine:
                 if not text:
                     return None
                 return Candidate(id=f"{e.id}.p{j}", prompt=text, parent=parent, origin="paraphrase",
-                                 gradient_id=g.id, source_id=e.id, call=rec)
+                                 gradient_id=g.id, source_id=e.id, flagged=e.flagged, call=rec)
 
             paras = await asyncio.gather(*(para(e, j) for e in edits for j in range(1, cfg.paraphrases + 1)))
             return edits + [p for p in paras if p is not None]

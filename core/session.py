@@ -3,6 +3,7 @@
 States of the current step: (none) → proposed → decided → validated → (gate) → done.
 Every transition is one JSON line in `sessions/<id>/events.jsonl`, flushed and fsynced before
 the call returns, so a crash loses at most the call in flight and `Session.open` resumes exactly.
+A phase that stops part-way (failed calls, cancel, auth error) logs what it spent as a 'spend' event.
 """
 
 from __future__ import annotations
@@ -195,8 +196,12 @@ class Session:
         return self.dir / "events.jsonl"
 
     def _acquire(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        f = open(self.dir / ".lock", "a+")
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            f = open(self.dir / ".lock", "a+")
+        except OSError as exc:
+            raise SessionError(f"Cannot write the session folder {self.dir} ({type(exc).__name__}: "
+                               f"{exc.strerror or exc}). Choose another with PGS_SESSIONS_DIR or --sessions-dir.") from None
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -245,17 +250,29 @@ class Session:
         `offline` (replay) skips checking that the model providers exist here."""
         config.validate(check_models=not offline)
         sid = sid or new_session_id()
+        if not _ID.match(sid):
+            raise SessionError(f"'{sid}' is not a session id.")
         s = cls(Path(root), sid)
         if s.events_path.exists():
             raise SessionError(f"Session {sid} already exists.")
         cfg = asdict(config)
+        if not isinstance(cfg["task"], dict):
+            raise SessionError("The session's task must be a mapping like {\"name\": \"pubmedqa\"}.")
         if data is not None:
             name, content = data
             safe = re.sub(r"[^A-Za-z0-9_.\-]", "_", os.path.basename(name))[:80] or "data.csv"
             cfg["task"] = {**cfg["task"], "file": safe}
             s._task_from(cfg["task"], content)  # validate before writing anything
-            s.dir.mkdir(parents=True, exist_ok=True)
-            (s.dir / safe).write_bytes(content)
+            try:
+                s.dir.mkdir(parents=True, exist_ok=True)
+                (s.dir / safe).write_bytes(content)
+            except OSError as exc:
+                raise SessionError(f"Cannot write the session folder {s.dir} ({type(exc).__name__}: "
+                                   f"{exc.strerror or exc}).") from None
+        elif "file" in cfg["task"]:
+            raise SessionError("The session's task reads a data file, but no data was given.")
+        else:
+            s._task_from(cfg["task"])  # a task that cannot load writes nothing
         s._acquire()
         s.models = models
         s._emit({"type": "created", "id": sid, "config": cfg})
@@ -272,8 +289,15 @@ class Session:
         if not readonly:
             s._acquire()
         try:
-            for ev in s._read_events():
-                s._apply(ev)
+            for n, ev in enumerate(s._read_events(), 1):
+                try:
+                    s._apply(ev)
+                except SessionError:
+                    raise
+                except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+                    raise SessionError(f"Session {sid}: event {n} of events.jsonl ('{ev.get('type')}') is malformed "
+                                       f"or does not fit the events before it ({type(exc).__name__}); the file is "
+                                       f"corrupt and the session cannot be opened. Restore the file.") from None
         except Exception:
             s.close()
             raise
@@ -296,6 +320,10 @@ class Session:
                     if not self.readonly and self._log is not None:
                         self._truncate_tail(sum(len(x) + 1 for x in lines[: n - 1]))
                     break
+                if self.readonly and out:  # a reader may still look at (and export) what came before
+                    self.warnings.append(f"events.jsonl line {n} is corrupt: showing the {len(out)} events before "
+                                         f"it, read-only.")
+                    break
                 raise SessionError(f"Session {self.id}: events.jsonl line {n} is corrupt; the session cannot be "
                                    f"resumed safely. Restore the file or export what loads read-only.") from None
             out.append(ev)
@@ -310,8 +338,11 @@ class Session:
     def _task_from(self, spec: dict, content: bytes | None = None) -> Task:
         try:
             if "file" in spec:
+                f = spec["file"]
+                if not isinstance(f, str) or not f or f != os.path.basename(f) or f.startswith("."):
+                    raise TaskError(f"the data file name {f!r} is not a plain file name")
                 if content is None:
-                    content = (self.dir / spec["file"]).read_bytes()
+                    content = (self.dir / f).read_bytes()
                 kw = {k: spec[k] for k in ("input_cols", "label_col", "id_col", "choices_col", "labels",
                                            "val_size", "test_size", "seed") if spec.get(k) is not None}
                 return load_custom(content, spec["file"], **kw)
@@ -319,6 +350,8 @@ class Session:
             return load_task(spec["name"], **kw)
         except (TaskError, OSError) as exc:
             raise SessionError(f"Cannot load the session's task: {exc}") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise SessionError(f"The session's task settings {spec!r:.200} are invalid ({type(exc).__name__}: {exc}).") from None
 
     # ---------- state from events ----------
     def _apply(self, ev: dict) -> None:
@@ -365,7 +398,8 @@ class Session:
         if "spend" in ev:
             sp = Spend(**ev["spend"])
             self.spend.merge(sp)
-            if self.steps and t in ("forward", "proposal", "validation"):
+            if self.steps and (t in ("forward", "proposal", "validation") or (
+                    t == "spend" and ev.get("step") == self.steps[-1].index and self.steps[-1].outcome is None)):
                 self.steps[-1].spend.merge(sp)
 
     def _report(self, d: dict) -> EvalReport:
@@ -513,7 +547,10 @@ class Session:
                            prefix=f"s{step}.", cancel=cancel, on_progress=progress,
                            forward_max_tokens=self.config.forward_max_tokens)
 
-    def _run(self, coro_fn: Callable[[], Any]) -> Any:
+    def _run(self, coro_fn: Callable[[], Any], ctx: StepContext | None = None, phase: str = "",
+             check: Callable[[Any], None] | None = None) -> Any:
+        """Run a phase on one event loop; if it stops (failed calls, cancel, auth error, Ctrl-C), the calls it
+        already paid for are logged as a 'spend' event, so the spend shown equals the spend made."""
         m = self._need_models()
 
         async def go():
@@ -523,7 +560,29 @@ class Session:
                 await m.forward.aclose()
                 await m.backward.aclose()
 
-        return run_sync(go())
+        try:
+            out = run_sync(go())
+            if check is not None:
+                check(out)
+            return out
+        except BaseException as exc:
+            if ctx is not None:
+                self._record_unfinished(ctx, phase, exc)
+            raise
+
+    def _record_unfinished(self, ctx: StepContext, phase: str, exc: BaseException) -> None:
+        sp = ctx.spend
+        if not sp.calls or self.readonly or self._log is None:  # failed calls cost nothing: no event
+            return
+        paid = Spend(calls=sp.calls, failed=sp.failed, input_tokens=sp.input_tokens,
+                     output_tokens=sp.output_tokens, cost_usd=sp.cost_usd)  # cache hits are not spend
+        step = self.step.index if (phase != "baseline" and self.step is not None) else 0
+        try:
+            self._emit({"type": "spend", "step": step, "phase": phase, "reason": type(exc).__name__,
+                        "spend": paid.to_json(), "keys": ctx.keys})
+        except (OSError, SessionError):
+            pass
+        ctx.spend, ctx.keys = Spend(), []
 
     def run_baseline(self, *, progress: PhaseProgress | None = None, cancel: CancelToken | None = None) -> Version:
         """Step 0: the seed prompt scored on validation, so the first gate compares against something real."""
@@ -537,16 +596,22 @@ class Session:
                                        self.val_examples(), phase="baseline")
             return EvalReport(self.config.seed_prompt, rows, list(self.task.labels))
 
-        rep = self._run(go)
-        self._check_errors(rep, "baseline")
+        rep = self._run(go, ctx, "baseline", check=lambda r: self._check_errors(r, "baseline", partial=False))
         self._emit({"type": "baseline", "prompt": self.config.seed_prompt, "report": compact_report(rep),
                     "spend": ctx.spend.to_json(), "keys": ctx.keys})
         return self.versions[0]
 
-    def _check_errors(self, rep: EvalReport, what: str) -> None:
-        if rep.rows and rep.errors == len(rep.rows):
-            raise SessionError(f"Every call of the {what} failed ({rep.rows[0].error}). Nothing was recorded; "
+    def _check_errors(self, rep: EvalReport, what: str, partial: bool = True) -> None:
+        """Refuse to record a phase whose calls all failed; scores (baseline, validation) also refuse partial
+        failures: a failed call is not a wrong answer, and a gate must not rest on one."""
+        bad = [r for r in rep.rows if r.error]
+        if rep.rows and len(bad) == len(rep.rows):
+            raise SessionError(f"Every call of the {what} failed ({bad[0].error}). Nothing was recorded; "
                                f"check the model settings and try again.")
+        if bad and not partial:
+            raise SessionError(f"{len(bad)} of {len(rep.rows)} calls of the {what} failed (first: {bad[0].error}). "
+                               f"Nothing was recorded; the answers received are cached, so trying again only "
+                               f"re-sends the failed calls.")
 
     def start_step(self, *, progress: PhaseProgress | None = None, cancel: CancelToken | None = None,
                    regenerate: bool = False) -> Step:
@@ -584,15 +649,16 @@ class Session:
                 return await engine.propose(ctx, beam, reports, memory=self.memory())
             return await engine.propose(ctx, beam, reports)
 
-        prop = self._run(forward_then_propose)
+        prop = self._run(forward_then_propose, ctx, "step")
         self._emit({"type": "proposal", "step": index, "proposal": prop.to_json(), "spend": ctx.spend.to_json(),
                     "keys": ctx.keys})
         return self.steps[-1]
 
     def decide(self, action: str, candidate: str | None = None, prompt: str | None = None) -> Step:
-        """accept (a candidate id) | edit (your own text) | reject (all) | skip."""
+        """accept (a candidate id) | edit (your own text) | reject (all) | skip. A decision not yet validated
+        may be changed (e.g. when its validation keeps failing: a prompt longer than the model's context)."""
         st = self.step
-        if st is None or st.status != "proposed":
+        if st is None or st.status not in ("proposed", "decided"):
             raise SessionError("There is no proposal waiting for a decision.")
         if action == "accept":
             if not candidate:
@@ -631,8 +697,11 @@ class Session:
             labels = list(self.task.labels)
             return EvalReport(self.current.prompt, cur_rows, labels), EvalReport(new_prompt, new_rows, labels)
 
-        cur, new = self._run(go)
-        self._check_errors(new, "validation")
+        def check(reports):
+            for r in reports:
+                self._check_errors(r, "validation", partial=False)
+
+        cur, new = self._run(go, ctx, "validation", check=check)
         g = gate(self.config.policy, cur.correct_by_id(), new.correct_by_id(), self.config.alpha)
         self._emit({"type": "validation", "step": st.index, "candidate_report": compact_report(new),
                     "current_report": compact_report(cur), "gate": g.to_json(), "spend": ctx.spend.to_json(),
@@ -657,7 +726,7 @@ class Session:
     def run_auto(self, steps: int, *, policy: str | None = None, on_step: Callable[["Session", Step], None] | None = None,
                  progress: PhaseProgress | None = None, cancel: CancelToken | None = None) -> str:
         """Run until `steps` steps are done (counting earlier ones of this run), patience, budget or cancel.
-        The automatic policy accepts the top-ranked candidate and applies the gate's verdict."""
+        The automatic policy accepts the top-ranked unflagged candidate and applies the gate's verdict."""
         if policy and policy != self.config.policy:
             raise SessionError("The gate policy is fixed when the session is created.")
         if not self.versions:
@@ -675,12 +744,14 @@ class Session:
                 if st is None or st.status == "started":
                     st = self.start_step(progress=progress, cancel=cancel)
                 if st.status == "proposed":
-                    if not st.proposal.candidates:
+                    # flagged = the model ignored the output tags (e.g. it refused): a person may take it, the policy won't
+                    pick = next((c for c in st.proposal.candidates if not c.flagged), None)
+                    if pick is None:
                         self.decide("skip")
                         if on_step:
                             on_step(self, st)
                         continue
-                    self.decide("accept", candidate=st.proposal.candidates[0].id)
+                    self.decide("accept", candidate=pick.id)
                 if st.status == "decided":
                     self.validate(progress=progress, cancel=cancel)
                 if self.step is not None and self.step.status == "validated":

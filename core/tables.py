@@ -21,6 +21,13 @@ def _decode(data: bytes, filename: str) -> str:
             return data.decode("utf-16")
         except UnicodeDecodeError:
             raise TableError(f"{filename} starts like UTF-16 text but cannot be decoded; save it as UTF-8.") from None
+    if b"\x00" in data:  # valid UTF-8 to a decoder, but no text table has NUL bytes
+        head = data[:65536]
+        even, odd = head[0::2].count(0) / max(1, len(head[0::2])), head[1::2].count(0) / max(1, len(head[1::2]))
+        utf16 = (odd > 0.4 and even < 0.1) or (even > 0.4 and odd < 0.1)  # ASCII text as UTF-16: every other byte
+        what = "UTF-16 text without a byte-order mark" if utf16 else "a binary file, not text"
+        raise TableError(f"{filename} contains NUL bytes: it looks like {what}. Save it as UTF-8 "
+                         "(in Excel: \"CSV UTF-8\").")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:

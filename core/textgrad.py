@@ -87,7 +87,10 @@ class TextGradEngine:
         losses = await ctx.backward([Request(messages=m, temperature=0.0, max_tokens=cfg.max_tokens, tag="textgrad.loss")
                                      for m in loss_msgs], phase="loss")
         prop.calls = [CallRecord.of("textgrad.loss", m, c) for m, c in zip(loss_msgs, losses)]
-        feedback = {r.id: (c.text.strip() if c.ok else f"(no feedback: {c.error})") for r, c in zip(rows, losses)}
+        # a failed loss call's error text (request ids, redacted keys) stays in its CallRecord, out of the gradient
+        # prompt: the prompt, and so its cache key and an offline replay, must not depend on how a call failed
+        feedback = {r.id: (c.text.strip() if c.ok else "(no feedback: the evaluation call failed)")
+                    for r, c in zip(rows, losses)}
 
         # 2. the gradient on the system prompt
         blocks = []

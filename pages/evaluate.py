@@ -7,7 +7,7 @@ from core.baselines import strategy_prompt
 from ui import actions, boot, charts, state
 from ui.evaluation import Entry, head_to_head, long_csv
 from ui.jobs import job_panel
-from ui.render import md_code, empty_state, md_escape, pct
+from ui.render import empty_state, md_code, md_escape, pct
 
 boot.page_guard()
 st.title("Evaluate")
@@ -23,7 +23,7 @@ if not s.versions:
 test = s.task.split("test")
 missing = state.missing_for(s.config)
 if missing:
-    st.warning("Evaluating needs the forward model: " + "; ".join(missing) + ".", icon=":material/key:")
+    st.warning("Evaluating needs the forward model: " + md_escape("; ".join(missing)) + ".", icon=":material/key:")
 st.caption(f"Test split: {len(test)} questions, never used for tuning. Forward model {md_code(s.config.forward)}, "
            "temperature 0; answers are cached, so re-running costs nothing.")
 
@@ -79,11 +79,12 @@ if any(r["cancelled"] for r in rows):
 table = pd.DataFrame([{
     "prompt": r["prompt"], "accuracy": r["accuracy"], "95% CI": f"{r['ci_low']:.0%}–{r['ci_high']:.0%}",
     "macro-F1": r["macro_f1"], "n": r["n"], "unparsed": r["unparsed"], "errors": r["errors"],
-    f"Δ vs {ref_name}": r["delta_vs_ref"], "McNemar p": r["p_vs_ref"], "cost": r["cost_usd"]} for r in rows])
+    "Δ vs reference": None if r["delta_vs_ref"] is None else 100 * r["delta_vs_ref"], "McNemar p": r["p_vs_ref"],
+    "cost": r["cost_usd"]} for r in rows])
 st.dataframe(table, hide_index=True, column_config={
     "accuracy": st.column_config.NumberColumn(format="percent"),
     "macro-F1": st.column_config.NumberColumn(format="%.3f"),
-    f"Δ vs {ref_name}": st.column_config.NumberColumn(format="percent"),
+    "Δ vs reference": st.column_config.NumberColumn(format="%+.1f pts"),
     "McNemar p": st.column_config.NumberColumn(format="%.3g"),
     "cost": st.column_config.NumberColumn(format="$%.4f")})
 st.caption(f"McNemar: exact paired test against **{md_escape(ref_name)}** on the same questions.")

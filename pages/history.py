@@ -13,6 +13,20 @@ except ImportError:  # the bundle module may not exist yet
     bundle = None
 
 boot.page_guard()
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _cached(kind: str, sid: str, n_events: int, step: int, _s):
+    """Figures and tables of a session, rebuilt only when its log grows."""
+    if kind == "history":
+        return charts.history_figure(_s)
+    if kind == "spend":
+        return charts.spend_table(_s)
+    if kind == "grid":
+        return charts.correctness_grid(_s)
+    return charts.lineage_figure(_s, _s.steps[step])
+
+
 st.title("History")
 s, readonly = state.current_session()
 if s is None:
@@ -28,11 +42,11 @@ tab_chart, tab_versions, tab_grid, tab_steps, tab_export = st.tabs(
     ["Validation", "Prompt versions", "Question grid", "Steps and lineage", "Export"])
 
 with tab_chart:
-    st.plotly_chart(charts.history_figure(s), key="history_chart",
+    st.plotly_chart(_cached("history", str(s.dir), len(s.events), 0, s), key="history_chart",
                     config={"displaylogo": False})
     st.caption("Each marker is a validated step: the chosen prompt's validation accuracy with its 95% Wilson "
                "interval; ● accepted, ✕ rejected. The dashed line is the seed baseline.")
-    spend = charts.spend_table(s)
+    spend = _cached("spend", str(s.dir), len(s.events), 0, s)
     if not spend.empty:
         c = st.columns(3)
         c[0].metric("Calls (cumulative)", f"{int(spend['cumulative_calls'].iloc[-1]):,}",
@@ -61,7 +75,7 @@ with tab_versions:
         plain(vs[b].prompt, copy=True)
 
 with tab_grid:
-    grid = charts.correctness_grid(s)
+    grid = _cached("grid", str(s.dir), len(s.events), 0, s)
     st.caption("Rows are validation questions, columns the versions and the rejected candidates. "
                "✓ right · ✗ wrong · ✓+ fixed by that edit · ✗− broken by that edit.")
     only = st.toggle("Only questions where something changed", value=True, key="grid_changed")
@@ -84,7 +98,7 @@ with tab_steps:
                            format_func=lambda i: f"step {steps[i].index} (attempt {steps[i].attempt}) — "
                                                  f"{steps[i].outcome or steps[i].status}")
         chosen = steps[idx]
-        fig = charts.lineage_figure(s, chosen)
+        fig = _cached("lineage", str(s.dir), len(s.events), s.steps.index(chosen), s)
         if fig is not None:
             st.markdown("**Lineage:** failures → gradients → candidates → decision (with the validation change)")
             st.plotly_chart(fig, key="lineage_chart", config={"displaylogo": False})

@@ -21,11 +21,11 @@ missing = state.missing_for(s.config)
 replay = state.is_replay(s)
 if replay:
     st.info("Replay mode — an imported session: every recorded step can be browsed here and in History "
-            "with no key." + (" Continuing it needs: " + "; ".join(missing) + "." if missing else ""), icon=":material/replay:")
+            "with no key." + (" Continuing it needs: " + md_escape("; ".join(missing)) + "." if missing else ""), icon=":material/replay:")
 elif missing:
-    st.warning("Browse-only: " + "; ".join(missing) + ".", icon=":material/key:")
+    st.warning("Browse-only: " + md_escape("; ".join(missing)) + ".", icon=":material/key:")
 if readonly:
-    st.warning(f"Read-only: {readonly}", icon=":material/lock:")
+    st.warning(f"Read-only: {md_escape(readonly)}", icon=":material/lock:")
 can_act = not readonly and not missing and job is None
 
 for kind, msg in st.session_state.pop("flash", []):
@@ -42,7 +42,7 @@ if pending and can_act:
             s.decide("edit", prompt=arg)
         actions.start_validate(s)
     except SessionError as exc:
-        st.error(str(exc), icon=":material/error:")
+        st.error(md_escape(exc), icon=":material/error:")
     job = state.active_job(s)
     can_act = can_act and job is None
 
@@ -81,20 +81,35 @@ def live() -> None:
 
 
 if job is not None:
-    job_panel(job, key="optimize", live=live)
+    job_panel(job, key="optimize", live=live, version=lambda: len(s.events))
     st.stop()
 last = reg.latest(state.owner(s))
 if last is not None and not last.seen:
     job_panel(last, key="optimize")
 
 if s.stopped:
-    st.warning(f"This session has stopped: {s.stopped}. Review it in History, export it, or evaluate it on "
+    st.warning(f"This session has stopped: {md_escape(s.stopped)}. Review it in History, export it, or evaluate it on "
                "the test split; start a new session to keep tuning.", icon=":material/stop_circle:")
     st.page_link("pages/history.py", label="History and export", icon=":material/timeline:")
     st.stop()
 
 state_ = s.state
 step = s.step
+
+def auto_controls() -> None:
+    """Auto-run N steps: the top candidate is accepted and the session's gate decides."""
+    c = st.columns([1, 1, 2], vertical_alignment="center")
+    n_auto = c[0].number_input("Steps", min_value=1, max_value=50, value=3, key="auto_n",
+                               label_visibility="collapsed")
+    resume = s.auto is not None
+    if c[1].button("Continue auto-run" if resume else f"Auto-run {n_auto} steps", key="auto_run",
+                   disabled=not can_act, help=f"accept the top candidate each step; the {cfg.policy} gate decides"):
+        actions.start_auto(s, int(n_auto))
+        st.rerun()
+    c[2].caption(f"Auto-run accepts the top candidate each step, lets the **{md_escape(cfg.policy)}** gate decide, "
+                 f"and stops after {cfg.patience} rejections in a row." +
+                 (f" An interrupted auto-run is waiting to reach {s.auto['steps']} finished steps." if resume else ""))
+
 
 # ---------- new: the baseline ----------
 if state_ == "new":
@@ -104,9 +119,12 @@ if state_ == "new":
     st.markdown(f"The seed prompt is scored on the {n} validation questions first, so the first gate compares "
                 f"against something real. About {est['calls']} calls, {md_escape(state.cost_text(cfg, est['cost_usd']))}.")
     plain(cfg.seed_prompt, box=True)
-    if st.button("Score the seed prompt", type="primary", key="run_baseline", disabled=not can_act):
+    c = st.columns([1, 4], vertical_alignment="center")
+    if c[0].button("Score the seed prompt", type="primary", key="run_baseline", disabled=not can_act):
         actions.start_baseline(s)
         st.rerun()
+    with c[1]:
+        auto_controls()
     st.stop()
 
 # ---------- ready: run a step or auto-run ----------
@@ -125,22 +143,13 @@ if state_ == "ready" or (state_ == "started"):
     st.markdown(f"Next step: about **{est['calls']:,} calls** (minibatch {est['forward']}, optimiser "
                 f"{est['optimiser']}, bandit {est['bandit']}, validation {est['validation']}), "
                 f"**{md_escape(state.cost_text(cfg, est['cost_usd']))}**.")
-    c = st.columns([1, 1, 1, 2])
+    c = st.columns([1, 6], vertical_alignment="center")
     if c[0].button("Run step", type="primary", key="run_step", disabled=not can_act,
                    help="sample a minibatch, answer it, and propose gradients and candidates"):
         actions.start_step(s)
         st.rerun()
-    n_auto = c[1].number_input("Steps", min_value=1, max_value=50, value=3, key="auto_n",
-                               label_visibility="collapsed")
-    resume = s.auto is not None
-    if c[2].button("Continue auto-run" if resume else f"Auto-run {n_auto} steps", key="auto_run",
-                   disabled=not can_act, help=f"accept the top candidate each step; the {cfg.policy} gate decides"):
-        actions.start_auto(s, int(n_auto))
-        st.rerun()
-    with c[3]:
-        st.caption(f"Auto-run uses the session's **{md_escape(cfg.policy)}** gate and stops after "
-                   f"{cfg.patience} rejections in a row." +
-                   (f" An interrupted auto-run is waiting to reach {s.auto['steps']} finished steps." if resume else ""))
+    with c[1]:
+        auto_controls()
     st.stop()
 
 # ---------- proposed: decide ----------

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from ui import boot, state
-from ui.render import md_code, ci, md_escape, pct
+from ui.render import ci, md_code, md_escape, pct
 
 boot.page_guard()
 st.title("Prompt Gradient Studio")
@@ -49,7 +49,7 @@ if state.is_replay(s):
     st.info("Replay mode: this session came from a bundle. Its steps can be browsed offline with no key; "
             "continuing it needs its models.", icon=":material/replay:")
 if readonly:
-    st.warning(f"Read-only here: {readonly}", icon=":material/lock:")
+    st.warning(f"Read-only here: {md_escape(readonly)}", icon=":material/lock:")
 st.markdown(f"Task **{md_escape(task)}** · method **{md_escape(cfg.method)}** ({md_escape(cfg.preset)}) · "
             f"gate **{md_escape(cfg.policy)}** · forward {md_code(cfg.forward)} · backward {md_code(cfg.backward)}")
 m = st.columns(4)
@@ -71,7 +71,7 @@ hints = {
     "proposed": "Candidates are waiting for your decision in Optimize.",
     "decided": "Validate your choice in Optimize.",
     "validated": "Confirm or override the gate in Optimize.",
-    "stopped": f"The session stopped ({s.stopped}). Review it in History, export it, or evaluate on test.",
+    "stopped": f"The session stopped ({md_escape(s.stopped)}). Review it in History, export it, or evaluate on test.",
 }
 st.info(hints.get(s.state, ""), icon=":material/arrow_forward:")
 l1, l2, l3 = st.columns(3)

@@ -40,19 +40,18 @@ for col, provider in zip(kc, ("openai", "anthropic")):
 
 # ---------- local servers ----------
 st.subheader("Local and OpenAI-compatible servers")
-st.caption("Ollama, vLLM, llama.cpp or LM Studio: the app lists the server's models (GET {base}/models, no key sent) "
+st.caption("Ollama, vLLM, llama.cpp or LM Studio: the app lists the models the server serves (GET base-URL/models, with no key sent) "
            "and offers them in Setup's model pickers.")
-pc = st.columns([3, 1])
+pc = st.columns([3, 1], vertical_alignment="bottom")
 base = pc[0].text_input("Base URL", value=OLLAMA, key="probe_url")
-pc[1].write("")
 if pc[1].button("Probe", key="probe", width="stretch"):
     try:
         found = probe_models(base)
     except ProbeError as exc:
-        st.error(str(exc), icon=":material/error:")
+        st.error(md_escape(exc), icon=":material/error:")
     else:
         state.probed()[base.strip().rstrip("/")] = found
-        st.success(f"{len(found)} model(s) at {base}.", icon=":material/check_circle:")
+        st.success(f"{len(found)} model(s) at {md_escape(base)}.", icon=":material/check_circle:")
 for url, models in list(state.probed().items()):
     st.markdown(f"**{md_escape(url)}** — {len(models)} model(s)")
     if models:

@@ -13,7 +13,7 @@ from core.tasks import TaskError
 from ui import actions, boot, state
 from ui import setup_helpers as H
 from ui.estimate import estimate
-from ui.jobs import JobBusy, registry
+from ui.jobs import JobBusy, registry, session_key
 from ui.render import md_escape, money, plain
 
 try:
@@ -38,14 +38,18 @@ if not state.any_provider():
 tab_new, tab_sessions, tab_import = st.tabs(["New session", "Sessions", "Import bundle"])
 
 # ------------------------------------------------------------------ new session
+def split_seed(col) -> int:
+    return int(col.number_input("Split seed", min_value=0, value=0, step=1, key="split_seed",
+                                help="the same seed gives the same train/validation/test split on every machine"))
+
+
 with tab_new:
+    seed = 0
     errors: list[str] = []
     task = None
     data = None
     st.subheader("1 · Task")
     source = st.radio("Data", ["Built-in task", "Upload CSV/JSONL"], horizontal=True, key="task_source")
-    seed = st.number_input("Split seed", min_value=0, value=0, step=1, key="split_seed",
-                           help="the same seed gives the same train/validation/test split on every machine")
     task_spec: dict = {}
     if source == "Built-in task":
         infos = {t.name: t for t in H.task_infos()}
@@ -54,7 +58,8 @@ with tab_new:
         st.caption(f"{md_escape(info.description)}  \nLabels: {md_escape(', '.join(info.labels))} · default sizes "
                    f"train {info.sizes['train']}, validation {info.sizes['val']}, test {info.sizes['test']}  \n"
                    f"Source: {md_escape(info.source)}")
-        c = st.columns(3)
+        c = st.columns(4)
+        seed = split_seed(c[3])
         val_size = c[0].number_input("Validation questions", min_value=1, value=info.sizes["val"], step=5,
                                      key=f"val_size_{name}", help="the gate scores every accepted prompt on these")
         train_size = c[1].number_input("Training questions (0 = all the rest)", min_value=0, value=0, step=50,
@@ -69,7 +74,7 @@ with tab_new:
             if test_size:
                 task_spec["test_size"] = int(test_size)
         except TaskError as exc:
-            st.error(str(exc), icon=":material/error:")
+            st.error(md_escape(exc), icon=":material/error:")
             errors.append("task")
     else:
         up = st.file_uploader("CSV, TSV, JSONL or JSON file", type=["csv", "tsv", "jsonl", "json", "txt"],
@@ -82,7 +87,7 @@ with tab_new:
             try:
                 df = H.table(content, up.name)
             except TaskError as exc:
-                st.error(str(exc), icon=":material/error:")
+                st.error(md_escape(exc), icon=":material/error:")
                 errors.append("file")
                 df = None
             if df is not None:
@@ -99,7 +104,8 @@ with tab_new:
                                         key="map_id")
                 choices = c[3].selectbox("Options column (MCQ)", [none] + cols,
                                          index=([none] + cols).index(g["choices"] or none), key="map_choices")
-                c = st.columns(3)
+                c = st.columns(4)
+                seed = split_seed(c[3])
                 labels_txt = c[0].text_input("Allowed labels (optional, comma-separated)", key="map_labels")
                 val_size = c[1].number_input("Validation questions", min_value=1, value=min(50, max(1, len(df) // 4)),
                                              key="custom_val")
@@ -117,12 +123,12 @@ with tab_new:
                                  "labels": list(labels) if labels else None, "val_size": int(val_size),
                                  "test_size": int(test_size), "seed": int(seed)}
                 except TaskError as exc:
-                    st.error(str(exc), icon=":material/error:")
+                    st.error(md_escape(exc), icon=":material/error:")
                     errors.append("mapping")
     if task is not None:
         sizes = {k: len(v) for k, v in task.splits.items()}
-        st.success(f"{task.title}: train {sizes['train']}, validation {sizes['val']}, test {sizes['test']} · "
-                   f"labels {', '.join(task.labels)}", icon=":material/check_circle:")
+        st.success(f"{md_escape(task.title)}: train {sizes['train']}, validation {sizes['val']}, test {sizes['test']} · "
+                   f"labels {md_escape(', '.join(task.labels))}", icon=":material/check_circle:")
         with st.expander("Preview validation questions and the question template"):
             st.caption("The user message the forward model sees for each question (the prompt you tune is the "
                        "system message):")
@@ -170,7 +176,7 @@ with tab_new:
                 st.caption(f"price: ${price[0]:.2f} in / ${price[1]:.2f} out per 1M tokens" if price else
                            "price: unknown (cost shows as $0; set one in Settings)")
             except LLMError as exc:
-                st.error(str(exc), icon=":material/error:")
+                st.error(md_escape(exc), icon=":material/error:")
                 errors.append(which)
             specs[which] = (spec.strip(), (url or "").strip() or None)
 
@@ -193,7 +199,7 @@ with tab_new:
 
     st.subheader("4 · Seed prompt")
     state.ss("seed_prompt", SEED_PROMPT)
-    sc = st.columns([2, 1, 1])
+    sc = st.columns([2, 1, 1], vertical_alignment="bottom")
     strategy = sc[0].selectbox("Start from", ["AutoMedPrompt seed", "zero-shot", "cot", "few-shot"], key="seed_strategy",
                                help="the baselines the AutoMedPrompt paper compares against")
     k = sc[1].number_input("K (few-shot)", min_value=1, max_value=20, value=3, key="seed_k")
@@ -204,7 +210,7 @@ with tab_new:
             st.session_state["seed_prompt"] = SEED_PROMPT
         else:
             name_ = f"few-shot:{st.session_state['seed_k']}" if strat == "few-shot" else strat
-            st.session_state["seed_prompt"] = strategy_prompt(name_, task, seed=int(st.session_state["split_seed"]))
+            st.session_state["seed_prompt"] = strategy_prompt(name_, task, seed=int(st.session_state.get("split_seed", 0)))
 
     sc[2].button("Use as seed", on_click=_use_seed, key="use_seed", width="stretch")
     seed_prompt = st.text_area("Seed prompt (the system prompt to improve)", key="seed_prompt", height=140)
@@ -248,17 +254,17 @@ with tab_new:
                        + (f" No price is known for {md_escape(', '.join(state.unpriced(cfg)))}: its cost counts as "
                           "$0 (set a price in Settings)." if state.unpriced(cfg) else ""))
         except SessionError as exc:
-            st.error(str(exc), icon=":material/error:")
+            st.error(md_escape(exc), icon=":material/error:")
             errors.append("config")
     missing = state.missing_for(cfg) if not errors else []
     if missing:
-        st.warning("Before creating: " + "; ".join(missing) + ".", icon=":material/key:")
+        st.warning("Before creating: " + md_escape("; ".join(missing)) + ".", icon=":material/key:")
     if st.button("Create session and score the seed prompt", type="primary", key="create_session",
                  disabled=bool(errors or missing)):
         try:
             s = Session.create(cfg, root=state.sessions_root(), data=data)
         except SessionError as exc:
-            st.error(str(exc), icon=":material/error:")
+            st.error(md_escape(exc), icon=":material/error:")
         else:
             registry().add_session(s)
             state.set_current(s.id)
@@ -291,7 +297,7 @@ with tab_sessions:
                 st.session_state["confirm_delete"] = False
                 st.rerun()
             except (SessionError, JobBusy, OSError) as exc:
-                st.error(f"Cannot delete {pick}: {exc}", icon=":material/error:")
+                st.error(f"Cannot delete {pick}: {md_escape(exc)}", icon=":material/error:")
 
 # ------------------------------------------------------------------ import
 with tab_import:
@@ -307,9 +313,10 @@ with tab_import:
                 try:
                     sid = bundle.import_bundle(up.getvalue(), root=state.sessions_root(), cache=state.response_cache())
                 except bundle.BundleError as exc:
-                    st.error(f"Cannot import this bundle: {exc}", icon=":material/error:")
+                    st.error(f"Cannot import this bundle: {md_escape(exc)}", icon=":material/error:")
                 else:
                     state.ss("imported", set()).add(sid)
+                    registry().imported.add(session_key(state.sessions_root(), sid))
                     state.set_current(sid)
                     st.success(f"Imported as session {sid}.", icon=":material/check_circle:")
                     st.switch_page("pages/history.py")
@@ -319,10 +326,10 @@ with tab_import:
                     with st.spinner("Replaying offline…"):
                         res = bundle.replay_bundle(up.getvalue())
                 except bundle.BundleError as exc:
-                    st.error(f"Cannot replay this bundle: {exc}", icon=":material/error:")
+                    st.error(f"Cannot replay this bundle: {md_escape(exc)}", icon=":material/error:")
                 else:
                     (st.success if res.matches else st.warning)(
-                        f"Replay of session {res.session}: {'matches the recording' if res.matches else 'differs'} · "
+                        f"Replay of session {md_escape(res.session)}: {'matches the recording' if res.matches else 'differs'} · "
                         f"baseline {res.baseline[0]:.1%} recorded, {res.baseline[1]:.1%} replayed · "
                         f"{res.misses} response(s) missing from the bundle.")
                     if res.steps:

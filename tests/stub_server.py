@@ -12,7 +12,8 @@ OpenAI Chat Completions (`POST /v1/chat/completions`, `GET /v1/models`) and Anth
 Faults: `faults=` is either a list consumed in arrival order by the completion endpoints
 (None = answer normally), or a callable `(StubRequest) -> Fault | str | None`. Strings are
 shorthands: "429", "429:1" (Retry-After 1 s), "500", "503", "slow", "slow:3", "drop",
-"malformed", "empty", "401", "ok".
+"malformed", "empty", "401", "ok". With `record_bodies=False` (benchmarks) a StubRequest's `body`
+is None, so plans should then key on `index` or `retry` only.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import asyncio
 import json
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 OPENAI_PATH = "/v1/chat/completions"
@@ -196,7 +197,6 @@ class StubServer:
         self.per_path: dict[str, int] = {}
         self._in_flight = 0
         self._max_in_flight = 0
-        self._completion_index = 0
 
     def reset(self) -> None:
         """Forget recorded requests and counters (the fault plan stays)."""
@@ -403,7 +403,6 @@ class StubServer:
 
     def _next_fault(self, req: StubRequest, body: Any) -> Fault | None:
         with self._lock:
-            self._completion_index += 1
             fn, queue = self._fault_fn, self._fault_queue
             if fn is None:
                 return Fault.parse(queue.pop(0)) if queue else None

@@ -197,7 +197,7 @@ def test_question_with_script_and_markdown_is_shown_literally(env):
 
 def test_threaded_job_runs_in_background_and_cancels(env, monkeypatch):
     monkeypatch.delenv("PGS_INLINE_JOBS")
-    register_provider("slowfake", lambda spec: FakeModel(spec=spec, delay_s=0.05))
+    register_provider("slowfake", lambda spec: FakeModel(spec=spec, delay_s=0.25))
     cfg = SessionConfig(task={"name": "pubmedqa", "val_size": 48}, forward="slowfake:a", backward="slowfake:b",
                         preset="quick")
     s = Session.create(cfg, root=env / "sessions")
@@ -248,7 +248,8 @@ def test_bundle_import_is_browsable_in_replay_mode(env):
     from core.runner import Runner
     from core.session import Models
 
-    cfg = SessionConfig(task={"name": "pubmedqa", "val_size": 15}, forward="fake:a", backward="fake:b", preset="quick")
+    cfg = SessionConfig(task={"name": "pubmedqa", "val_size": 15}, forward="fake:scripted", backward="fake:scripted",
+                        preset="quick")
     cache = ResponseCache(env / "other-cache")
     s = Session.create(cfg, root=env / "elsewhere", models=Models(FakeModel(), FakeModel(), Runner(cache=cache)))
     s.run_auto(2)

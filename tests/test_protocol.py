@@ -25,9 +25,9 @@ from core.llm import (PRICES, ClientOptions, Completion, Request, cost_of, make_
 from core.runner import CANCELLED, BatchResult, CancelToken, Progress, Runner
 
 try:
-    from tests.stub_server import ANTHROPIC_PATH, OPENAI_PATH, Fault, StubRequest, StubServer
+    from tests.stub_server import OPENAI_PATH, Fault, StubRequest, StubServer
 except ImportError:  # tests/ on sys.path (pytest rootdir-less import)
-    from stub_server import ANTHROPIC_PATH, OPENAI_PATH, Fault, StubRequest, StubServer
+    from stub_server import OPENAI_PATH, Fault, StubRequest, StubServer
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -62,10 +62,6 @@ def model_for(provider: str, s: StubServer, *, timeout: float = 5.0, retries: in
                           options=opts)
     return make_model(f"anthropic:{model or ANTHROPIC_MODEL}", base_url=base_url or s.anthropic_base_url,
                       api_key=KEY, options=opts)
-
-
-def path_for(provider: str) -> str:
-    return OPENAI_PATH if provider == "openai" else ANTHROPIC_PATH
 
 
 def questions(n: int, prefix: str = "question", **kw) -> list[Request]:

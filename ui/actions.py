@@ -9,18 +9,19 @@ from core.session import Session, Step
 from . import state
 from .evaluation import Entry, evaluate_many
 from .jobs import Job, JobBusy, registry
+from .render import md_escape
 
 
 def _start(s: Session, kind: str, label: str, work) -> Job | None:
     """Attach fresh models to the session and run work(job) as a job; errors shown with st.error."""
     problems = state.missing_for(s.config)
     if problems:
-        st.error("Cannot run models: " + "; ".join(problems) + ".", icon=":material/key:")
+        st.error("Cannot run models: " + md_escape("; ".join(problems)) + ".", icon=":material/key:")
         return None
     try:
         models = state.models_for(s.config)
     except Exception as exc:  # noqa: BLE001 - a bad spec or provider is the user's to fix
-        st.error(f"Cannot build the models: {exc}", icon=":material/error:")
+        st.error(f"Cannot build the models: {md_escape(exc)}", icon=":material/error:")
         return None
 
     def run(job: Job):
@@ -30,7 +31,7 @@ def _start(s: Session, kind: str, label: str, work) -> Job | None:
     try:
         job = registry().start(kind, label, state.owner(s), run, secrets=state.secrets())
     except JobBusy as exc:
-        st.warning(str(exc), icon=":material/hourglass_top:")
+        st.warning(md_escape(exc), icon=":material/hourglass_top:")
         return None
     st.session_state.setdefault("jobs", {})[s.id] = job.id
     return job

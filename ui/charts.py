@@ -136,13 +136,15 @@ def lineage_figure(s: Session, st: Step) -> go.Figure | None:
         return None
     labels: list[str] = []
     colors: list[str] = []
+    layers: list[float] = []
     index: dict[str, int] = {}
 
-    def node(key: str, label: str, color: str) -> int:
+    def node(key: str, label: str, color: str, layer: float) -> int:
         if key not in index:
             index[key] = len(labels)
             labels.append(label)
             colors.append(color)
+            layers.append(layer)
         return index[key]
 
     src, dst, val = [], [], []
@@ -153,9 +155,9 @@ def lineage_figure(s: Session, st: Step) -> go.Figure | None:
         val.append(v)
 
     for g in prop.gradients:
-        gi = node(f"g:{g.id}", f"gradient {esc(g.id, 20)}: {esc(g.text, 40)}", "#7e57c2")
+        gi = node(f"g:{g.id}", f"gradient {esc(g.id, 20)}: {esc(g.text, 40)}", "#7e57c2", 0.3)
         for fid in g.failure_ids:
-            fi = node(f"f:{fid}", f"failed {esc(fid, 24)}", "#ef9a9a")
+            fi = node(f"f:{fid}", f"failed {esc(fid, 24)}", "#ef9a9a", 0.01)
             link(fi, gi)
     d = st.decision or {}
     chosen = d.get("candidate")
@@ -166,12 +168,12 @@ def lineage_figure(s: Session, st: Step) -> go.Figure | None:
     outcome = st.outcome or st.status
     if d.get("action") in ("accept", "edit"):
         final = node("final", f"{'hand edit' if d['action'] == 'edit' else 'chosen'}: {outcome} ({change})",
-                     ACCEPT if outcome == "accepted" else REJECT)
+                     ACCEPT if outcome == "accepted" else REJECT, 0.99)
     else:
-        final = node("final", f"{d.get('action') or 'undecided'}: {outcome}", REJECT if outcome == "rejected" else SEED)
+        final = node("final", f"{d.get('action') or 'undecided'}: {outcome}", REJECT if outcome == "rejected" else SEED, 0.99)
     for c in prop.candidates:
         ci = node(f"c:{c.id}", f"candidate {esc(c.id, 24)}" + (f" (score {c.score:.2f})" if c.score is not None else ""),
-                  "#42a5f5")
+                  "#42a5f5", 0.78 if c.source_id else 0.56)
         if c.source_id and f"c:{c.source_id}" in index:
             link(index[f"c:{c.source_id}"], ci)
         elif c.gradient_id and f"g:{c.gradient_id}" in index:
@@ -179,13 +181,18 @@ def lineage_figure(s: Session, st: Step) -> go.Figure | None:
         if chosen == c.id:
             link(ci, final)
     if d.get("action") == "edit":
-        ed = node("edit", "your edit", "#ffb300")
+        ed = node("edit", "your edit", "#ffb300", 0.78)
         for g in prop.gradients:
             link(index[f"g:{g.id}"], ed, 0.5)
         link(ed, final)
     if not src:
         return None
-    fig = go.Figure(go.Sankey(arrangement="snap", node=dict(label=labels, color=colors, pad=12, thickness=14),
+    ys: list[float] = []
+    for i, layer in enumerate(layers):
+        same = [j for j, x in enumerate(layers) if x == layer]
+        ys.append(0.01 + 0.98 * (same.index(i) + 0.5) / len(same))
+    fig = go.Figure(go.Sankey(arrangement="snap", node=dict(label=labels, color=colors, pad=12, thickness=14,
+                                                            x=layers, y=ys),
                               link=dict(source=src, target=dst, value=val, color="rgba(120,120,120,0.25)")))
     fig.update_layout(height=max(300, min(900, 22 * len(labels))), margin=dict(l=10, r=10, t=10, b=10))
     return fig

@@ -28,6 +28,8 @@ from core.runner import CancelToken, Progress
 from core.session import Session, SessionError, SessionLocked
 from core.tasks import TaskError
 
+from .render import md_escape
+
 USER_ERRORS = (SessionError, LLMError, TaskError, CacheError, ValueError)
 MAX_FINISHED = 40
 
@@ -54,6 +56,7 @@ class Job:
     cancel: CancelToken = field(default_factory=CancelToken)
     thread: threading.Thread | None = None
     seen: bool = False  # the finished result was shown once
+    _parts: dict = field(default_factory=dict, repr=False)  # phase -> {id: Progress} of its batches
 
     @property
     def running(self) -> bool:
@@ -64,12 +67,17 @@ class Job:
         return (self.finished or time.time()) - self.started
 
     def on_progress(self, phase: str, p: Progress) -> None:
-        """A PhaseProgress callback (called from the worker's event loop)."""
-        if phase != self.phase:
-            self.phase = phase
-            if phase not in self.phases:
-                self.phases.append(phase)
-        self.progress = p
+        """A PhaseProgress callback (called from the worker's event loop): the phase's batches summed."""
+        self.phase = phase
+        if phase not in self.phases:
+            self.phases.append(phase)
+        parts = self._parts.setdefault(phase, {})
+        parts[id(p)] = p
+        agg = Progress()
+        for q in list(parts.values()):
+            for k in ("done", "total", "cached", "failed", "input_tokens", "output_tokens", "cost_usd", "saved_usd"):
+                setattr(agg, k, getattr(agg, k) + getattr(q, k))
+        self.progress = agg
 
     def fraction(self) -> float:
         p = self.progress
@@ -97,6 +105,7 @@ class Registry:
         self.sessions: dict[str, Session] = {}
         self.readonly: dict[str, tuple[Session, tuple[int, int], str]] = {}
         self.caches: dict[str, ResponseCache] = {}
+        self.imported: set[str] = set()  # session keys imported from a bundle by this process
 
     # ---------- jobs ----------
     def start(self, kind: str, label: str, owner: str, fn: Callable[[Job], Any], *,
@@ -234,31 +243,39 @@ def draw_running(job: Job, *, key: str) -> None:
                   help="stop launching calls; finished calls stay cached and recorded steps stay recorded")
 
 
-def draw_finished(job: Job) -> None:
-    if job.status == "error":
-        st.error(f"{job.label} failed: {job.error}", icon=":material/error:")
-    elif job.status == "cancelled":
-        st.warning(f"{job.label} was cancelled after {job.elapsed:.0f}s. Finished calls are cached; "
-                   "running it again resumes cheaply.", icon=":material/stop:")
-    elif not job.seen:
+def draw_finished(job: Job, *, key: str) -> None:
+    """A finished job's outcome: success once; an error or a cancellation until dismissed."""
+    if job.seen:
+        return
+    if job.status == "done":
         st.success(f"{job.label} finished in {job.elapsed:.1f}s.", icon=":material/check_circle:")
-    job.seen = True
+        job.seen = True
+        return
+    c = st.columns([6, 1], vertical_alignment="center")
+    if job.status == "error":
+        c[0].error(f"{job.label} failed: {md_escape(job.error)}", icon=":material/error:")
+    else:
+        c[0].warning(f"{job.label} was cancelled after {job.elapsed:.0f}s. Finished calls are cached; "
+                     "running it again resumes cheaply.", icon=":material/stop:")
+    c[1].button("Dismiss", key=f"dismiss_{key}", on_click=lambda: setattr(job, "seen", True))
 
 
-def job_panel(job: Job | None, *, key: str, live: Callable[[], None] | None = None) -> None:
-    """Progress with a cancel button while running (redrawn every second; a full rerun when it
-    ends), or the finished job's outcome once."""
+def job_panel(job: Job | None, *, key: str, live: Callable[[], None] | None = None,
+              version: Callable[[], object] | None = None) -> None:
+    """Progress with a cancel button while running, redrawn every second, with a full rerun when the
+    job ends or `version()` changes (e.g. a new event in the session log); else the finished outcome."""
     if job is None:
         return
     if not job.running:
-        draw_finished(job)
+        draw_finished(job, key=key)
         return
     reg = registry()
+    seen_version = version() if version else None
 
     @st.fragment(run_every=1.0)
     def _panel() -> None:
         j = reg.get(job.id)
-        if j is None or not j.running:
+        if j is None or not j.running or (version is not None and version() != seen_version):
             st.rerun()
         with st.container(border=True):
             draw_running(j, key=key)

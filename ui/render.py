@@ -61,7 +61,7 @@ def call_record(rec: CallRecord | None, *, title: str = "Exact call: messages se
             plain(content, box=True, height=240 if len(content) > 1500 else None)
         st.markdown("**reply**")
         if rec.error:
-            st.error(f"The call failed: {rec.error}", icon=":material/warning:")
+            st.error(f"The call failed: {md_escape(rec.error)}", icon=":material/warning:")
         plain(rec.reply, box=True)
 
 

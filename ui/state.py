@@ -20,6 +20,7 @@ from core.session import Models, Session, SessionConfig, SessionError
 from core.tasks import Example
 
 from .jobs import Job, Registry, registry, session_key
+from .render import md_escape
 
 KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 DEFAULT_OPTIONS = {"concurrency": 8, "timeout_s": 60.0, "max_retries": 4}
@@ -130,7 +131,7 @@ def response_cache() -> ResponseCache | None:
     try:
         return registry().cache()
     except CacheError as exc:
-        st.warning(f"Running without the response cache: {exc}", icon=":material/warning:")
+        st.warning(f"Running without the response cache: {md_escape(exc)}", icon=":material/warning:")
         return None
 
 
@@ -178,7 +179,7 @@ def current_session() -> tuple[Session | None, str | None]:
     try:
         return registry().session(sessions_root(), sid)
     except (SessionError, OSError) as exc:
-        st.error(f"Cannot open session {sid}: {exc}", icon=":material/error:")
+        st.error(f"Cannot open session {md_escape(sid)}: {md_escape(exc)}", icon=":material/error:")
         set_current(None)
         return None, None
 
@@ -210,7 +211,7 @@ def question_text(s: Session, example_id: str) -> str:
 
 def is_replay(s: Session) -> bool:
     """An imported bundle (replayable offline from its recorded responses)."""
-    if s.id in ss("imported", set()):
+    if s.id in ss("imported", set()) or owner(s) in registry().imported:
         return True
     return any(ev.get("type") in ("imported", "import") for ev in s.events[:3]) or \
         bool(s.events and s.events[0].get("imported"))

@@ -11,7 +11,7 @@ from core.lineage import Candidate, Gradient, Proposal
 from core.session import Session, Step
 
 from . import state
-from .render import md_code, badge_row, call_record, ci, diff, md_escape, pct, plain
+from .render import badge_row, call_record, ci, diff, md_code, md_escape, pct, plain
 
 FILTERS = ("all", "failures", "unparsed")
 
@@ -118,7 +118,7 @@ def proposal_view(s: Session, st_: Step, *, actions: bool, key: str) -> None:
     if prop is None:
         return
     if prop.note:
-        st.info(prop.note, icon=":material/info:")
+        st.info(md_escape(prop.note), icon=":material/info:")
     st.markdown(f"#### Gradients ({len(prop.gradients)})")
     if not prop.gradients:
         st.caption("No gradients in this proposal.")
@@ -173,7 +173,7 @@ def gate_view(s: Session, st_: Step) -> None:
     c[2].metric("McNemar p", f"{g.p_value:.3g}", help="exact paired test on the same validation questions")
     c[3].metric("Fixed / broke", f"{len(g.fixed)} / {len(g.broke)}")
     st.caption(f"{ci(g.old_ci)} → {ci(g.new_ci)} · policy **{md_escape(g.policy)}**: {md_escape(POLICY_HELP.get(g.policy, ''))}")
-    verdict = f"Gate verdict: {'accept' if g.passed else 'reject'} — {g.reason}"
+    verdict = f"Gate verdict: {'accept' if g.passed else 'reject'} — {md_escape(g.reason)}"
     (st.success if g.passed else st.warning)(verdict, icon=":material/check_circle:" if g.passed else ":material/warning:")
     f1, f2 = st.columns(2)
     for col, ids, what in ((f1, g.fixed, "fixed (wrong before, right now)"), (f2, g.broke, "broke (right before, wrong now)")):
