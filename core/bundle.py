@@ -113,6 +113,7 @@ def import_bundle(data: bytes, *, root: Path | str = DEFAULT_ROOT, cache: Respon
             if safe != events[0]["config"]["task"]["file"]:
                 raise BundleError("The bundle's data file name does not match its task.")
             (tmp / safe).write_text(b["data"]["content"], encoding="utf-8")
+        events = [{**events[0], "imported": {"from_session": b.get("session"), "at": round(time.time(), 3)}}] + events[1:]
         with open(tmp / "events.jsonl", "w", encoding="utf-8") as f:
             for ev in events:
                 f.write(json.dumps(ev, ensure_ascii=False) + "\n")

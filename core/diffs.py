@@ -12,9 +12,11 @@ def word_diff(old: str, new: str) -> list[tuple[str, str]]:
     a = re.findall(r"\S+\s*", old)
     b = re.findall(r"\S+\s*", new)
     out: list[tuple[str, str]] = []
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+    # compare words without their trailing whitespace, so appending text does not mark the old last word
+    matcher = difflib.SequenceMatcher(a=[w.strip() for w in a], b=[w.strip() for w in b], autojunk=False)
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
         if op == "equal":
-            out.append(("equal", "".join(a[i1:i2])))
+            out.append(("equal", "".join(b[j1:j2])))
         else:
             if i2 > i1:
                 out.append(("delete", "".join(a[i1:i2])))

@@ -408,10 +408,20 @@ class Session:
             for row in rep.rows:
                 if not row.input:
                     try:
-                        row.input = self.task.render(self._example(row.id))
+                        row.input = self._rendered(row.id)
                     except KeyError:
                         pass
         return rep
+
+    def _rendered(self, eid: str) -> str:
+        """A question as the model saw it, rendered once and shared by every report that shows it (50 steps
+        of validation would otherwise keep 5,000 copies of the same 50 texts alive)."""
+        if not hasattr(self, "_inputs"):
+            self._inputs: dict[str, str] = {}
+        text = self._inputs.get(eid)
+        if text is None:
+            text = self._inputs[eid] = self.task.render(self._example(eid))
+        return text
 
     def _example(self, eid: str) -> Example:
         if not hasattr(self, "_by_id"):
@@ -609,9 +619,10 @@ class Session:
             raise SessionError(f"Every call of the {what} failed ({bad[0].error}). Nothing was recorded; "
                                f"check the model settings and try again.")
         if bad and not partial:
+            cached = self.models is not None and self.models.runner.cache is not None
             raise SessionError(f"{len(bad)} of {len(rep.rows)} calls of the {what} failed (first: {bad[0].error}). "
-                               f"Nothing was recorded; the answers received are cached, so trying again only "
-                               f"re-sends the failed calls.")
+                               f"Nothing was recorded; try again" + (" (the answers received are cached, so only the "
+                                                                     "failed calls are sent again)." if cached else "."))
 
     def start_step(self, *, progress: PhaseProgress | None = None, cancel: CancelToken | None = None,
                    regenerate: bool = False) -> Step:
@@ -760,6 +771,9 @@ class Session:
                     on_step(self, self.steps[-1])
         except BudgetExceeded:
             return self.stopped or "budget"
+        except Cancelled:  # the person pressed Stop: this automatic run is over (a crash keeps it for resume)
+            self._emit({"type": "auto", "steps": None, "policy": self.config.policy})
+            raise
         self._emit({"type": "auto", "steps": None, "policy": self.config.policy})
         return "done"
 

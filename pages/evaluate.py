@@ -20,6 +20,7 @@ if not s.versions:
     empty_state("Score the seed prompt in Optimize first.", "pages/optimize.py", "Go to Optimize")
     st.stop()
 
+state.banners(s, readonly)
 test = s.task.split("test")
 missing = state.missing_for(s.config)
 if missing:

@@ -32,8 +32,7 @@ s, readonly = state.current_session()
 if s is None:
     empty_state("No session yet — create one in Setup, or import a bundle there.", "pages/setup.py", "Go to Setup")
     st.stop()
-if state.is_replay(s):
-    st.info("Replay mode — an imported bundle, browsable offline with no key.", icon=":material/replay:")
+state.banners(s, readonly)
 if not s.versions:
     empty_state("Nothing to show yet — score the seed prompt in Optimize.", "pages/optimize.py", "Go to Optimize")
     st.stop()

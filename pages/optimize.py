@@ -5,6 +5,7 @@ import streamlit as st
 
 from core.session import SessionError
 from ui import actions, boot, state, step_view
+from ui.estimate import step_estimate
 from ui.jobs import job_panel
 from ui.render import ci, empty_state, md_escape, money, pct, plain
 
@@ -18,14 +19,7 @@ if s is None:
 reg = state.reg()
 job = state.active_job(s)
 missing = state.missing_for(s.config)
-replay = state.is_replay(s)
-if replay:
-    st.info("Replay mode — an imported session: every recorded step can be browsed here and in History "
-            "with no key." + (" Continuing it needs: " + md_escape("; ".join(missing)) + "." if missing else ""), icon=":material/replay:")
-elif missing:
-    st.warning("Browse-only: " + md_escape("; ".join(missing)) + ".", icon=":material/key:")
-if readonly:
-    st.warning(f"Read-only: {md_escape(readonly)}", icon=":material/lock:")
+state.banners(s, readonly, missing)
 can_act = not readonly and not missing and job is None
 
 for kind, msg in st.session_state.pop("flash", []):
@@ -134,7 +128,7 @@ if state_ == "ready" or (state_ == "started"):
         lx = done[-1]
         change = (f" ({pct(lx.gate.old_accuracy)} → {pct(lx.gate.new_accuracy)})" if lx.gate else "")
         st.caption(f"Last step {lx.index}: {lx.outcome}{change}.")
-    est = s.estimate_step()
+    est = step_estimate(s, cached=state.response_cache() is not None)
     nxt = step.index if step else (s.steps[-1].index + 1 if s.steps else 1)
     st.subheader(f"Step {nxt}")
     if state_ == "started":
@@ -152,14 +146,8 @@ if state_ == "ready" or (state_ == "started"):
         auto_controls()
     st.stop()
 
-# ---------- proposed: decide ----------
-if state_ == "proposed":
-    st.subheader(f"Step {step.index}" + (f" · attempt {step.attempt + 1}" if step.attempt else ""))
-    with st.expander("Minibatch: the current prompt on training questions", expanded=True):
-        step_view.minibatch(s, step, key=f"s{step.index}")
-    step_view.proposal_view(s, step, actions=can_act, key=f"s{step.index}")
-
-    st.markdown("#### Your decision")
+def decision_controls(step, *, proposed: bool) -> None:
+    """Edit (from the current prompt or any candidate) and accept; reject all; regenerate; skip."""
     marker = (s.id, step.index, step.attempt)
     if st.session_state.get("edit_for") != marker:
         st.session_state["edit_for"] = marker
@@ -171,33 +159,42 @@ if state_ == "proposed":
         src = st.session_state["edit_source"]
         st.session_state["edit_text"] = s.current.prompt if src == "current" else step.proposal.candidate(src).prompt
 
+    def _accept_edit() -> None:
+        st.session_state["pending_action"] = ("edit", st.session_state["edit_text"])
+
     with st.container(border=True):
-        ec = st.columns([3, 1])
+        ec = st.columns([3, 1], vertical_alignment="bottom")
         ec[0].selectbox("Edit, starting from", sources, key="edit_source", on_change=_load_source,
                         format_func=lambda x: "the current prompt" if x == "current"
                         else f"candidate {sources.index(x)} ({x})")
-        text = st.text_area("Your prompt", key="edit_text", height=220)
-
-        def _accept_edit() -> None:
-            st.session_state["pending_action"] = ("edit", st.session_state["edit_text"])
-
-        ec[1].write("")
         ec[1].button("Accept edit", key="accept_edit", type="primary", disabled=not can_act, on_click=_accept_edit,
                      width="stretch", help="score your text on validation against the current prompt")
+        st.text_area("Your prompt", key="edit_text", height=220)
     b = st.columns(4)
     if b[0].button("Reject all", key="reject_all", disabled=not can_act, width="stretch",
                    help="record a rejection; counts toward patience"):
         s.decide("reject")
         st.session_state["flash"] = [("info", f"Step {step.index}: all candidates rejected.")]
         st.rerun()
-    if b[1].button("Regenerate", key="regenerate", disabled=not can_act, width="stretch",
-                   help="a new sample of gradients and candidates on a new minibatch"):
+    if proposed and b[1].button("Regenerate", key="regenerate", disabled=not can_act, width="stretch",
+                                help="a new sample of gradients and candidates on a new minibatch"):
         actions.start_step(s, regenerate=True)
         st.rerun()
     if b[2].button("Skip", key="skip", disabled=not can_act, width="stretch",
                    help="move on without a decision (e.g. no failures)"):
         s.decide("skip")
         st.rerun()
+
+
+# ---------- proposed: decide ----------
+if state_ == "proposed":
+    st.subheader(f"Step {step.index}" + (f" · attempt {step.attempt + 1}" if step.attempt else ""))
+    with st.expander("Minibatch: the current prompt on training questions", expanded=True):
+        step_view.minibatch(s, step, key=f"s{step.index}")
+    step_view.proposal_view(s, step, actions=can_act, key=f"s{step.index}")
+
+    st.markdown("#### Your decision")
+    decision_controls(step, proposed=True)
     st.stop()
 
 # ---------- decided: validate ----------
@@ -210,6 +207,9 @@ if state_ == "decided":
     if st.button("Validate", type="primary", key="validate", disabled=not can_act):
         actions.start_validate(s)
         st.rerun()
+    with st.expander("Change your decision (before it is validated)"):
+        step_view.proposal_view(s, step, actions=can_act, key=f"s{step.index}")
+        decision_controls(step, proposed=False)
     st.stop()
 
 # ---------- validated: the gate ----------

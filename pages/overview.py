@@ -45,11 +45,7 @@ task = cfg.task.get("name") or cfg.task.get("file")
 st.subheader(f"Session {s.id}")
 if cfg.title:
     st.caption(md_escape(cfg.title))
-if state.is_replay(s):
-    st.info("Replay mode: this session came from a bundle. Its steps can be browsed offline with no key; "
-            "continuing it needs its models.", icon=":material/replay:")
-if readonly:
-    st.warning(f"Read-only here: {md_escape(readonly)}", icon=":material/lock:")
+state.banners(s, readonly)
 st.markdown(f"Task **{md_escape(task)}** · method **{md_escape(cfg.method)}** ({md_escape(cfg.preset)}) · "
             f"gate **{md_escape(cfg.policy)}** · forward {md_code(cfg.forward)} · backward {md_code(cfg.backward)}")
 m = st.columns(4)

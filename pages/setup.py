@@ -241,7 +241,7 @@ with tab_new:
     if task is not None and not errors:
         try:
             cfg.validate()
-            est = estimate(cfg, task)
+            est = estimate(cfg, task, cached=state.response_cache() is not None)
             b, s1 = est["baseline"], est["step"]
             ec = st.columns(4)
             ec[0].metric("Baseline calls", f"{b['calls']:,}", help="the seed prompt on every validation question")
@@ -283,12 +283,21 @@ with tab_sessions:
         ids = [r["id"] for r in rows]
         cur = state.current_sid()
         pick = st.selectbox("Session", ids, index=ids.index(cur) if cur in ids else 0, key="manage_pick")
-        b = st.columns([1, 1, 2])
+        b = st.columns([1, 1, 1, 2], vertical_alignment="center")
         if b[0].button("Open", key="open_session", type="primary"):
             state.set_current(pick)
             st.switch_page("pages/optimize.py")
-        confirm = b[2].checkbox("Yes, delete it for good", key="confirm_delete")
-        if b[1].button("Delete", key="delete_session", disabled=not confirm):
+        if b[1].button("Close", key="close_session",
+                       help="release this app's write lock, e.g. to resume the session with the pgs CLI"):
+            try:
+                registry().close_session(state.sessions_root(), pick)
+                if state.current_sid() == pick:
+                    state.set_current(None)
+                st.success(f"Closed {pick}; it opens again when you select it.", icon=":material/check_circle:")
+            except JobBusy as exc:
+                st.warning(md_escape(exc), icon=":material/hourglass_top:")
+        confirm = b[3].checkbox("Yes, delete it for good", key="confirm_delete")
+        if b[2].button("Delete", key="delete_session", disabled=not confirm):
             try:
                 registry().close_session(state.sessions_root(), pick)
                 delete_session(pick, root=state.sessions_root())

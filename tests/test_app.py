@@ -198,7 +198,7 @@ def test_question_with_script_and_markdown_is_shown_literally(env):
 def test_threaded_job_runs_in_background_and_cancels(env, monkeypatch):
     monkeypatch.delenv("PGS_INLINE_JOBS")
     register_provider("slowfake", lambda spec: FakeModel(spec=spec, delay_s=0.25))
-    cfg = SessionConfig(task={"name": "pubmedqa", "val_size": 48}, forward="slowfake:a", backward="slowfake:b",
+    cfg = SessionConfig(task={"name": "pubmedqa", "val_size": 96}, forward="slowfake:a", backward="slowfake:b",
                         preset="quick")
     s = Session.create(cfg, root=env / "sessions")
     s.close()
@@ -273,3 +273,24 @@ def test_bundle_import_is_browsable_in_replay_mode(env):
     check(at.run())
     click(at, "import_bundle")
     assert any("Cannot import this bundle" in e.value for e in at.error)
+
+
+def test_corrupt_session_opens_read_only_with_a_warning(env):
+    from core.cache import ResponseCache
+    from core.runner import Runner
+    from core.session import Models
+
+    cfg = SessionConfig(task={"name": "pubmedqa", "val_size": 10}, forward="fake:scripted", backward="fake:scripted",
+                        preset="quick")
+    s = Session.create(cfg, root=env / "sessions",
+                       models=Models(FakeModel(), FakeModel(), Runner(cache=ResponseCache(env / "cache"))))
+    s.run_auto(1)
+    s.close()
+    lines = s.events_path.read_text().splitlines()
+    s.events_path.write_text("\n".join(lines[:3] + ["{not json"] + lines[3:]) + "\n")
+    at = new_app()
+    at.session_state["sid"] = s.id
+    for page in ("overview", "optimize", "history"):
+        goto(at, page)
+        assert any("Read-only" in w.value and "corrupt" in w.value for w in at.warning), page
+    assert not any(b.key == "run_step" and not b.disabled for b in at.button)

@@ -12,14 +12,13 @@ import io
 import json
 import os
 import subprocess
-import sys
 import tracemalloc
 from pathlib import Path
 
 import pytest
 
 import core.bundle as bundle_mod
-from core.bundle import BundleError, bundle_bytes, import_bundle, load_bundle
+from core.bundle import BundleError, bundle_bytes, import_bundle
 from core.cache import CacheError, ResponseCache
 from core.llm import ClientOptions
 from core.runner import Runner
@@ -91,7 +90,7 @@ ASCII_TABLE = csv_bytes(good_rows()).decode()
 ACCENTED = csv_bytes([[f"Le café {i} est-il chaud?", "yes" if i % 2 else "no"] for i in range(12)]).decode()
 
 
-@pytest.mark.parametrize("name,data,needles", [
+ENCODING_CASES = [
     ("latin-1", ACCENTED.encode("latin-1"), ["not UTF-8 text", "byte 0xe9", "line 2", "CSV UTF-8"]),
     ("cp1252 quotes", ("question,answer\n" + "".join(f"\u201cQ{i}\u201d,{'yes' if i % 2 else 'no'}\n"
                                                      for i in range(12))).encode("cp1252"), ["not UTF-8 text"]),
@@ -100,7 +99,10 @@ ACCENTED = csv_bytes([[f"Le café {i} est-il chaud?", "yes" if i % 2 else "no"] 
     ("binary junk", bytes(range(256)) * 40, ["NUL bytes", "binary file"]),
     ("a PNG renamed .csv", b"\x89PNG\r\n\x1a\n" + bytes([0x89, 0xAB]) * 500, ["not UTF-8 text", "byte 0x89"]),
     ("a zip renamed .csv", b"PK\x03\x04" + b"\x00" * 200 + b"payload", ["binary file"]),
-])
+]
+
+
+@pytest.mark.parametrize("name,data,needles", ENCODING_CASES, ids=[c[0] for c in ENCODING_CASES])
 def test_undecodable_files_are_refused_with_a_clear_message(name, data, needles):
     with pytest.raises(TaskError) as e:
         load(data)
@@ -155,10 +157,23 @@ def test_100000_rows_hit_the_row_limit(fmt):
     assert f"more than {MAX_ROWS:,} rows" in str(e.value) and f"limit is {MAX_ROWS:,}" in str(e.value)
 
 
+def test_a_large_file_under_the_limit_loads_in_linear_time():
+    # 20,000 rows x 2 input columns: a per-cell DataFrame access (each deep-copies df.attrs) took minutes
+    n = 20_000
+    data = b"question,context,answer\n" + b"".join(
+        b"q%d,c%d,%s\n" % (i, i, (b"yes", b"no")[i % 2]) for i in range(n))
+    import time
+
+    t = time.perf_counter()
+    task = load(data, input_cols=["question", "context"], val_size=50, test_size=50)
+    assert time.perf_counter() - t < 30  # about 1 s here
+    assert sum(len(v) for v in task.splits.values()) == n
+
+
 # ---------------------------------------------------------------- data files: content
 
 
-@pytest.mark.parametrize("name,data,kw,needles", [
+TABLE_CASES = [
     ("empty label", csv_bytes(good_rows()[:5] + [["Q?", ""]] + good_rows()[5:]), {},
      ["Column 'answer' has 1 empty cell(s)", "row 7"]),
     ("whitespace label", csv_bytes(good_rows() + [["Q?", "   "]]), {}, ["empty cell"]),
@@ -193,7 +208,10 @@ def test_100000_rows_hit_the_row_limit(fmt):
      {"filename": "d.jsonl"}, ["Line 2 of d.jsonl is not valid JSON"]),
     ("JSONL with an array line", b'[1, 2]\n', {"filename": "d.jsonl"}, ["Line 1 of d.jsonl is not a JSON object"]),
     ("JSON array of numbers", b"[1, 2, 3]", {"filename": "d.json"}, ["array of objects"]),
-])
+]
+
+
+@pytest.mark.parametrize("name,data,kw,needles", TABLE_CASES, ids=[c[0] for c in TABLE_CASES])
 def test_bad_tables_give_one_clear_sentence(name, data, kw, needles):
     kw = dict(kw)
     filename = kw.pop("filename", "data.csv")
@@ -404,7 +422,8 @@ def test_minibatch_with_only_failures(tmp_path, method):
     assert st.proposal.gradients and st.proposal.candidates
     failed = {r.id for r in rows}
     assert all(set(g.failure_ids) <= failed and g.failure_ids for g in st.proposal.gradients)
-    assert s.run_auto(2) in ("done",) or s.stopped
+    result = s.run_auto(2)
+    assert result == "done" or result.startswith("patience"), result
     assert s.state in ("ready", "stopped")
     s.close()
 
@@ -508,7 +527,7 @@ def _refused(tmp_path, data: bytes, match: str) -> None:
     assert len(ResponseCache(tmp_path / "cache2")) == 0
 
 
-@pytest.mark.parametrize("name,make,match", [
+BUNDLE_CASES = [
     ("binary", lambda b: b"\x89PNG\r\n\x1a\n\x00\x00", "not a JSON bundle"),
     ("JSON list", lambda b: b"[1, 2, 3]", "not a Prompt Gradient Studio bundle"),
     ("a notebook", lambda b: json.dumps({"cells": [], "nbformat": 4}).encode(), "not a Prompt Gradient Studio"),
@@ -528,7 +547,10 @@ def _refused(tmp_path, data: bytes, match: str) -> None:
      "malformed response"),
     ("data for a built-in task", lambda b: json.dumps({**b, "data": {"filename": "x.csv", "content": "a"}}).encode(),
      "does not use a file"),
-])
+]
+
+
+@pytest.mark.parametrize("name,make,match", BUNDLE_CASES, ids=[c[0] for c in BUNDLE_CASES])
 def test_foreign_and_corrupt_bundles_write_nothing(tmp_path, bundle, name, make, match):
     _refused(tmp_path, make(bundle), match)
 

@@ -106,9 +106,9 @@ def assert_accounting(run: Run) -> None:
     r = Session.open(s.id, root=run.root, readonly=True)
     assert r.spend.calls == s.spend.calls and r.spend.cost_usd == pytest.approx(s.spend.cost_usd)
     assert r.spend.cached == s.spend.cached
-    # per step + baseline == total (the History page's table)
-    base = next((e["spend"] for e in evs if e["type"] == "baseline"), {"calls": 0})
-    assert base["calls"] + sum(st.spend.calls for st in r.steps) <= r.spend.calls
+    # baseline + per step (+ what an interrupted baseline spent) == total: the History page's table adds up
+    base = sum(e["spend"]["calls"] for e in evs if e["type"] == "baseline" or (e["type"] == "spend" and e["step"] == 0))
+    assert base + sum(st.spend.calls for st in r.steps) == r.spend.calls
 
 
 def assert_complete(s: Session, steps: int) -> None:

@@ -15,7 +15,6 @@ import re
 import sqlite3
 import stat
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -24,9 +23,9 @@ import pytest
 
 from core.bundle import BundleError, bundle_bytes, export_bundle, import_bundle, replay_bundle
 from core.cache import JSONOnlyDisk, ResponseCache
-from core.llm import ModelSpec
+from core.llm import ClientOptions, Completion, ModelSpec, Request
 from core.runner import Runner
-from core.session import Models, Session, SessionConfig
+from core.session import Models, Session, SessionConfig, SessionError
 from tests.conftest import ROOT, pgs_cmd
 from tests.fake_model import FakeModel, stub_responder
 from tests.stub_server import Fault, StubServer
@@ -113,8 +112,6 @@ def test_errors_of_in_process_models_are_redacted(tmp_path, monkeypatch):
     """A key typed into Settings (kept in memory, passed as api_key) is redacted from error rows too."""
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    from core.llm import ClientOptions
-
     with StubServer(responder=stub_responder(),
                     faults=lambda r: Fault.server_error(503, echo_key=True) if r.index % 2 else None) as stub:
         cfg = SessionConfig(task={"name": "pubmedqa"}, forward="openai:gpt-4o-mini", backward="openai:gpt-4o",
@@ -122,7 +119,7 @@ def test_errors_of_in_process_models_are_redacted(tmp_path, monkeypatch):
         models = Models.from_config(cfg, Runner(cache=ResponseCache(tmp_path / "cache")), keys={"openai": KEY},
                                     options=ClientOptions(timeout_s=5, max_retries=0))
         s = Session.create(cfg, root=tmp_path / "sessions", models=models)
-        with pytest.raises(Exception) as e:
+        with pytest.raises(SessionError, match="calls of the baseline failed") as e:
             s.run_baseline()
         assert "***" in str(e.value)
         assert_no_key(str(e.value), repr(e.value))
@@ -154,8 +151,6 @@ class _Boom:
 
 
 def test_cache_holds_json_only_and_refuses_a_planted_pickle(tmp_path):
-    from core.llm import Completion
-
     d = tmp_path / "cache"
     rc = ResponseCache(d)
     rc.put("a" * 64, Completion(text="short answer", input_tokens=3, output_tokens=2))
@@ -186,7 +181,7 @@ def test_cache_holds_json_only_and_refuses_a_planted_pickle(tmp_path):
         assert rc.get(key) is None  # ...but the cache never unpickles it
         assert rc.raw(key) is None
     assert rc.export(["a" * 64, "c" * 64, "d" * 64]).keys() == {"a" * 64}
-    assert Runner(cache=rc).lookup(FakeModel(), __import__("core.llm", fromlist=["Request"]).Request.chat("s", "u")) is None
+    assert Runner(cache=rc).lookup(FakeModel(), Request.chat("s", "u")) is None
     with pytest.raises(Exception):
         JSONOnlyDisk(str(d)).fetch(diskcache.core.MODE_PICKLE, None, evil, False)
     rc.close()
@@ -249,6 +244,17 @@ def test_bundle_import_and_replay_never_run_code(tmp_path, monkeypatch):
     assert s.config.title == PAYLOADS[1]
 
 
+def _custom_bundle(tmp_path) -> dict:
+    rows = "question,answer\n" + "".join(f"Is claim {i} supported?,{'yes' if i % 2 else 'no'}\n" for i in range(12))
+    cfg = SessionConfig(task={"input_cols": ["question"], "label_col": "answer", "val_size": 3, "test_size": 2},
+                        forward="fake:f", backward="fake:b")
+    s = Session.create(cfg, root=tmp_path / "src", models=Models(FakeModel(), FakeModel(), Runner()),
+                       data=("mine.csv", rows.encode()))
+    b = json.loads(bundle_bytes(s, None))
+    s.close()
+    return b
+
+
 def _snapshot(root: Path) -> set[str]:
     return {str(p) for p in root.rglob("*")}
 
@@ -270,8 +276,6 @@ def test_bundle_session_id_cannot_escape(tmp_path, sid):
 @pytest.mark.parametrize("filename", ["../../evil.csv", "/etc/cron.d/evil.csv", "..\\..\\evil.csv",
                                       "evil.csv\x00.txt", "sub/dir/evil.csv", ".lock", "events.jsonl"])
 def test_bundle_data_filename_cannot_escape(tmp_path, filename):
-    from tests.test_bad_input import _custom_bundle
-
     b = _custom_bundle(tmp_path)
     b["data"]["filename"] = filename
     root = tmp_path / "deep" / "root"

@@ -41,7 +41,7 @@ def main() -> None:
     """What app.py runs."""
     from . import sidebar
 
-    st.set_page_config(layout="wide", page_title="Prompt Gradient Studio", page_icon=":material/auto_fix_high:")
+    st.set_page_config(layout="wide", page_title="Prompt Gradient Studio", page_icon="🧭")  # an emoji: no fetch
     with _frame():
         page = st.navigation(pages())
         sidebar.render()

@@ -161,6 +161,8 @@ class Registry:
                 return s, None
             except SessionLocked as exc:
                 reason = str(exc)
+            except SessionError as exc:  # e.g. a corrupt line: what loads can still be shown and exported
+                reason = f"{exc} Showing what loads, read-only."
             path = Path(root) / sid / "events.jsonl"
             st_ = path.stat()
             stamp = (st_.st_mtime_ns, st_.st_size)

@@ -237,3 +237,17 @@ def cost_text(cfg: SessionConfig, usd: float) -> str:
     if missing:
         return f"{money(usd)} (no price known for {', '.join(missing)}; set one in Settings)"
     return money(usd)
+
+
+def banners(s: Session, readonly: str | None, missing: list[str] | None = None) -> None:
+    """The notices every session page starts with: replay mode, read-only, load warnings, missing keys."""
+    if is_replay(s):
+        extra = (" Continuing it needs: " + md_escape("; ".join(missing)) + ".") if missing else ""
+        st.info("Replay mode — an imported session: every recorded step can be browsed (here, in History and on "
+                "the Overview) with no key." + extra, icon=":material/replay:")
+    elif missing:
+        st.warning("Browse-only: " + md_escape("; ".join(missing)) + ".", icon=":material/key:")
+    if readonly:
+        st.warning(f"Read-only: {md_escape(readonly)}", icon=":material/lock:")
+    for w in s.warnings:
+        st.warning(md_escape(w), icon=":material/warning:")
