@@ -179,6 +179,9 @@ with tab_new:
                 st.error(md_escape(exc), icon=":material/error:")
                 errors.append(which)
             specs[which] = (spec.strip(), (url or "").strip() or None)
+    fwd_max_tokens = int(mc[0].number_input(
+        "Max tokens per answer", min_value=8, max_value=8192, value=512, step=64, key="forward_max_tokens",
+        help="output-token limit of each forward answer; small local models answer faster with 64–128"))
 
     st.subheader("3 · Method")
     method = st.radio("Method", METHODS, horizontal=True, key="method", index=METHODS.index("textgrad"),
@@ -235,8 +238,8 @@ with tab_new:
                         backward=specs["backward"][0], forward_base_url=specs["forward"][1],
                         backward_base_url=specs["backward"][1], seed_prompt=seed_prompt, seed=int(seed),
                         policy=policy, alpha=float(alpha), patience=int(patience), budget_usd=budget_usd,
-                        budget_calls=budget_calls, params=params, templates=dict(state.ss("template_overrides", {})),
-                        title=title.strip())
+                        budget_calls=budget_calls, forward_max_tokens=fwd_max_tokens, params=params,
+                        templates=dict(state.ss("template_overrides", {})), title=title.strip())
     st.subheader("6 · Estimate and create")
     if task is not None and not errors:
         try:

@@ -28,10 +28,12 @@ EDITABLE = {
         "max_successors": "candidates kept per parent",
         "bandit_budget": "forward calls for the bandit pre-screen",
         "samples_per_eval": "training questions per bandit pull",
+        "max_tokens": "output-token limit of each optimiser reply (gradients, edits, paraphrases)",
     },
     "textgrad": {
         "batch_size": "training questions per step (the loss batch)",
         "memory": "past prompts and gradients shown to the update (0 = off)",
+        "max_tokens": "output-token limit of each optimiser reply (feedback, gradient, update)",
     },
 }
 
@@ -82,7 +84,8 @@ def preset_params(method: str, preset: str, key: str) -> dict:
     cols = st.columns(4)
     for i, name in enumerate(names):
         with cols[i % 4]:
-            v = st.number_input(name, min_value=0 if name in ("memory",) else 1, value=int(values[name]), step=1,
+            v = st.number_input(name, min_value=0 if name in ("memory",) else 1, value=int(values[name]),
+                                step=64 if name == "max_tokens" else 1,
                                 key=f"{key}_{name}", help=EDITABLE[method][name])
             if int(v) != int(values[name]):
                 out[name] = int(v)
