@@ -197,7 +197,8 @@ class Session:
 
     def _acquire(self) -> None:
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             f = open(self.dir / ".lock", "a+")
         except OSError as exc:
             raise SessionError(f"Cannot write the session folder {self.dir} ({type(exc).__name__}: "

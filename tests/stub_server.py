@@ -482,12 +482,12 @@ class StubServer:
                 "Content-Type: application/json", f"Content-Length: {len(payload)}",
                 "Connection: keep-alive", f"x-request-id: req_{req.index}", f"request-id: req_{req.index}"]
         head += [f"{k}: {v}" for k, v in (extra or {}).items()]
+        req.status = status  # before writing: the client may look at it as soon as it has the answer
         try:
             writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload)
             await writer.drain()
         except (ConnectionError, RuntimeError):
             return False
-        req.status = status
         return True
 
 
