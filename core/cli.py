@@ -84,9 +84,33 @@ def load_task_from_args(a: argparse.Namespace):
 
 def _model(spec: str, base_url: str | None, timeout: float = 60.0, retries: int = 4):
     try:
-        return make_model(spec, base_url=base_url, options=ClientOptions(timeout_s=timeout, max_retries=retries))
+        model = make_model(spec, base_url=base_url, options=ClientOptions(timeout_s=timeout, max_retries=retries))
     except LLMError as exc:
         raise ConfigError(str(exc)) from None
+    warn_unpriced(model.spec)
+    return model
+
+
+def warn_unpriced(spec) -> None:
+    from .llm import price_for
+
+    if spec.provider in ("openai", "anthropic") and price_for(spec) is None:
+        print(f"pgs: warning: no price known for {spec.model}; costs show as $0. Set one with "
+              f"PGS_PRICES='{{\"{spec.model}\": [input, output]}}' (USD per 1M tokens).", file=sys.stderr)
+
+
+def load_price_overrides() -> None:
+    """PGS_PRICES='{"model": [input_usd_per_1M, output_usd_per_1M], ...}'."""
+    from .llm import set_price_overrides
+
+    raw = os.environ.get("PGS_PRICES")
+    if not raw:
+        return
+    try:
+        prices = json.loads(raw)
+        set_price_overrides({str(k): (float(v[0]), float(v[1])) for k, v in prices.items()})
+    except (ValueError, TypeError, IndexError, AttributeError):
+        raise ConfigError("PGS_PRICES must be JSON like {\"my-model\": [0.15, 0.6]} (USD per 1M tokens).") from None
 
 
 def _read_prompt(a: argparse.Namespace) -> str | None:
@@ -149,6 +173,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
                       progress=None if a.quiet else _progress_bar(f"{a.task}/{a.split}"))
     if report.fatal:
         raise ConfigError(report.fatal)
+    if report.n and report.errors == report.n:
+        raise ConfigError(f"Every call failed; the first error: {report.rows[0].error}")
     s = report.summary()
     s.update({"task": task.name, "split": a.split, "model": a.model, "strategy": a.strategy})
     if a.json:
@@ -205,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
     try:
+        load_price_overrides()
         return int(a.fn(a) or 0)
     except ConfigError as exc:
         print(f"pgs: error: {exc}", file=sys.stderr)

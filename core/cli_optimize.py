@@ -86,10 +86,15 @@ def _models(cfg, a):
     from .llm import LLMError
     from .session import Models
 
+    from .cli import warn_unpriced
+
     try:
-        return Models.from_config(cfg, _runner(a), options=ClientOptions(timeout_s=a.timeout, max_retries=a.retries))
+        models = Models.from_config(cfg, _runner(a), options=ClientOptions(timeout_s=a.timeout, max_retries=a.retries))
     except LLMError as exc:
         raise ConfigError(str(exc)) from None
+    for spec in {models.forward.spec, models.backward.spec}:
+        warn_unpriced(spec)
+    return models
 
 
 def cmd_optimize(a) -> int:

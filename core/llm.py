@@ -18,21 +18,21 @@ OLLAMA_BASE_URL = "http://localhost:11434/v1"
 PROVIDERS = ("openai", "anthropic", "ollama", "openai-compatible")
 
 # USD per 1M tokens (input, output), as published by the providers on this date.
-PRICES_DATE = "2025-06-01"
+PRICES_DATE = "2025-10-15"  # override in Settings (or set_price_overrides) when the providers change them
 PRICES: dict[str, tuple[float, float]] = {
     "gpt-4o": (2.50, 10.00),
     "gpt-4o-mini": (0.15, 0.60),
     "gpt-4.1": (2.00, 8.00),
     "gpt-4.1-mini": (0.40, 1.60),
     "gpt-4.1-nano": (0.10, 0.40),
-    "o4-mini": (1.10, 4.40),
     "gpt-3.5-turbo": (0.50, 1.50),
+    "claude-3-haiku": (0.25, 1.25),
     "claude-3-5-haiku": (0.80, 4.00),
+    "claude-haiku-4-5": (1.00, 5.00),
     "claude-3-5-sonnet": (3.00, 15.00),
     "claude-3-7-sonnet": (3.00, 15.00),
     "claude-sonnet-4": (3.00, 15.00),
     "claude-opus-4": (15.00, 75.00),
-    "claude-3-haiku": (0.25, 1.25),
 }
 _price_overrides: dict[str, tuple[float, float]] = {}
 

@@ -34,7 +34,12 @@ if s is None:
     st.stop()
 state.banners(s, readonly)
 if not s.versions:
-    empty_state("Nothing to show yet — score the seed prompt in Optimize.", "pages/optimize.py", "Go to Optimize")
+    job = state.active_job(s)
+    if job is not None:
+        empty_state(f"Nothing to show yet — {md_escape(job.label)} is running; its progress is in Optimize.",
+                    "pages/optimize.py", "Go to Optimize")
+    else:
+        empty_state("Nothing to show yet — score the seed prompt in Optimize.", "pages/optimize.py", "Go to Optimize")
     st.stop()
 
 tab_chart, tab_versions, tab_grid, tab_steps, tab_export = st.tabs(
@@ -53,8 +58,11 @@ with tab_chart:
         c[1].metric("Tokens (cumulative)", f"{int(spend['cumulative_tokens'].iloc[-1]):,}")
         c[2].metric("Cost (cumulative)", money(float(spend["cumulative_cost_usd"].iloc[-1])))
         st.dataframe(spend, hide_index=True, column_config={
-            "cost_usd": st.column_config.NumberColumn(format="$%.4f"),
-            "cumulative_cost_usd": st.column_config.NumberColumn(format="$%.4f")})
+            "cached": st.column_config.NumberColumn("from cache"),
+            "cost_usd": st.column_config.NumberColumn("cost", format="$%.4f"),
+            "cumulative_calls": st.column_config.NumberColumn("calls so far"),
+            "cumulative_tokens": st.column_config.NumberColumn("tokens so far"),
+            "cumulative_cost_usd": st.column_config.NumberColumn("cost so far", format="$%.4f")})
 
 with tab_versions:
     vs = s.versions
@@ -94,8 +102,9 @@ with tab_steps:
         st.caption("No steps yet.")
     else:
         idx = st.selectbox("Step", range(len(steps)), key="hist_step",
-                           format_func=lambda i: f"step {steps[i].index} (attempt {steps[i].attempt}) — "
-                                                 f"{steps[i].outcome or steps[i].status}")
+                           format_func=lambda i: f"step {steps[i].index}"
+                                                 + (f" (attempt {steps[i].attempt + 1})" if steps[i].attempt else "")
+                                                 + f" — {steps[i].outcome or steps[i].status}")
         chosen = steps[idx]
         fig = _cached("lineage", str(s.dir), len(s.events), s.steps.index(chosen), s)
         if fig is not None:

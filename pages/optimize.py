@@ -45,15 +45,16 @@ cfg = s.config
 m = st.columns(5)
 if s.versions:
     cur, v0 = s.current, s.versions[0]
-    m[0].metric(f"Current prompt (v{cur.number})", pct(cur.accuracy),
+    m[0].metric(f"Current (v{cur.number})", pct(cur.accuracy),
                 delta=f"{100 * (cur.accuracy - v0.accuracy):+.1f} pts vs seed" if cur.number else None,
                 help=f"validation accuracy, {ci(cur.report.interval)}, n={cur.report.n}")
     m[1].metric("Seed baseline", pct(v0.accuracy), help=ci(v0.report.interval))
 else:
-    m[0].metric("Current prompt", "not scored")
-m[2].metric("Steps done", sum(1 for x in s.steps if x.outcome),
-            help=f"{sum(1 for x in s.steps if x.outcome == 'accepted')} accepted")
-m[3].metric("Rejections in a row", f"{s.rejections_in_a_row()} / {cfg.patience}", help="patience (auto-run stops)")
+    m[0].metric("Current", "not scored")
+m[2].metric("Steps", sum(1 for x in s.steps if x.outcome),
+            help=f"steps done; {sum(1 for x in s.steps if x.outcome == 'accepted')} accepted")
+m[3].metric("Rejections", f"{s.rejections_in_a_row()} / {cfg.patience}",
+            help="rejections in a row / patience: auto-run stops when they meet")
 m[4].metric("Spent", money(s.spend.cost_usd), help=f"{s.spend.calls} calls, {s.spend.cached} from cache")
 
 if s.versions:
@@ -92,9 +93,8 @@ step = s.step
 
 def auto_controls() -> None:
     """Auto-run N steps: the top candidate is accepted and the session's gate decides."""
-    c = st.columns([1, 1, 2], vertical_alignment="center")
-    n_auto = c[0].number_input("Steps", min_value=1, max_value=50, value=3, key="auto_n",
-                               label_visibility="collapsed")
+    c = st.columns([1, 1, 2], vertical_alignment="bottom")
+    n_auto = c[0].number_input("Steps to auto-run", min_value=1, max_value=50, value=3, key="auto_n")
     resume = s.auto is not None
     if c[1].button("Continue auto-run" if resume else f"Auto-run {n_auto} steps", key="auto_run",
                    disabled=not can_act, help=f"accept the top candidate each step; the {cfg.policy} gate decides"):
@@ -113,7 +113,7 @@ if state_ == "new":
     st.markdown(f"The seed prompt is scored on the {n} validation questions first, so the first gate compares "
                 f"against something real. About {est['calls']} calls, {md_escape(state.cost_text(cfg, est['cost_usd']))}.")
     plain(cfg.seed_prompt, box=True)
-    c = st.columns([1, 4], vertical_alignment="center")
+    c = st.columns([1, 4], vertical_alignment="bottom")
     if c[0].button("Score the seed prompt", type="primary", key="run_baseline", disabled=not can_act):
         actions.start_baseline(s)
         st.rerun()
@@ -137,7 +137,7 @@ if state_ == "ready" or (state_ == "started"):
     st.markdown(f"Next step: about **{est['calls']:,} calls** (minibatch {est['forward']}, optimiser "
                 f"{est['optimiser']}, bandit {est['bandit']}, validation {est['validation']}), "
                 f"**{md_escape(state.cost_text(cfg, est['cost_usd']))}**.")
-    c = st.columns([1, 6], vertical_alignment="center")
+    c = st.columns([1, 6], vertical_alignment="bottom")
     if c[0].button("Run step", type="primary", key="run_step", disabled=not can_act,
                    help="sample a minibatch, answer it, and propose gradients and candidates"):
         actions.start_step(s)

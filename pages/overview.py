@@ -52,7 +52,8 @@ m = st.columns(4)
 if s.versions:
     v0, cur = s.versions[0], s.current
     m[0].metric("Seed baseline", pct(v0.accuracy), help=ci(v0.report.interval))
-    m[1].metric(f"Current (v{cur.number})", pct(cur.accuracy), delta=f"{100 * (cur.accuracy - v0.accuracy):+.1f} pts",
+    m[1].metric(f"Current (v{cur.number})", pct(cur.accuracy),
+                delta=f"{100 * (cur.accuracy - v0.accuracy):+.1f} pts vs seed" if cur.number else None,
                 help=ci(cur.report.interval))
 else:
     m[0].metric("Seed baseline", "not scored")

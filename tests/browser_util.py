@@ -168,13 +168,28 @@ def fill_key(page, name: str, value: str) -> None:
     wait_idle(page)
 
 
-def choose_option(page, name: str, option: str) -> None:
-    """Pick an option of a selectbox (a combobox) by its visible text."""
+def choose_option(page, name: str, option: str, attempts: int = 3) -> None:
+    """Pick an option of a selectbox (a react-aria combobox) by its visible text: open it, click the option."""
     box = key(page, name)
-    opener = box.locator('button[aria-label="Open"]')
-    (opener.first if opener.count() else box.locator('[role="combobox"]').first).click()
-    page.locator('[role="listbox"] [role="option"]').filter(has_text=option).first.click()
-    wait_idle(page)
+    listbox = page.locator('[role="listbox"]')
+    for attempt in range(attempts):
+        wait_idle(page)
+        combo = box.locator('[role="combobox"]').first
+        combo.click()
+        if not listbox.first.is_visible():
+            opener = box.locator('button[aria-label="Open"]')
+            if opener.count():
+                opener.first.click()
+        choice = listbox.locator('[role="option"]').filter(has_text=option).first
+        try:
+            choice.wait_for(state="visible", timeout=5000)
+            choice.click()
+            wait_idle(page)
+            return
+        except Exception:  # noqa: BLE001 - a rerun replaced the widget under the click: try again
+            page.keyboard.press("Escape")
+            if attempt == attempts - 1:
+                raise
 
 
 def choose_radio(page, name: str, option: str) -> None:
@@ -216,4 +231,37 @@ def shot(page, name: str, *, full_page: bool = True, max_height: int = 6000) -> 
             page.set_viewport_size(size)
     else:
         page.screenshot(path=str(path))
+    return path
+
+
+DOCS = ROOT / "docs" / "screenshots"
+
+
+def docs_shot(page, name: str, *, scroll_to: str | None = None, width: int = 1200, height: int = 760) -> Path | None:
+    """With PGS_DOCS_SCREENSHOTS=1: the README's screenshot `docs/screenshots/<name>.png`, one modest viewport,
+    quantised to a 256-colour palette (small, committed). Otherwise nothing."""
+    if os.environ.get("PGS_DOCS_SCREENSHOTS", "") in ("", "0"):
+        return None
+    size = page.viewport_size
+    page.set_viewport_size({"width": width, "height": height})
+    try:
+        wait_idle(page)
+        if scroll_to:
+            page.locator(scroll_to).first.evaluate("e => e.scrollIntoView({block: 'start'})")
+            page.wait_for_timeout(500)
+        DOCS.mkdir(parents=True, exist_ok=True)
+        path = DOCS / f"{name}.png"
+        page.screenshot(path=str(path))
+    finally:
+        if size:
+            page.set_viewport_size(size)
+            wait_idle(page)
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            small = im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+            small.save(path, optimize=True)
+    except ImportError:
+        pass
     return path

@@ -135,14 +135,16 @@ def lineage_figure(s: Session, st: Step) -> go.Figure | None:
     if prop is None:
         return None
     labels: list[str] = []
+    hovers: list[str] = []
     colors: list[str] = []
     layers: list[float] = []
     index: dict[str, int] = {}
 
-    def node(key: str, label: str, color: str, layer: float) -> int:
+    def node(key: str, label: str, color: str, layer: float, hover: str = "") -> int:
         if key not in index:
             index[key] = len(labels)
             labels.append(label)
+            hovers.append(hover or label)
             colors.append(color)
             layers.append(layer)
         return index[key]
@@ -154,8 +156,9 @@ def lineage_figure(s: Session, st: Step) -> go.Figure | None:
         dst.append(b)
         val.append(v)
 
-    for g in prop.gradients:
-        gi = node(f"g:{g.id}", f"gradient {esc(g.id, 20)}: {esc(g.text, 40)}", "#7e57c2", 0.3)
+    # short labels (they sit between the columns), the full text on hover
+    for n, g in enumerate(prop.gradients, 1):
+        gi = node(f"g:{g.id}", f"gradient {n}", "#7e57c2", 0.3, f"gradient {n}: {esc(g.text, 160)}")
         for fid in g.failure_ids:
             fi = node(f"f:{fid}", f"failed {esc(fid, 24)}", "#ef9a9a", 0.01)
             link(fi, gi)
@@ -171,9 +174,9 @@ def lineage_figure(s: Session, st: Step) -> go.Figure | None:
                      ACCEPT if outcome == "accepted" else REJECT, 0.99)
     else:
         final = node("final", f"{d.get('action') or 'undecided'}: {outcome}", REJECT if outcome == "rejected" else SEED, 0.99)
-    for c in prop.candidates:
-        ci = node(f"c:{c.id}", f"candidate {esc(c.id, 24)}" + (f" (score {c.score:.2f})" if c.score is not None else ""),
-                  "#42a5f5", 0.78 if c.source_id else 0.56)
+    for k, c in enumerate(prop.candidates, 1):
+        ci = node(f"c:{c.id}", f"candidate {k}" + (f" ({c.score:.2f})" if c.score is not None else ""),
+                  "#42a5f5", 0.78 if c.source_id else 0.56, f"candidate {k} ({esc(c.origin, 20)}): {esc(c.prompt, 160)}")
         if c.source_id and f"c:{c.source_id}" in index:
             link(index[f"c:{c.source_id}"], ci)
         elif c.gradient_id and f"g:{c.gradient_id}" in index:
@@ -191,10 +194,12 @@ def lineage_figure(s: Session, st: Step) -> go.Figure | None:
     for i, layer in enumerate(layers):
         same = [j for j, x in enumerate(layers) if x == layer]
         ys.append(0.01 + 0.98 * (same.index(i) + 0.5) / len(same))
+    rows = max(layers.count(x) for x in set(layers))
     fig = go.Figure(go.Sankey(arrangement="snap", node=dict(label=labels, color=colors, pad=12, thickness=14,
-                                                            x=layers, y=ys),
+                                                            x=layers, y=ys, customdata=hovers,
+                                                            hovertemplate="%{customdata}<extra></extra>"),
                               link=dict(source=src, target=dst, value=val, color="rgba(120,120,120,0.25)")))
-    fig.update_layout(height=max(300, min(900, 22 * len(labels))), margin=dict(l=10, r=10, t=10, b=10))
+    fig.update_layout(height=max(220, min(900, 40 * rows + 60)), margin=dict(l=10, r=10, t=10, b=10))
     return fig
 
 

@@ -222,6 +222,8 @@ def registry() -> Registry:
 # ---------- drawing ----------
 def _progress_text(job: Job) -> str:
     p = job.progress
+    if p is None or not p.total:
+        return f"{job.label} · waiting for the first answers · {job.elapsed:.0f}s"
     bits = [f"{job.label}", f"phase: {job.phase}"]
     if p is not None and p.total:
         bits.append(f"{p.done}/{p.total} calls")

@@ -44,8 +44,9 @@ def plain(text: object, *, box: bool = False, height: int | None = None, copy: b
 
 def diff(old: str, new: str) -> None:
     """Word-level diff (deleted red, inserted green). word_diff_html escapes both texts itself:
-    this is the only place the app renders HTML."""
-    st.markdown(word_diff_html(old, new), unsafe_allow_html=True)
+    this is the only place the app renders HTML. st.html, not st.markdown: a blank line in a prompt
+    would end Markdown's HTML block and the rest of the prompt would be rendered as Markdown."""
+    st.html(word_diff_html(old, new))
 
 
 def call_record(rec: CallRecord | None, *, title: str = "Exact call: messages sent and raw reply") -> None:

@@ -88,12 +88,29 @@ def provider_status() -> list[tuple[str, bool, str]]:
                  else "not found on localhost:11434"))
     other = [u for u in found if u not in ollama]
     base = os.environ.get("OPENAI_BASE_URL")
-    if other or base:
-        how = f"{other[0]}" if other else "OPENAI_BASE_URL"
+    typed = [u for u in typed_base_urls() if u not in found]
+    if other or base or typed:
+        how = f"{other[0]}" if other else "OPENAI_BASE_URL" if base else f"{typed[0]} (base URL in use)"
         rows.append(("openai-compatible", True, how))
     if os.environ.get("PGS_PROVIDERS"):
         rows.append(("test providers", True, "PGS_PROVIDERS (scripted fake models)"))
     return rows
+
+
+def typed_base_urls() -> list[str]:
+    """Base URLs of OpenAI-compatible servers typed in Setup (this browser session) or used by the
+    current session: such a server needs no key, so it counts as a configured provider."""
+    urls = [st.session_state.get("forward_url"), st.session_state.get("backward_url")]
+    sid = st.session_state.get("sid")
+    s = registry().sessions.get(session_key(sessions_root(), sid)) if sid else None
+    if s is not None and s.config is not None:
+        urls += [s.config.forward_base_url, s.config.backward_base_url]
+    out: list[str] = []
+    for u in urls:
+        u = (u or "").strip().rstrip("/")
+        if u.startswith(("http://", "https://")) and u not in out:
+            out.append(u)
+    return out
 
 
 def any_provider() -> bool:

@@ -55,6 +55,23 @@ def minibatch(s: Session, st_: Step, *, key: str) -> None:
         st.dataframe(df, hide_index=True, key=f"mb_{key}",
                      column_config={"question": st.column_config.TextColumn(width="large"),
                                     "raw output": st.column_config.TextColumn(width="large")})
+        read_in_full(s, rep, list(df["id"]), key=key)
+
+
+def read_in_full(s: Session, rep: EvalReport, ids: list[str], *, key: str) -> None:
+    """One question with the model's whole answer, as text (tables cut long cells)."""
+    rows = {r.id: r for r in rep.rows}
+    with st.expander("Read a question and the model's answer in full"):
+        qid = st.selectbox("Question", ids, key=f"full_{key}",
+                           format_func=lambda i: f"{i} · gold {rows[i].gold} · answer "
+                                                 f"{rows[i].parsed if rows[i].parsed is not None else '(unparsed)'}")
+        r = rows.get(qid)
+        if r is None:
+            return
+        st.caption("Question, as the model saw it")
+        plain(state.question_text(s, r.id) or r.input, box=True)
+        st.caption("Raw model output" + (" (the call failed)" if r.error else ""))
+        plain(r.error or r.raw_output, box=True)
 
 
 def failures_table(s: Session, ids: list[str], rep: EvalReport | None) -> None:
@@ -82,7 +99,8 @@ def gradient_card(s: Session, st_: Step, g: Gradient, n: int) -> None:
         call_record(g.call)
 
 
-def candidate_card(s: Session, cand: Candidate, k: int, current: str, *, actions: bool, key: str) -> None:
+def candidate_card(s: Session, cand: Candidate, k: int, current: str, *, actions: bool, key: str,
+                   names: dict[str, str] | None = None) -> None:
     with st.container(border=True):
         badges = [(f"candidate {k}", "blue"), (cand.origin, "gray")]
         if cand.flagged:
@@ -94,9 +112,10 @@ def candidate_card(s: Session, cand: Candidate, k: int, current: str, *, actions
         diff(current, cand.prompt)
         with st.expander("Full text"):
             plain(cand.prompt, copy=True)
+        names = names or {}
         if cand.gradient_id:
-            st.caption(f"from {md_escape(cand.gradient_id)}" + (f", rephrasing {md_escape(cand.source_id)}"
-                                                                  if cand.source_id else ""))
+            st.caption(f"from {md_escape(names.get(cand.gradient_id, cand.gradient_id))}" +
+                       (f", rephrasing {md_escape(names.get(cand.source_id, cand.source_id))}" if cand.source_id else ""))
         call_record(cand.call)
         if actions:
             b1, b2 = st.columns(2)
@@ -140,25 +159,36 @@ def proposal_view(s: Session, st_: Step, *, actions: bool, key: str) -> None:
     if not prop.candidates:
         st.caption("No candidates: edit the prompt by hand, regenerate, or skip.")
     current = s.versions[st_.parent_version].prompt if st_.parent_version < len(s.versions) else s.current.prompt
+    names = item_names(prop)
     per_row = 3 if len(prop.candidates) >= 3 else max(1, len(prop.candidates))
     for start in range(0, len(prop.candidates), per_row):
         cols = st.columns(per_row)
         for col, (k, cand) in zip(cols, list(enumerate(prop.candidates, 1))[start:start + per_row]):
             with col:
-                candidate_card(s, cand, k, current, actions=actions, key=key)
+                candidate_card(s, cand, k, current, actions=actions, key=key, names=names)
+
+
+def item_names(prop: Proposal | None) -> dict[str, str]:
+    """'gradient 2', 'candidate 3' for the internal ids, numbered as the cards show them."""
+    if prop is None:
+        return {}
+    out = {g.id: f"gradient {n}" for n, g in enumerate(prop.gradients, 1)}
+    out.update({c.id: f"candidate {k}" for k, c in enumerate(prop.candidates, 1)})
+    return out
 
 
 def decision_summary(s: Session, st_: Step) -> None:
     d = st_.decision or {}
     action = d.get("action")
     if action == "accept":
-        st.markdown(f"**Decision:** accept candidate {md_code(d.get('candidate'))}")
+        name = item_names(st_.proposal).get(d.get("candidate"), "a candidate")
+        st.markdown(f"**Decision:** accept {md_escape(name)} {md_code(d.get('candidate'))}")
     elif action == "edit":
         st.markdown("**Decision:** accept a hand edit")
     elif action:
         st.markdown(f"**Decision:** {md_escape(action)}")
     if d.get("prompt"):
-        with st.expander("The chosen prompt (diff against the prompt it would replace)", expanded=st_.gate is None):
+        with st.expander("The chosen prompt (diff against the prompt it would replace)", expanded=True):
             diff(s.versions[st_.parent_version].prompt if st_.parent_version < len(s.versions) else "", d["prompt"])
 
 
@@ -187,8 +217,8 @@ def gate_view(s: Session, st_: Step) -> None:
 
 def step_record(s: Session, st_: Step, *, key: str) -> None:
     """The full record of a past step (History, replay): read-only."""
-    badge_row([(f"step {st_.index}", "blue"), (f"attempt {st_.attempt}", "gray"),
-               (st_.outcome or st_.status, "green" if st_.outcome == "accepted" else
+    badge_row([(f"step {st_.index}", "blue")] + ([(f"attempt {st_.attempt + 1}", "gray")] if st_.attempt else []) +
+              [(st_.outcome or st_.status, "green" if st_.outcome == "accepted" else
                 "red" if st_.outcome == "rejected" else "gray")])
     sp = st_.spend
     st.caption(f"{sp.calls} calls ({sp.cached} cached) · {sp.input_tokens + sp.output_tokens:,} tokens · "
