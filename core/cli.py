@@ -239,6 +239,11 @@ def main(argv: list[str] | None = None) -> int:
     except LLMError as exc:
         print(f"pgs: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except RuntimeError as exc:  # SessionError, CacheError: a state the user must see, one line
+        if type(exc).__name__ not in ("SessionError", "SessionLocked", "BudgetExceeded", "CacheError", "Cancelled"):
+            raise
+        print(f"pgs: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except KeyboardInterrupt:
         print("pgs: interrupted", file=sys.stderr)
         return 130

@@ -757,7 +757,9 @@ class Session:
                     st = self.start_step(progress=progress, cancel=cancel)
                 if st.status == "proposed":
                     # flagged = the model ignored the output tags (e.g. it refused): a person may take it, the policy won't
-                    pick = next((c for c in st.proposal.candidates if not c.flagged), None)
+                    cur = normalise(self.current.prompt)
+                    pick = next((c for c in st.proposal.candidates
+                                 if not c.flagged and normalise(c.prompt) != cur), None)
                     if pick is None:
                         self.decide("skip")
                         if on_step:

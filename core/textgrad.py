@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .engine import StepContext
+from .engine import StepContext, normalise
 from .evaluate import EvalReport
 from .lineage import CallRecord, Candidate, Gradient, Proposal
 from .llm import Request
@@ -127,6 +127,10 @@ class TextGradEngine:
             prop.note = ("The update model did not put a new prompt between <IMPROVED_VARIABLE> tags"
                          + (f" ({u.error})" if u.error else "") + ". Its raw reply is shown under the call; "
                          "edit a prompt by hand, or regenerate.")
+            return prop
+        if normalise(new[-1]) == normalise(prompt):
+            prop.calls.append(rec)
+            prop.note = "The update returned the prompt unchanged. Regenerate, or edit the prompt by hand."
             return prop
         prop.candidates.append(Candidate(id=f"{ctx.prefix}c1", prompt=new[-1], parent=prompt, origin="update",
                                          gradient_id=grad.id, call=rec))
