@@ -78,7 +78,8 @@ def test_protegi_one_round_real_model(local_llm_url, pgs_env):
     assert s["steps"] == 1
     ev = events(pgs_env, s["session"])
     types = [e["type"] for e in ev]
-    assert types[:3] == ["created", "baseline", "step_started"] and "forward" in types and "proposal" in types
+    assert types[:3] == ["created", "baseline", "auto"]
+    assert {"step_started", "forward", "proposal", "decision"} <= set(types)
     prop = next(e for e in ev if e["type"] == "proposal")["proposal"]
     fwd = next(e for e in ev if e["type"] == "forward")["reports"][0]["rows"]
     assert len(fwd) == 4 and all(r["raw_output"] or r["error"] for r in fwd)
