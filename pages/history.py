@@ -87,11 +87,14 @@ with tab_grid:
                "✓ right · ✗ wrong · ✓+ fixed by that edit · ✗− broken by that edit.")
     only = st.toggle("Only questions where something changed", value=True, key="grid_changed")
     if only and not grid.empty:
-        grid = grid[grid.apply(lambda r: any(str(v) in ("✓+", "✗−") for v in r), axis=1)]
+        grid = grid[grid.isin(("✓+", "✗−")).any(axis=1)]
     if grid.empty:
         st.caption("No changes yet.")
     else:
-        st.dataframe(charts.grid_style(grid), height=min(600, 38 + 35 * len(grid)))
+        colour = grid.size <= charts.GRID_STYLE_CELLS
+        st.dataframe(charts.grid_style(grid) if colour else grid, height=min(600, 38 + 35 * len(grid)))
+        if not colour:
+            st.caption(f"Colours are off for a grid this large ({grid.size:,} cells), to keep the page quick.")
         qid = st.selectbox("Show a question", list(grid.index), key="grid_q")
         if qid:
             plain(state.question_text(s, qid), box=True)

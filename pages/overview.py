@@ -35,8 +35,8 @@ if s is None:
                     "import a session bundle to replay it offline. To run models, add a key or a local server "
                     "in **Settings**.")
     a, b, c = st.columns(3)
-    a.page_link("pages/setup.py", label="Create a session in Setup", icon=":material/tune:")
-    b.page_link("pages/settings.py", label="Configure providers in Settings", icon=":material/settings:")
+    a.page_link("pages/setup.py", label="New session (Setup)", icon=":material/tune:")
+    b.page_link("pages/settings.py", label="Providers (Settings)", icon=":material/settings:")
     c.page_link("pages/setup.py", label="Import a bundle (Setup)", icon=":material/upload_file:")
     st.stop()
 

@@ -62,10 +62,11 @@ with tab_new:
         seed = split_seed(c[3])
         val_size = c[0].number_input("Validation questions", min_value=1, value=info.sizes["val"], step=5,
                                      key=f"val_size_{name}", help="the gate scores every accepted prompt on these")
-        train_size = c[1].number_input("Training questions (0 = all the rest)", min_value=0, value=0, step=50,
-                                       key=f"train_size_{name}", help="minibatches and bandit samples come from here")
-        test_size = c[2].number_input("Test questions (0 = all)", min_value=0, value=0, step=50,
-                                      key=f"test_size_{name}", help="held out for the Evaluate page")
+        train_size = c[1].number_input("Training questions", min_value=0, value=0, step=50,
+                                       key=f"train_size_{name}",
+                                       help="minibatches and bandit samples come from here; 0 = all the rest")
+        test_size = c[2].number_input("Test questions", min_value=0, value=0, step=50,
+                                      key=f"test_size_{name}", help="held out for the Evaluate page; 0 = all")
         try:
             task = H.builtin_task(name, int(seed), int(val_size), int(train_size) or None, int(test_size) or None)
             task_spec = {"name": name, "seed": int(seed), "val_size": int(val_size)}
@@ -95,7 +96,7 @@ with tab_new:
                 st.dataframe(df.head(20), hide_index=True, height=240)
                 cols = list(df.columns)
                 g = H.guess_columns(cols)
-                c = st.columns(4)
+                c = st.columns([2, 1, 1, 1])
                 inputs = c[0].multiselect("Input column(s)", cols, default=g["inputs"], key="map_inputs")
                 label = c[1].selectbox("Label column", cols, index=cols.index(g["label"]) if g["label"] in cols else 0,
                                        key="map_label")
@@ -106,7 +107,8 @@ with tab_new:
                                          index=([none] + cols).index(g["choices"] or none), key="map_choices")
                 c = st.columns(4)
                 seed = split_seed(c[3])
-                labels_txt = c[0].text_input("Allowed labels (optional, comma-separated)", key="map_labels")
+                labels_txt = c[0].text_input("Allowed labels", key="map_labels", placeholder="e.g. yes, no, maybe",
+                                             help="optional, comma-separated; empty = the labels found in the file")
                 val_size = c[1].number_input("Validation questions", min_value=1, value=min(50, max(1, len(df) // 4)),
                                              key="custom_val")
                 test_size = c[2].number_input("Test questions", min_value=0, value=min(100, max(0, len(df) // 4)),
@@ -260,6 +262,10 @@ with tab_new:
             st.error(md_escape(exc), icon=":material/error:")
             errors.append("config")
     missing = state.missing_for(cfg) if not errors else []
+    if errors:
+        st.caption("The estimate and the Create button wait for a data file: upload one above."
+                   if errors == ["no file"] else
+                   "The estimate and the Create button wait until what is marked in red above is fixed.")
     if missing:
         st.warning("Before creating: " + md_escape("; ".join(missing)) + ".", icon=":material/key:")
     if st.button("Create session and score the seed prompt", type="primary", key="create_session",

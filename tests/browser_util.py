@@ -127,14 +127,19 @@ def launch(playwright, **kw):
 # ---------------------------------------------------------------- Streamlit-aware waits and actions
 
 
+_BUSY = ('[data-testid="stStatusWidgetRunningIcon"], [data-testid="stStatusWidgetRunningManIcon"], '
+         '[data-testid="stSkeleton"], [data-testid="stAppSkeleton"]')
+
+
 def wait_idle(page, timeout: float = 30.0, settle: float = 0.3) -> None:
-    """Wait until the script is not running (no 'Running…' status widget) for `settle` seconds."""
+    """Wait until the script is not running (no running icon in the status widget, no element skeletons)
+    for `settle` seconds in a row."""
     deadline = time.time() + timeout
     quiet_since = None
     while time.time() < deadline:
-        running = page.locator('[data-testid="stStatusWidget"]').count() > 0 and \
-            page.locator('[data-testid="stStatusWidget"]').first.is_visible()
-        if running:
+        busy = page.evaluate("""(sel) => Array.from(document.querySelectorAll(sel))
+            .some(e => e.offsetWidth > 0 || e.offsetHeight > 0)""", _BUSY)
+        if busy:
             quiet_since = None
         elif quiet_since is None:
             quiet_since = time.time()
@@ -237,15 +242,30 @@ def shot(page, name: str, *, full_page: bool = True, max_height: int = 6000) -> 
 DOCS = ROOT / "docs" / "screenshots"
 
 
-def docs_shot(page, name: str, *, scroll_to: str | None = None, width: int = 1200, height: int = 760) -> Path | None:
-    """With PGS_DOCS_SCREENSHOTS=1: the README's screenshot `docs/screenshots/<name>.png`, one modest viewport,
-    quantised to a 256-colour palette (small, committed). Otherwise nothing."""
+def set_sidebar(page, visible: bool) -> None:
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    shown = sidebar.count() > 0 and sidebar.first.get_attribute("aria-expanded") != "false" and \
+        sidebar.first.bounding_box() is not None and sidebar.first.bounding_box()["width"] > 50
+    if shown and not visible:
+        sidebar.first.hover()
+        page.locator('[data-testid="stSidebarCollapseButton"] button').first.click()
+    elif visible and not shown:
+        page.locator('[data-testid="stExpandSidebarButton"]').first.click()
+    page.wait_for_timeout(600)
+
+
+def docs_shot(page, name: str, *, scroll_to: str | None = None, width: int = 1100, height: int = 720,
+              sidebar: bool = False) -> Path | None:
+    """With PGS_DOCS_SCREENSHOTS=1: the README's screenshot `docs/screenshots/<name>.png`, one modest viewport
+    (sidebar folded away), quantised to a 256-colour palette (small, committed). Otherwise nothing."""
     if os.environ.get("PGS_DOCS_SCREENSHOTS", "") in ("", "0"):
         return None
     size = page.viewport_size
     page.set_viewport_size({"width": width, "height": height})
     try:
         wait_idle(page)
+        if not sidebar:
+            set_sidebar(page, False)
         if scroll_to:
             page.locator(scroll_to).first.evaluate("e => e.scrollIntoView({block: 'start'})")
             page.wait_for_timeout(500)
@@ -253,6 +273,8 @@ def docs_shot(page, name: str, *, scroll_to: str | None = None, width: int = 120
         path = DOCS / f"{name}.png"
         page.screenshot(path=str(path))
     finally:
+        if not sidebar:
+            set_sidebar(page, True)
         if size:
             page.set_viewport_size(size)
             wait_idle(page)

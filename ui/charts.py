@@ -71,7 +71,7 @@ def history_figure(s: Session) -> go.Figure:
                            "<br>fixed %{customdata[2]}, broke %{customdata[3]} · %{customdata[4]}<extra>"
                            + outcome + "</extra>")))
     fig.update_layout(xaxis_title="step", yaxis_title="validation accuracy", yaxis_tickformat=".0%",
-                      yaxis_range=[0, 1.02], height=380, margin=dict(l=10, r=10, t=30, b=10),
+                      yaxis_range=[0, 1.06], height=380, margin=dict(l=10, r=10, t=30, b=10),
                       legend=dict(orientation="h", y=1.12),
                       xaxis=dict(dtick=1, range=[-0.3, max([st.index for st in s.steps] + [1]) + 0.3]))
     return fig
@@ -121,6 +121,9 @@ def correctness_grid(s: Session) -> pd.DataFrame:
     df = pd.DataFrame(cols)
     df.index.name = "question id"
     return df
+
+
+GRID_STYLE_CELLS = 1500  # pandas' Styler costs ~50 µs a cell on every rerun: colour small grids only
 
 
 def grid_style(df: pd.DataFrame):
@@ -213,5 +216,5 @@ def eval_figure(rows: list[dict]) -> go.Figure:
                                         arrayminus=[r["accuracy"] - r["ci_low"] for r in rows]),
                            hovertemplate="%{x}: %{y:.1%}<extra></extra>"))
     fig.update_layout(yaxis_title="test accuracy", yaxis_tickformat=".0%", yaxis_range=[0, 1.02], height=360,
-                      margin=dict(l=10, r=10, t=10, b=10))
+                      margin=dict(l=10, r=10, t=10, b=10), bargap=0.6 if len(rows) < 3 else 0.25)
     return fig

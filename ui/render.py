@@ -46,7 +46,12 @@ def diff(old: str, new: str) -> None:
     """Word-level diff (deleted red, inserted green). word_diff_html escapes both texts itself:
     this is the only place the app renders HTML. st.html, not st.markdown: a blank line in a prompt
     would end Markdown's HTML block and the rest of the prompt would be rendered as Markdown."""
-    st.html(word_diff_html(old, new))
+    body = word_diff_html(old, new)
+    if len(old) + len(new) > 2400:  # long prompts: a scrolling box, so candidates side by side stay comparable
+        with st.container(height=360):
+            st.html(body)
+    else:
+        st.html(body)
 
 
 def call_record(rec: CallRecord | None, *, title: str = "Exact call: messages sent and raw reply") -> None:

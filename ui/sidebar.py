@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import re
+
 import streamlit as st
 
 from core.session import list_sessions
 
 from . import state
-from .render import md_escape, money
+from .render import md_code, md_escape, money
+
+
+def _how(text: str) -> str:
+    """Provider detail for Markdown: URLs as code (not links), the rest escaped."""
+    parts = re.split(r"(https?://\S+)", text)
+    return " ".join(md_code(p) if p.startswith(("http://", "https://")) else md_escape(p) for p in parts if p.strip())
 
 
 def _session_label(row: dict) -> str:
@@ -24,7 +32,7 @@ def render() -> None:
         st.markdown("#### Providers")
         lines = []
         for name, ok, how in state.provider_status():
-            lines.append(f"{':green[:material/check_circle:]' if ok else ':gray[:material/radio_button_unchecked:]'} **{md_escape(name)}** — {md_escape(how)}")
+            lines.append(f"{':green[:material/check_circle:]' if ok else ':gray[:material/radio_button_unchecked:]'} **{md_escape(name)}** — {_how(how)}")
         st.markdown("  \n".join(lines))
         if not state.any_provider():
             st.caption("No model provider yet: add a key or probe a local server in Settings.")
