@@ -31,7 +31,8 @@ def word_diff_html(old: str, new: str) -> str:
     for op, text in word_diff(old, new):
         t = html.escape(text)
         if op == "delete":
-            parts.append(f'<del style="background:#fdd;color:#900">{t}</del>')
+            gap = "" if text[-1:].isspace() else " "  # keep "old" and "new" words apart
+            parts.append(f'<del style="background:#fdd;color:#900">{t}</del>{gap}')
         elif op == "insert":
             parts.append(f'<ins style="background:#dfd;color:#060;text-decoration:none">{t}</ins>')
         else:
