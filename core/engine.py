@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -80,6 +81,9 @@ class StepContext:
     spend: Spend = field(default_factory=Spend)
     keys: list[str] = field(default_factory=list)
     forward_max_tokens: int = 512
+    flush: Callable[["Spend", list[str]], None] | None = None
+    flush_every_s: float = 1.0
+    _last_flush: float = field(default_factory=time.monotonic)
     _examples: dict[str, Example] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -100,18 +104,26 @@ class StepContext:
     async def _run(self, model: ChatModel, reqs: Sequence[Request], phase: str) -> list[Completion]:
         if self.cancelled:
             raise Cancelled()
-        res = await self.runner.arun(model, reqs, cancel=self.cancel,
+        res = await self.runner.arun(model, reqs, cancel=self.cancel, on_result=self._account,
                                      progress=(lambda p: self.on_progress(phase, p)) if self.on_progress else None)
-        for c in res.completions:
-            if c.error != "cancelled before it started":
-                self.spend.add(c)
-            if c.key:
-                self.keys.append(c.key)
         if res.fatal:
             raise LLMError(res.fatal)
         if res.cancelled:
             raise Cancelled()
         return res.completions
+
+    def _account(self, c: Completion) -> None:
+        """Count each call as it lands; every `flush_every_s` hand the pending spend to `flush` (the session
+        logs it), so a kill -9 loses at most the last few seconds of accounting."""
+        self.spend.add(c)
+        if c.key:
+            self.keys.append(c.key)
+        if self.flush is not None and time.monotonic() - self._last_flush >= self.flush_every_s and (
+                self.spend.calls or self.spend.cached):
+            self._last_flush = time.monotonic()
+            pending, keys = self.spend, self.keys
+            self.spend, self.keys = Spend(), []
+            self.flush(pending, keys)
 
     async def backward(self, reqs: Sequence[Request], phase: str = "backward") -> list[Completion]:
         return await self._run(self.backward_model, reqs, phase)

@@ -92,7 +92,9 @@ class Runner:
         return self.cache.get(cache_key(model.spec, req))
 
     async def arun(self, model: ChatModel, requests: Sequence[Request], *,
-                   progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> BatchResult:
+                   progress: ProgressFn | None = None, cancel: CancelToken | None = None,
+                   on_result: Callable[[Completion], None] | None = None) -> BatchResult:
+        """Answer every request (cache first); `on_result` sees each completion the moment it lands."""
         prog = Progress(total=len(requests))
         results: list[Completion | None] = [None] * len(requests)
         state = {"fatal": None}
@@ -102,6 +104,8 @@ class Runner:
             c.key = keys[i]
             results[i] = c
             prog.add(c)
+            if on_result:
+                on_result(c)
             if progress:
                 progress(prog)
 

@@ -556,7 +556,9 @@ class Session:
                            templates=Templates(self.config.templates), train=self.task.split("train"),
                            seed=hash_seed(self.config.seed, step, attempt), attempt=attempt,
                            prefix=f"s{step}.", cancel=cancel, on_progress=progress,
-                           forward_max_tokens=self.config.forward_max_tokens)
+                           forward_max_tokens=self.config.forward_max_tokens,
+                           flush=lambda sp, keys: self._emit({"type": "spend", "step": step, "phase": "interim",
+                                                              "spend": sp.to_json(), "keys": keys}))
 
     def _run(self, coro_fn: Callable[[], Any], ctx: StepContext | None = None, phase: str = "",
              check: Callable[[Any], None] | None = None) -> Any:
