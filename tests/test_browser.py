@@ -356,7 +356,8 @@ def test_sigkill_during_validation_then_resume(browser, stub, tmp_path):
         server.kill9()
         finished = len(cache) - n_cached
         assert 8 <= finished < val, finished
-        assert [e["type"] for e in events(root, sid)][-1] == "decision"  # the choice survived the crash
+        kinds = [e["type"] for e in events(root, sid) if e["type"] != "spend"]  # spend is logged as calls land
+        assert kinds[-1] == "decision"  # the choice survived the crash
     finally:
         stub.delay_s = 0.0
         server.stop()
@@ -381,9 +382,9 @@ def test_sigkill_during_validation_then_resume(browser, stub, tmp_path):
         server.stop()
     s = Session.open(sid, root=root, readonly=True)
     made = stub.completion_count - made_before
-    # never counted twice; the calls of the phase the kill interrupted are in the cache but not in the spend
-    # (a phase logs its spend when it ends), so the shown spend may trail by at most that phase
-    assert made - val <= s.spend.calls <= made, (made, s.spend.calls)
+    # never counted twice; spend is logged as calls land (at most every second), so the kill loses at most
+    # the last second's answers and the calls in flight: 8 at a time here, so at most 16
+    assert made - 16 <= s.spend.calls <= made, (made, s.spend.calls)
     assert [x.outcome for x in s.steps] == ["accepted", "accepted"]
     assert s.versions[1].prompt == accepted_prompt and len(s.versions) == 3
     assert sum(1 for e in s.events if e["type"] == "validation") == 2  # no validation recorded twice
