@@ -365,7 +365,7 @@ def test_sigkill_during_validation_then_resume(browser, stub, tmp_path):
     server = StreamlitServer(env, log=tmp_path / "streamlit-2.log").start()
     try:
         open_page(page, f"{server.url}/optimize?session={sid}")
-        wait_for(page, ".st-key-validate button", 30)  # decided, not validated: validate again
+        wait_for(page, ".st-key-validate button", 120)  # decided, not validated: validate again
         sent = stub.completion_count
         click_key(page, "validate")
         wait_for(page, ".st-key-confirm button", 90)
@@ -375,7 +375,7 @@ def test_sigkill_during_validation_then_resume(browser, stub, tmp_path):
             click_key(page, "confirm")
         else:
             click_key(page, "override")
-        wait_for(page, ".st-key-run_step button", 30)
+        wait_for(page, ".st-key-run_step button", 120)  # generous: CI machines are shared and noisy
         shot(page, "12_after_kill_resume")
     finally:
         ctx.close()
