@@ -7,20 +7,21 @@ import re
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .bundle_integrity import content_hashes, first_difference, first_modification
+from .bundle_schema import EVENTS, RESPONSE, SchemaError, check_config, check_event, parse_json
 from .cache import ResponseCache
-from .diffs import unified
 from .llm import Completion, ModelSpec, Request
+from .report import markdown_report  # noqa: F401 - the report lives beside the bundle for callers
 from .runner import Runner
-from .session import DEFAULT_ROOT, Models, Session, SessionConfig, SessionError, new_session_id
+from .session import DEFAULT_ROOT, PRESETS, Models, Session, SessionConfig, SessionError, new_session_id
 
 FORMAT = "prompt-gradient-studio/bundle"
 VERSION = 1
 MAX_BUNDLE_BYTES = 200 * 1024 * 1024
-EVENT_TYPES = {"created", "baseline", "step_started", "forward", "proposal", "decision", "validation", "gate",
-               "auto", "stopped", "spend"}
+EVENT_TYPES = set(EVENTS)
 _KEY = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -48,44 +49,61 @@ def export_bundle(session: Session, cache: ResponseCache | None) -> dict:
         data = {"filename": spec["file"], "content": (session.dir / spec["file"]).read_text("utf-8", errors="replace")}
     return {"format": FORMAT, "version": VERSION, "session": session.id, "exported_at": time.time(),
             "events": session.events, "responses": responses, "data": data,
-            "missing_responses": len(keys) - len(responses)}
+            "missing_responses": len(keys) - len(responses),
+            "hashes": content_hashes(session.events, responses, data)}
 
 
 def bundle_bytes(session: Session, cache: ResponseCache | None) -> bytes:
     return json.dumps(export_bundle(session, cache), ensure_ascii=False).encode("utf-8")
 
 
-def load_bundle(data: bytes) -> dict:
-    """Parse and validate a bundle; BundleError with a clear message on anything off."""
+def _checked(data: bytes) -> dict:
+    """Parse and validate a bundle's structure and every field's type; BundleError with one clear line."""
     if len(data) > MAX_BUNDLE_BYTES:
         raise BundleError(f"The bundle is {len(data) / 2**20:.0f} MB; the limit is {MAX_BUNDLE_BYTES / 2**20:.0f} MB.")
     try:
-        b = json.loads(data.decode("utf-8"))
+        b = parse_json(data.decode("utf-8"))
+    except SchemaError as exc:
+        raise BundleError(f"This bundle cannot be read: {exc}.") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise BundleError(f"This file is not a JSON bundle ({type(exc).__name__}).") from None
     if not isinstance(b, dict) or b.get("format") != FORMAT:
         raise BundleError("This JSON file is not a Prompt Gradient Studio bundle (no 'format' marker).")
     if b.get("version") != VERSION:
-        raise BundleError(f"Bundle version {b.get('version')!r} is not supported (this app reads version {VERSION}).")
+        raise BundleError(f"Bundle version {b.get('version')!r:.40} is not supported (this app reads version {VERSION}).")
     events = b.get("events")
     if not isinstance(events, list) or not events:
         raise BundleError("The bundle has no events.")
     for i, ev in enumerate(events):
-        if not isinstance(ev, dict) or ev.get("type") not in EVENT_TYPES:
+        if not isinstance(ev, dict) or not isinstance(ev.get("type"), str) or ev["type"] not in EVENT_TYPES:
             raise BundleError(f"Event {i + 1} of the bundle is not a known event.")
+        try:
+            check_event(ev, "")
+        except SchemaError as exc:
+            raise BundleError(f"Event {i + 1} ('{ev['type']}') of the bundle is malformed: {exc}.") from None
     if events[0]["type"] != "created" or not isinstance(events[0].get("config"), dict):
         raise BundleError("The bundle's first event is not a session creation.")
+    if any(ev["type"] == "created" for ev in events[1:]):
+        raise BundleError("The bundle holds more than one session creation.")
+    raw_cfg = events[0]["config"]
     try:
-        cfg = SessionConfig(**events[0]["config"])
+        preset = PRESETS.get(raw_cfg.get("method"), {}).get(raw_cfg.get("preset")) if isinstance(
+            raw_cfg.get("method"), str) and isinstance(raw_cfg.get("preset"), str) else None
+        check_config(raw_cfg, asdict(preset) if preset is not None else None)
+        cfg = SessionConfig(**raw_cfg)
         cfg.validate(check_models=False)  # replay needs no provider; import checks again when a model is used
-    except (TypeError, SessionError) as exc:
+    except (TypeError, SessionError, SchemaError) as exc:
         raise BundleError(f"The bundle's session settings are invalid: {exc}") from None
     responses = b.get("responses", {})
     if not isinstance(responses, dict):
         raise BundleError("The bundle's responses are not a mapping.")
     for k, v in responses.items():
-        if not (isinstance(k, str) and _KEY.match(k) and isinstance(v, dict) and isinstance(v.get("text"), str)):
-            raise BundleError("The bundle holds a malformed response entry.")
+        try:
+            if not (isinstance(k, str) and _KEY.match(k)):
+                raise SchemaError("its key is not a cache key")
+            RESPONSE.check(v, "")
+        except SchemaError as exc:
+            raise BundleError(f"The bundle holds a malformed response entry ({exc}).") from None
     data_ = b.get("data")
     if data_ is not None:
         if not (isinstance(data_, dict) and isinstance(data_.get("content"), str) and isinstance(data_.get("filename"), str)):
@@ -97,15 +115,51 @@ def load_bundle(data: bytes) -> dict:
     return b
 
 
+def _refuse_if_modified(b: dict) -> None:
+    why = first_modification(b)
+    if why:
+        raise BundleError(f"The bundle was modified after export: {why}. Nothing was imported.")
+
+
+def load_bundle(data: bytes) -> dict:
+    """Parse and validate a bundle, and check it against the content hashes written at export (if any)."""
+    b = _checked(data)
+    _refuse_if_modified(b)
+    return b
+
+
+def _check_loaded(s: Session) -> None:
+    """What the events must add up to: every accepted step carries its validation."""
+    for st in s.steps:
+        if st.outcome == "accepted" and (st.gate is None or st.candidate_report is None):
+            raise BundleError(f"The bundle's events do not load: step {st.index} is accepted without a validation.")
+        if st.decision and st.decision.get("action") in ("accept", "edit") and st.proposal is None:
+            raise BundleError(f"The bundle's events do not load: step {st.index} is decided without a proposal.")
+
+
 def import_bundle(data: bytes, *, root: Path | str = DEFAULT_ROOT, cache: ResponseCache | None = None) -> str:
-    """Write the bundle as a new session under root (atomically) and its responses into the cache."""
-    b = load_bundle(data)
+    """Write the bundle as a new session under root (atomically) and its responses into the cache.
+    A bundle that fails any check writes nothing: no session folder, no cache entry."""
+    b = _checked(data)
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    made_root = not root.exists()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".import-", dir=root))
+    except OSError as exc:
+        raise BundleError(f"Cannot write the sessions folder {root} ({exc.strerror or exc}).") from None
     sid = b.get("session") if isinstance(b.get("session"), str) else None
     if not sid or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,50}$", sid) or (root / sid).exists():
         sid = new_session_id()
-    tmp = Path(tempfile.mkdtemp(prefix=".import-", dir=root))
+
+    def discard() -> None:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if made_root:
+            try:
+                root.rmdir()
+            except OSError:
+                pass
+
     try:
         events = b["events"]
         if b.get("data"):
@@ -113,7 +167,9 @@ def import_bundle(data: bytes, *, root: Path | str = DEFAULT_ROOT, cache: Respon
             if safe != events[0]["config"]["task"]["file"]:
                 raise BundleError("The bundle's data file name does not match its task.")
             (tmp / safe).write_text(b["data"]["content"], encoding="utf-8")
-        events = [{**events[0], "imported": {"from_session": b.get("session"), "at": round(time.time(), 3)}}] + events[1:]
+        checked = "checked" if b.get("hashes") is not None else "none (exported before content hashes)"
+        events = [{**events[0], "imported": {"from_session": b.get("session"), "at": round(time.time(), 3),
+                                             "hashes": checked}}] + events[1:]
         with open(tmp / "events.jsonl", "w", encoding="utf-8") as f:
             for ev in events:
                 f.write(json.dumps(ev, ensure_ascii=False) + "\n")
@@ -121,18 +177,26 @@ def import_bundle(data: bytes, *, root: Path | str = DEFAULT_ROOT, cache: Respon
         probe.dir = tmp
         for ev in probe._read_events():
             probe._apply(ev)
+        _check_loaded(probe)
+        _refuse_if_modified(b)
+        if cache is not None:
+            for k, v in b.get("responses", {}).items():
+                cache.put_raw(k, {"text": v["text"], "input_tokens": int(v.get("input_tokens", 0)),
+                                  "output_tokens": int(v.get("output_tokens", 0)),
+                                  "cost_usd": float(v.get("cost_usd", 0.0)), "model": str(v.get("model", ""))})
         tmp.rename(root / sid)
     except BundleError:
-        shutil.rmtree(tmp, ignore_errors=True)
+        discard()
         raise
+    except OSError as exc:
+        discard()
+        raise BundleError(f"Cannot write the imported session under {root} ({exc.strerror or exc}); "
+                          f"nothing was imported.") from None
     except Exception as exc:  # noqa: BLE001 - a bundle that does not load is refused whole
-        shutil.rmtree(tmp, ignore_errors=True)
+        discard()
+        if type(exc).__name__ == "CacheError":
+            raise BundleError(f"Cannot write the response cache ({exc}); nothing was imported.") from None
         raise BundleError(f"The bundle's events do not load: {exc}") from None
-    if cache is not None:
-        for k, v in b.get("responses", {}).items():
-            cache.put_raw(k, {"text": v["text"], "input_tokens": int(v.get("input_tokens", 0)),
-                              "output_tokens": int(v.get("output_tokens", 0)),
-                              "cost_usd": float(v.get("cost_usd", 0.0)), "model": str(v.get("model", ""))})
     return sid
 
 
@@ -158,6 +222,16 @@ class ReplayResult:
     baseline: tuple[float, float] = (0.0, 0.0)  # recorded, replayed
     misses: int = 0
     matches: bool = True
+    first_difference: str | None = None  # the first recorded event the replay does not reproduce, in one line
+
+
+def _reproducible(recorded: Session) -> list[dict]:
+    """The recorded events a replay can reproduce: all but a last step cut off before its proposal."""
+    last = recorded.steps[-1] if recorded.steps else None
+    if last is None or last.outcome is not None or last.proposal is not None:
+        return recorded.events
+    cut = max(i for i, e in enumerate(recorded.events) if e["type"] == "step_started")
+    return recorded.events[:cut]
 
 
 def _offline_spec(spec: str, base_url: str | None) -> ModelSpec:
@@ -195,19 +269,22 @@ def replay_bundle(data: bytes, *, root: Path | str | None = None) -> ReplayResul
                 replay.run_baseline()
                 out.baseline = (recorded.versions[0].accuracy, replay.versions[0].accuracy)
             for st in recorded.steps:
-                if st.decision is None and st.outcome is None:
-                    break
+                if st.decision is None and st.outcome is None and st.proposal is None:
+                    break  # a step cut off before its proposal: nothing of it to reproduce
                 rs = replay.start_step()
                 while rs.attempt < st.attempt:
                     rs = replay.start_step(regenerate=True)
+                if st.decision is None and st.outcome is None:
+                    break  # proposed, not yet decided: the proposal is compared below
                 d = st.decision or {}
                 replay.decide(d["action"], candidate=d.get("candidate"),
                               prompt=d.get("prompt") if d["action"] == "edit" else None)
                 row = {"step": st.index, "action": d["action"], "recorded_outcome": st.outcome}
                 if d["action"] in ("accept", "edit") and st.gate is not None:
                     g = replay.validate()
-                    override = next((e for e in recorded.events if e["type"] == "gate" and e["step"] == st.index), None)
-                    replay.confirm(None if override is None or not override.get("override") else override["accepted"])
+                    gate_ev = next((e for e in recorded.events if e["type"] == "gate" and e["step"] == st.index), None)
+                    if gate_ev is not None:
+                        replay.confirm(gate_ev["accepted"] if gate_ev.get("override") else None)
                     row.update(recorded_val=st.gate.new_accuracy, replayed_val=g.new_accuracy)
                 row["replayed_outcome"] = replay.steps[-1].outcome
                 out.steps.append(row)
@@ -217,48 +294,11 @@ def replay_bundle(data: bytes, *, root: Path | str | None = None) -> ReplayResul
         finally:
             replay.close()
         out.misses = fwd.misses + bwd.misses
-        out.matches = out.matches and out.misses == 0 and out.baseline[0] == out.baseline[1] and all(
+        out.first_difference = first_difference(_reproducible(recorded), replay.events)
+        out.matches = out.matches and out.first_difference is None and out.misses == 0 and \
+            out.baseline[0] == out.baseline[1] and all(
             s.get("recorded_val") == s.get("replayed_val") and s.get("recorded_outcome") == s.get("replayed_outcome")
             for s in out.steps)
         return out
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def markdown_report(session: Session) -> str:
-    """Prompt versions, scores with intervals, diffs, decisions and cost, as Markdown."""
-    cfg, sp = session.config, session.spend
-    task = cfg.task.get("name") or cfg.task.get("file")
-    lines = [f"# Prompt Gradient Studio — session {session.id}", "",
-             f"- Task: **{task}**  ·  method: **{cfg.method}** ({cfg.preset})  ·  gate: {cfg.policy}",
-             f"- Forward model: `{cfg.forward}`  ·  backward model: `{cfg.backward}`",
-             f"- Spend: {sp.calls} calls, {sp.input_tokens} input + {sp.output_tokens} output tokens, "
-             f"${sp.cost_usd:.4f} (cache saved ${sp.saved_usd:.4f} over {sp.cached} calls)", "",
-             "## Validation per step", "", "| step | decision | validation accuracy | 95% CI | vs current | p | outcome |",
-             "|---|---|---|---|---|---|---|"]
-    if session.versions:
-        v0 = session.versions[0].report
-        lo, hi = v0.interval
-        lines.append(f"| 0 | seed | {v0.accuracy:.3f} | {lo:.3f}–{hi:.3f} | | | baseline |")
-    for st in session.steps:
-        d = (st.decision or {}).get("action", "—")
-        if st.gate:
-            g = st.gate
-            lines.append(f"| {st.index} | {d} | {g.new_accuracy:.3f} | {g.new_ci[0]:.3f}–{g.new_ci[1]:.3f} | "
-                         f"{g.new_accuracy - g.old_accuracy:+.3f} | {g.p_value:.3g} | {st.outcome or 'open'} |")
-        else:
-            lines.append(f"| {st.index} | {d} | | | | | {st.outcome or 'open'} |")
-    lines += ["", "## Prompt versions", ""]
-    prev = None
-    for v in session.versions:
-        lo, hi = v.report.interval
-        lines += [f"### Version {v.number} (step {v.step}, {v.origin}) — {v.accuracy:.3f} [{lo:.3f}–{hi:.3f}]", "",
-                  "```text", v.prompt.replace("```", "ˋˋˋ"), "```", ""]
-        if prev is not None:
-            lines += ["Diff from the previous version:", "", "```diff",
-                      unified(prev.prompt, v.prompt, f"v{prev.number}", f"v{v.number}").replace("```", "ˋˋˋ").rstrip(),
-                      "```", ""]
-        prev = v
-    if session.stopped:
-        lines += [f"Stopped: {session.stopped}", ""]
-    return "\n".join(lines)

@@ -242,9 +242,12 @@ def cmd_replay(a) -> int:
         val = (f" val recorded {st['recorded_val']:.3f} replayed {st['replayed_val']:.3f}"
                if "recorded_val" in st else "")
         print(f"  step {st['step']}: {st['action']} -> {st['replayed_outcome']} (recorded {st['recorded_outcome']}){val}")
+    if r.first_difference:
+        print(f"  first difference: {r.first_difference}")
     print(f"{'identical' if r.matches else 'DIFFERENT'}; responses missing from the bundle: {r.misses}")
     if a.json:
-        print(json.dumps({"session": r.session, "matches": r.matches, "misses": r.misses, "steps": r.steps}))
+        print(json.dumps({"session": r.session, "matches": r.matches, "misses": r.misses, "steps": r.steps,
+                          "first_difference": r.first_difference}))
     return 0 if r.matches else 1
 
 

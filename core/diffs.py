@@ -41,7 +41,9 @@ def word_diff_html(old: str, new: str) -> str:
 
 
 def unified(old: str, new: str, a: str = "before", b: str = "after") -> str:
-    return "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), a, b)) or "(no change)\n"
+    """A unified line diff, one output line per changed line (also for texts without a final newline)."""
+    lines = list(difflib.unified_diff(old.splitlines(), new.splitlines(), a, b, lineterm=""))
+    return "\n".join(lines) + "\n" if lines else "(no change)\n"
 
 
 def change_ratio(old: str, new: str) -> float:
