@@ -350,5 +350,7 @@ with tab_import:
                         f"Replay of session {md_escape(res.session)}: {'matches the recording' if res.matches else 'differs'} · "
                         f"baseline {res.baseline[0]:.1%} recorded, {res.baseline[1]:.1%} replayed · "
                         f"{res.misses} response(s) missing from the bundle.")
+                    if res.first_difference:
+                        st.warning(f"First difference: {md_escape(res.first_difference)}")
                     if res.steps:
                         st.dataframe(pd.DataFrame(res.steps), hide_index=True)
