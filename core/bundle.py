@@ -32,8 +32,9 @@ class BundleError(ValueError):
 def used_keys(session: Session) -> list[str]:
     seen, out = set(), []
     for ev in session.events:
-        for k in ev.get("keys", []) or []:
-            if k not in seen:
+        keys = ev.get("keys")
+        for k in keys if isinstance(keys, list) else []:
+            if isinstance(k, str) and k not in seen:
                 seen.add(k)
                 out.append(k)
     return out

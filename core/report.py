@@ -27,9 +27,22 @@ def fenced(text: str, info: str = "text") -> list[str]:
 
 
 def _num(x: object, fmt: str) -> str:
+    """A number as `fmt`; anything else (an odd value on disk) as escaped text, never an exception."""
     if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x):
-        return format(x, fmt)
+        try:
+            return format(x, fmt)
+        except ValueError:  # e.g. a float where a count belongs
+            return format(x, "g")
     return md_text(x)
+
+
+def _scores(rep) -> tuple[object, object, object]:
+    """Accuracy and 95% interval of a report, or blanks when its rows hold odd values."""
+    try:
+        lo, hi = rep.interval
+        return rep.accuracy, lo, hi
+    except (TypeError, ValueError, ZeroDivisionError, AttributeError):
+        return "?", "?", "?"
 
 
 def markdown_report(session: Session) -> str:
@@ -47,9 +60,8 @@ def markdown_report(session: Session) -> str:
              "## Validation per step", "", "| step | decision | validation accuracy | 95% CI | vs current | p | outcome |",
              "|---|---|---|---|---|---|---|"]
     if session.versions and session.versions[0].report is not None:
-        v0 = session.versions[0].report
-        lo, hi = v0.interval
-        lines.append(f"| 0 | seed | {_num(v0.accuracy, '.3f')} | {_num(lo, '.3f')}–{_num(hi, '.3f')} | | | baseline |")
+        acc, lo, hi = _scores(session.versions[0].report)
+        lines.append(f"| 0 | seed | {_num(acc, '.3f')} | {_num(lo, '.3f')}–{_num(hi, '.3f')} | | | baseline |")
     for st in session.steps:
         d = md_text((st.decision or {}).get("action") or "—")
         outcome = md_text(st.outcome or "open")
@@ -57,8 +69,9 @@ def markdown_report(session: Session) -> str:
             g = st.gate
             delta = (_num(g.new_accuracy - g.old_accuracy, "+.3f")
                      if all(isinstance(x, (int, float)) for x in (g.new_accuracy, g.old_accuracy)) else "")
+            ci = list(g.new_ci) if isinstance(g.new_ci, (list, tuple)) and len(g.new_ci) == 2 else ["?", "?"]
             lines.append(f"| {_num(st.index, 'd')} | {d} | {_num(g.new_accuracy, '.3f')} | "
-                         f"{_num(g.new_ci[0], '.3f')}–{_num(g.new_ci[1], '.3f')} | {delta} | "
+                         f"{_num(ci[0], '.3f')}–{_num(ci[1], '.3f')} | {delta} | "
                          f"{_num(g.p_value, '.3g')} | {outcome} |")
         else:
             lines.append(f"| {_num(st.index, 'd')} | {d} | | | | | {outcome} |")
@@ -68,11 +81,11 @@ def markdown_report(session: Session) -> str:
     for v in session.versions:
         head = f"### Version {v.number} (step {_num(v.step, 'd')}, {md_text(v.origin)})"
         if v.report is not None:
-            lo, hi = v.report.interval
-            head += f" — {_num(v.accuracy, '.3f')} [{_num(lo, '.3f')}–{_num(hi, '.3f')}]"
+            acc, lo, hi = _scores(v.report)
+            head += f" — {_num(acc, '.3f')} [{_num(lo, '.3f')}–{_num(hi, '.3f')}]"
         lines += [head, "", *fenced(str(v.prompt)), ""]
         st = by_step.get(v.step) if v.number else None
-        grads = [g.text for g in (st.proposal.gradients if st and st.proposal else []) if g.text]
+        grads = [str(g.text) for g in (st.proposal.gradients if st and st.proposal else []) if g.text]
         if grads:
             lines += ["Feedback (textual gradient) it came from:", "", *fenced("\n\n".join(grads)), ""]
         if prev is not None:

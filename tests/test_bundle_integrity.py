@@ -292,8 +292,10 @@ def test_export_of_an_imported_session_with_odd_field_types_does_not_crash(pgs_e
     for e in events:
         if e["type"] == "validation":
             e["gate"].update(new_accuracy="high", p_value=None, new_ci=["a", "b"])
-        if e["type"] == "spend":
+        if e["type"] == "baseline":
             e["spend"]["input_tokens"] = 1.5
+            e["keys"] = 7
+            e["report"]["rows"][0]["correct"] = "yes"
     path.write_text("".join(json.dumps(e) + "\n" for e in events))
     md = pgs("export", sid, "--format", "markdown")
     assert md.returncode == 0 and "Traceback" not in md.stderr, md.stderr
@@ -302,7 +304,8 @@ def test_export_of_an_imported_session_with_odd_field_types_does_not_crash(pgs_e
     assert out.returncode == 0, out.stderr
     # and the odd bundle it makes is refused on import with one line, not imported
     err = one_line_error(pgs("import", str(pgs_env / "again.json"), "--sessions-dir", str(pgs_env / "other")))
-    assert "new_accuracy must be a number between 0 and 1" in err and tree(pgs_env / "other") == []
+    assert "('baseline') of the bundle is malformed: report.rows[0].correct must be true or false" in err
+    assert tree(pgs_env / "other") == []
 
 
 # ---------------------------------------------------------------- the Markdown report
