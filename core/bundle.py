@@ -119,7 +119,7 @@ def _checked(data: bytes) -> dict:
 def _refuse_if_modified(b: dict) -> None:
     why = first_modification(b)
     if why:
-        raise BundleError(f"The bundle was modified after export: {why}. Nothing was imported.")
+        raise BundleError(f"The bundle was modified after export: {why}; nothing was imported or run.")
 
 
 def load_bundle(data: bytes) -> dict:

@@ -20,7 +20,7 @@ def _what(v: Any) -> str:
     if isinstance(v, bool):
         return f"a boolean ({str(v).lower()})"
     if isinstance(v, (int, float)):
-        return f"a number ({v!r:.40})"
+        return f"{v!r:.40}"
     if isinstance(v, str):
         return f"text ({json.dumps(v[:30])}{'...' if len(v) > 30 else ''})"
     return "a list" if isinstance(v, list) else "an object" if isinstance(v, dict) else type(v).__name__
