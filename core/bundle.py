@@ -20,7 +20,7 @@ FORMAT = "prompt-gradient-studio/bundle"
 VERSION = 1
 MAX_BUNDLE_BYTES = 200 * 1024 * 1024
 EVENT_TYPES = {"created", "baseline", "step_started", "forward", "proposal", "decision", "validation", "gate",
-               "auto", "stopped", "spend"}
+               "auto", "stopped", "spend", "test_revealed", "confirmation_scored"}
 _KEY = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -227,13 +227,16 @@ def replay_bundle(data: bytes, *, root: Path | str | None = None) -> ReplayResul
 
 def markdown_report(session: Session) -> str:
     """Prompt versions, scores with intervals, diffs, decisions and cost, as Markdown."""
+    from .testlock import reveal_summary
+
     cfg, sp = session.config, session.spend
     task = cfg.task.get("name") or cfg.task.get("file")
     lines = [f"# Prompt Gradient Studio — session {session.id}", "",
              f"- Task: **{task}**  ·  method: **{cfg.method}** ({cfg.preset})  ·  gate: {cfg.policy}",
              f"- Forward model: `{cfg.forward}`  ·  backward model: `{cfg.backward}`",
              f"- Spend: {sp.calls} calls, {sp.input_tokens} input + {sp.output_tokens} output tokens, "
-             f"${sp.cost_usd:.4f} (cache saved ${sp.saved_usd:.4f} over {sp.cached} calls)", "",
+             f"${sp.cost_usd:.4f} (cache saved ${sp.saved_usd:.4f} over {sp.cached} calls)",
+             f"- {reveal_summary(session)}", "",
              "## Validation per step", "", "| step | decision | validation accuracy | 95% CI | vs current | p | outcome |",
              "|---|---|---|---|---|---|---|"]
     if session.versions:
