@@ -11,6 +11,7 @@ from core.session import Session
 from core.testlock import AFTER_TEST, Entry, confirmation_rows, reveals, steps_after_reveal
 
 from . import actions, state
+from .jobs import job_panel
 from .render import md_escape, pct
 
 _PENDING = "reveal_pending"  # st.session_state: the session id whose reveal awaits confirmation
@@ -85,6 +86,9 @@ def confirmation_panel(s: Session, readonly: str | None) -> None:
     st.caption(f"The confirmation slice: {n} questions carved like validation but never used by any gate. "
                "A gap between the two that widens over versions means the gate is being fitted, not the task.")
     job = state.active_job(s)
+    last = state.reg().latest(state.owner(s), ("confirmation",))
+    if last is not None and (last.running or not last.seen):
+        job_panel(last, key="confirmation")
     stale = [r.version for r in rows if r.confirmation_accuracy is None]
     st.button(f"Score {len(rows)} version(s) on the confirmation slice", key="score_confirmation",
               disabled=bool(readonly) or job is not None or bool(state.missing_for(s.config)),
