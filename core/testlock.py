@@ -114,6 +114,8 @@ def score_split(session: Session, entries: list[Entry], split: str, *, limit: in
                            "open it for writing first.")
     if not entries:
         raise SessionError("Choose at least one prompt to score.")
+    if limit is not None and (not isinstance(limit, int) or limit < 0):
+        raise SessionError(f"The question limit must be a whole number >= 0 (0 = all), got {limit!r}.")
     if split not in session.task.splits:
         raise SessionError(f"This task has no {split} split"
                            + (" (built-in tasks carve one from split version 2; custom files have none)."
