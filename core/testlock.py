@@ -203,7 +203,8 @@ def confirmation_rows(session: Session) -> list[ConfirmationRow]:
     for ev in session.events:
         if ev.get("type") == CONFIRMATION_SCORED:
             for sc in ev.get("scores", []):
-                if isinstance(sc, dict) and isinstance(sc.get("version"), int):
+                if (isinstance(sc, dict) and isinstance(sc.get("version"), int)
+                        and isinstance(sc.get("accuracy"), (int, float)) and isinstance(sc.get("n", 0), int)):
                     latest[sc["version"]] = sc
     rows = []
     for v in session.versions:
