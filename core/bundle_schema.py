@@ -169,13 +169,17 @@ GATE_RESULT = Record({"policy": STR, "old_accuracy": FRAC, "new_accuracy": FRAC,
                      {"fixed": STRS, "broke": STRS, "passed": BOOL, "reason": STR}, extra=False)
 TASK = Record({}, {"name": STR, "file": STR, "seed": INT, "val_size": COUNT, "train_size": COUNT,
                    "test_size": COUNT, "input_cols": STRS, "label_col": STR, "id_col": OSTR, "choices_col": OSTR,
-                   "labels": Opt(STRS)})
+                   "labels": Opt(STRS), "split_version": COUNT})
 CONFIG = Record({"task": TASK}, {
     "method": STR, "preset": STR, "forward": STR, "backward": STR, "forward_base_url": OSTR,
     "backward_base_url": OSTR, "seed_prompt": STR, "seed": INT, "policy": STR, "alpha": FRAC, "patience": COUNT,
     "budget_usd": Opt(NUM), "budget_calls": Opt(COUNT), "val_limit": Opt(COUNT), "forward_max_tokens": COUNT,
     "params": MapOf(Spec()), "templates": MapOf(MapOf(STR)), "title": STR})
 
+SCORE = Record({"name": STR, "accuracy": Opt(FRAC)}, {"version": Opt(COUNT), "correct": COUNT, "n": COUNT,
+                                                     "errors": COUNT})
+LOOK = Record({"split": STR, "versions": ListOf(COUNT)}, {"baselines": STRS, "n": COUNT, "scores": ListOf(SCORE),
+                                                         "cancelled": BOOL})  # a scoring on test / confirmation
 _COMMON = {"ts": REAL, "spend": SPEND, "keys": STRS}
 EVENTS: dict[str, Record] = {
     "created": Record({"config": Spec()}, {"id": STR, "imported": Spec()}),  # config: checked by check_config
@@ -193,6 +197,8 @@ EVENTS: dict[str, Record] = {
     "stopped": Record({"reason": STR}),
     "spend": Record({"spend": SPEND}, {"step": COUNT, "phase": STR, "reason": STR}),
     "repointed": Record({}, {"forward": STR, "backward": STR, "forward_base_url": OSTR, "backward_base_url": OSTR}),
+    "test_revealed": LOOK,
+    "confirmation_scored": LOOK,
 }
 for _r in EVENTS.values():
     _r.optional = {**_COMMON, **_r.optional}

@@ -44,8 +44,9 @@ def _progress_bar(label: str) -> Callable[[Progress], None]:
     return show
 
 
-def _add_task_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", required=True, help="built-in task name (pubmedqa, medqa, liar) or a CSV/JSONL file")
+def _add_task_args(p: argparse.ArgumentParser, task_required: bool = True) -> None:
+    p.add_argument("--task", required=task_required,
+                   help="built-in task name (pubmedqa, medqa, liar) or a CSV/JSONL file")
     p.add_argument("--input-cols", help="custom file: comma-separated input columns")
     p.add_argument("--label-col", help="custom file: label column")
     p.add_argument("--id-col", help="custom file: id column (optional)")
@@ -155,7 +156,17 @@ def cmd_tasks(a: argparse.Namespace) -> int:
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from .baselines import strategy_prompt
     from .evaluate import evaluate
+    from .testlock import SEALED_SPLIT
 
+    if a.session:
+        from .cli_evaluate import cmd_evaluate_session
+
+        return cmd_evaluate_session(a)
+    if not a.task or not a.model:
+        raise ConfigError("pgs evaluate needs --task and --model (or --session ID to score a session's versions).")
+    if a.split == SEALED_SPLIT and not a.reveal_test:
+        raise ConfigError("The test split is sealed: pass --reveal-test to score on it (with no --session, "
+                          "nothing records the look).")
     task = load_task_from_args(a)
     if a.split not in task.splits:
         raise ConfigError(f"Unknown split '{a.split}'. Splits: {', '.join(task.splits)}.")
@@ -195,10 +206,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true")
     t.set_defaults(fn=cmd_tasks)
 
-    e = sub.add_parser("evaluate", help="score one prompt on a split")
-    _add_task_args(e)
-    e.add_argument("--split", default="val", help="train, val or test (default val)")
-    e.add_argument("--model", required=True, help="model spec, e.g. openai:gpt-4o-mini")
+    e = sub.add_parser("evaluate", help="score one prompt, or a session's versions, on a split")
+    _add_task_args(e, task_required=False)
+    e.add_argument("--split", default="val", help="train, val, confirmation or test (default val); test is sealed")
+    e.add_argument("--model", help="model spec, e.g. openai:gpt-4o-mini (a session uses its forward model)")
+    e.add_argument("--session", help="score this session's versions; test and confirmation scores are logged")
+    e.add_argument("--versions", help="with --session: comma-separated version numbers or 'all' "
+                                      "(default: the seed and the current version)")
+    e.add_argument("--sessions-dir", help="sessions folder (default ./sessions or PGS_SESSIONS_DIR)")
+    e.add_argument("--reveal-test", action="store_true",
+                   help="allow scoring on the sealed test split (recorded in the session's log as a reveal)")
     _add_model_args(e)
     e.add_argument("--prompt", default="You are a helpful, creative, and smart assistant.")
     e.add_argument("--prompt-file")

@@ -101,13 +101,11 @@ def cmd_optimize(a) -> int:
     from .cli import ConfigError, load_task_from_args
     from .session import Session, SessionConfig, SessionError
 
-    from .tasks import BUILTIN_TASKS
+    from .tasks import BUILTIN_TASKS, builtin_spec
 
     task = load_task_from_args(a)  # validates the task and custom file up front
     if a.task in BUILTIN_TASKS:
-        spec = {"name": a.task, "seed": a.seed}
-        if a.val_size is not None:
-            spec["val_size"] = a.val_size
+        spec = builtin_spec(a.task, a.seed, val_size=a.val_size)
         data = None
     else:
         spec = {"input_cols": [c.strip() for c in a.input_cols.split(",")], "label_col": a.label_col,

@@ -8,6 +8,7 @@ import re
 
 from .diffs import unified
 from .session import Session
+from .testlock import reveal_summary
 
 _MD_PUNCT = re.compile(r"([\\`*_\[\]|~])")  # inline markup; '<' and '&' are HTML-escaped first
 
@@ -56,7 +57,8 @@ def markdown_report(session: Session) -> str:
              f"- Forward model: {md_text(cfg.forward)}  ·  backward model: {md_text(cfg.backward)}",
              f"- Spend: {_num(sp.calls, 'd')} calls, {_num(sp.input_tokens, 'd')} input + "
              f"{_num(sp.output_tokens, 'd')} output tokens, ${_num(sp.cost_usd, '.4f')} "
-             f"(cache saved ${_num(sp.saved_usd, '.4f')} over {_num(sp.cached, 'd')} calls)", "",
+             f"(cache saved ${_num(sp.saved_usd, '.4f')} over {_num(sp.cached, 'd')} calls)",
+             f"- {md_text(reveal_summary(session))}", "",
              "## Validation per step", "", "| step | decision | validation accuracy | 95% CI | vs current | p | outcome |",
              "|---|---|---|---|---|---|---|"]
     if session.versions and session.versions[0].report is not None:

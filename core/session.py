@@ -347,8 +347,10 @@ class Session:
                 kw = {k: spec[k] for k in ("input_cols", "label_col", "id_col", "choices_col", "labels",
                                            "val_size", "test_size", "seed") if spec.get(k) is not None}
                 return load_custom(content, spec["file"], **kw)
-            kw = {k: spec[k] for k in ("seed", "val_size", "train_size", "test_size") if spec.get(k) is not None}
-            return load_task(spec["name"], **kw)
+            kw = {k: spec[k] for k in ("seed", "val_size", "train_size", "test_size", "confirm_size")
+                  if spec.get(k) is not None}
+            # a spec from before split versions keeps the original carving, so old sessions load the same questions
+            return load_task(spec["name"], split_version=spec.get("split_version", 1), **kw)
         except (TaskError, OSError) as exc:
             raise SessionError(f"Cannot load the session's task: {exc}") from None
         except (KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -19,7 +19,13 @@ from core.tables import MAX_BYTES, MAX_ROWS, cell_text
 MAX_LABELS = 20
 DATA_DIR = Path(__file__).resolve().parent / "data"
 BUILTIN_TASKS: tuple[str, ...] = ("pubmedqa", "medqa", "liar")
-SPLITS: tuple[str, ...] = ("train", "val", "test")
+SPLITS: tuple[str, ...] = ("train", "val", "test", "confirmation")
+# How built-in tasks are carved. 1: the original carving (validation 50/100, no confirmation slice), kept for
+# task specs without "split_version" so that old sessions load the same questions. 2: a validation pool of up
+# to 200 for the adaptive gate, plus a held-out confirmation slice that no gate ever uses.
+SPLIT_VERSION = 2
+VAL_POOL = 200
+CONFIRMATION_SIZE = 100
 
 
 class TaskError(ValueError):
@@ -148,11 +154,17 @@ def _context_block(labels: list[str], passages: list[str]) -> str:
 
 
 @lru_cache(maxsize=1)
+def _pubmedqa_split_ids() -> dict:
+    """The official split: {"test": [500 PMIDs], "dev_folds": [[50 PMIDs] x 10]} (see data/pubmedqa/SOURCE.md)."""
+    return json.loads((DATA_DIR / "pubmedqa" / "pqal_split_ids.json").read_text(encoding="utf-8"))
+
+
+@lru_cache(maxsize=1)
 def _pubmedqa_raw() -> tuple[dict[str, Example], tuple[str, ...]]:
     """All 1000 PQA-L examples by PMID, and the official test PMIDs."""
     base = DATA_DIR / "pubmedqa"
     raw = json.loads((base / "ori_pqal.json").read_text(encoding="utf-8"))
-    test_ids = tuple(json.loads((base / "pqal_split_ids.json").read_text(encoding="utf-8"))["test"])
+    test_ids = tuple(_pubmedqa_split_ids()["test"])
     examples = {
         pmid: Example(
             id=pmid,
@@ -192,17 +204,56 @@ _MEDQA_BODY = "Question: {question}\n\nOptions:\n{options}"
 _LIAR_BODY = "{text}\n\nIs this statement a lie? Answer Yes if it is a lie, No if it is not."
 
 
-def _pubmedqa(seed: int, val_size: int | None, train_size: int | None, test_size: int | None) -> Task:
+def _carve(what: str, pool: list[Example], val_n: int, conf_n: int, train_n: int | None,
+           ) -> tuple[list[Example], list[Example], list[Example], list[Example]]:
+    """Split version 2 of a seeded pool: validation first, then confirmation, then training; the rest left over."""
+    if val_n + conf_n >= len(pool):
+        raise TaskError(f"{what} has {len(pool)} questions to carve from; validation {val_n} + confirmation {conf_n} "
+                        f"must leave at least one for training.")
+    rest = pool[val_n + conf_n:]
+    train_n = len(rest) if train_n is None else train_n
+    if not 1 <= train_n <= len(rest):
+        raise TaskError(f"{what}: with validation {val_n} and confirmation {conf_n}, the training size must be "
+                        f"between 1 and {len(rest)}.")
+    return pool[:val_n], pool[val_n:val_n + conf_n], rest[:train_n], rest[train_n:]
+
+
+def _splits(train: list[Example], val: list[Example], test: list[Example],
+            confirmation: list[Example] | None) -> dict[str, list[Example]]:
+    out = {"train": _copy(train), "val": _copy(val), "test": _copy(test)}
+    if confirmation is not None:
+        out["confirmation"] = _copy(confirmation)
+    return out
+
+
+def _pubmedqa_folds(examples: dict[str, Example], seed: int) -> list[Example]:
+    """The 500 non-test questions as the 10 official CV dev folds (50 each), the folds in a seeded order."""
+    folds = _pubmedqa_split_ids()["dev_folds"]
+    order = list(range(len(folds)))
+    random.Random(seed).shuffle(order)
+    return [examples[pmid] for i in order for pmid in folds[i]]
+
+
+def _pubmedqa(seed: int, val_size: int | None, train_size: int | None, test_size: int | None,
+              version: int = 1, confirm_size: int | None = None) -> Task:
     examples, test_ids = _pubmedqa_raw()
     test_set = set(test_ids)
-    pool = seeded_order([e for pmid, e in examples.items() if pmid not in test_set], seed)
-    val_n = 50 if val_size is None else val_size
-    if val_n > len(pool):
-        raise TaskError(f"PubMedQA has {len(pool)} non-test questions; the validation size must be at most {len(pool)}.")
-    rest = pool[val_n:]
-    train_n = len(rest) if train_size is None else train_size
-    if train_n > len(rest):
-        raise TaskError(f"PubMedQA: with validation {val_n}, the training size can be at most {len(rest)}.")
+    confirmation = None
+    if version >= 2:  # whole official dev folds: validation 4 folds, confirmation 2, training 4 (by default)
+        val_n = VAL_POOL if val_size is None else val_size
+        conf_n = CONFIRMATION_SIZE if confirm_size is None else confirm_size
+        val, confirmation, train, _ = _carve("PubMedQA (non-test)", _pubmedqa_folds(examples, seed), val_n, conf_n,
+                                             train_size)
+    else:
+        pool = seeded_order([e for pmid, e in examples.items() if pmid not in test_set], seed)
+        val_n = 50 if val_size is None else val_size
+        if val_n > len(pool):
+            raise TaskError(f"PubMedQA has {len(pool)} non-test questions; the validation size must be at most {len(pool)}.")
+        rest = pool[val_n:]
+        train_n = len(rest) if train_size is None else train_size
+        if train_n > len(rest):
+            raise TaskError(f"PubMedQA: with validation {val_n}, the training size can be at most {len(rest)}.")
+        val, train = pool[:val_n], rest[:train_n]
     test = [examples[i] for i in test_ids]
     if test_size is not None:
         test = sample(test, test_size, seed)
@@ -214,18 +265,28 @@ def _pubmedqa(seed: int, val_size: int | None, train_size: int | None, test_size
         "(conclusion withheld); the official 500-question test split.",
         labels=labels,
         template=f"{_PUBMEDQA_BODY}\n\n{answer_instruction(labels)}",
-        splits={"train": _copy(rest[:train_n]), "val": _copy(pool[:val_n]), "test": _copy(test)},
+        splits=_splits(train, val, test, confirmation),
         source="PubMedQA PQA-L, Jin et al. 2019 (github.com/pubmedqa/pubmedqa), MIT License.",
     )
 
 
-def _medqa(seed: int, val_size: int | None, train_size: int | None, test_size: int | None) -> Task:
+def _medqa(seed: int, val_size: int | None, train_size: int | None, test_size: int | None,
+           version: int = 1, confirm_size: int | None = None) -> Task:
     pool = seeded_order(list(_medqa_raw()), seed)
-    val_n = 100 if val_size is None else val_size
-    train_n = 200 if train_size is None else train_size
-    if val_n + train_n >= len(pool):
-        raise TaskError(f"MedQA has {len(pool)} questions; validation + training must leave at least one for test.")
-    test = pool[val_n + train_n:]
+    confirmation = None
+    if version >= 2:  # validation, confirmation, training, then everything else is test
+        val_n = VAL_POOL if val_size is None else val_size
+        conf_n = CONFIRMATION_SIZE if confirm_size is None else confirm_size
+        val, confirmation, train, test = _carve("MedQA", pool, val_n, conf_n, 200 if train_size is None else train_size)
+        if not test:
+            raise TaskError(f"MedQA has {len(pool)} questions; validation + confirmation + training must leave at "
+                            "least one for test.")
+    else:
+        val_n = 100 if val_size is None else val_size
+        train_n = 200 if train_size is None else train_size
+        if val_n + train_n >= len(pool):
+            raise TaskError(f"MedQA has {len(pool)} questions; validation + training must leave at least one for test.")
+        val, train, test = pool[:val_n], pool[val_n:val_n + train_n], pool[val_n + train_n:]
     if test_size is not None:
         test = test[:test_size]
     labels = ["A", "B", "C", "D"]
@@ -236,19 +297,29 @@ def _medqa(seed: int, val_size: int | None, train_size: int | None, test_size: i
         "train and validation are carved from the 1,273-question test file.",
         labels=labels,
         template=f"{_MEDQA_BODY}\n\n{answer_instruction(labels)}",
-        splits={"train": _copy(pool[val_n:val_n + train_n]), "val": _copy(pool[:val_n]), "test": _copy(test)},
+        splits=_splits(train, val, test, confirmation),
         source="MedQA, Jin et al. 2020 (github.com/jind11/MedQA), MIT License; copy from "
         "xk-huang/medagents-benchmark (MIT).",
     )
 
 
-def _liar(seed: int, val_size: int | None, train_size: int | None, test_size: int | None) -> Task:
+def _liar(seed: int, val_size: int | None, train_size: int | None, test_size: int | None,
+          version: int = 1, confirm_size: int | None = None) -> Task:
     pool = seeded_order(list(_liar_raw("train")), seed)
-    val_n = 100 if val_size is None else val_size
-    if val_n >= len(pool):
-        raise TaskError(f"LIAR has {len(pool)} training statements; the validation size must be below that.")
-    rest = pool[val_n:]
-    train_n = len(rest) if train_size is None else min(train_size, len(rest))
+    confirmation = None
+    if version >= 2:  # from ProTeGi's training file: validation, confirmation, then training
+        val_n = VAL_POOL if val_size is None else val_size
+        conf_n = CONFIRMATION_SIZE if confirm_size is None else confirm_size
+        rest_n = len(pool) - val_n - conf_n
+        val, confirmation, train, _ = _carve("LIAR (training file)", pool, val_n, conf_n,
+                                             None if train_size is None else min(train_size, max(1, rest_n)))
+    else:
+        val_n = 100 if val_size is None else val_size
+        if val_n >= len(pool):
+            raise TaskError(f"LIAR has {len(pool)} training statements; the validation size must be below that.")
+        rest = pool[val_n:]
+        train_n = len(rest) if train_size is None else min(train_size, len(rest))
+        val, train = pool[:val_n], rest[:train_n]
     test = list(_liar_raw("test"))
     if test_size is not None:
         test = test[:test_size]  # as ProTeGi: the first n test examples in file order
@@ -260,7 +331,7 @@ def _liar(seed: int, val_size: int | None, train_size: int | None, test_size: in
         "or not (No), as in ProTeGi's LIAR task.",
         labels=labels,
         template=f"{_LIAR_BODY}\n\n{answer_instruction(labels)}",
-        splits={"train": _copy(rest[:train_n]), "val": _copy(pool[:val_n]), "test": _copy(test)},
+        splits=_splits(train, val, test, confirmation),
         source="LIAR (Wang 2017) as shipped in microsoft/LMOps prompt_optimization (MIT); "
         "underlying data license unknown.",
     )
@@ -270,14 +341,28 @@ _BUILDERS = {"pubmedqa": _pubmedqa, "medqa": _medqa, "liar": _liar}
 
 
 def load_task(name: str, *, seed: int = 0, val_size: int | None = None, train_size: int | None = None,
-              test_size: int | None = None) -> Task:
-    """A built-in task with seeded splits (the same ids for the same seed on every machine)."""
+              test_size: int | None = None, split_version: int = SPLIT_VERSION,
+              confirm_size: int | None = None) -> Task:
+    """A built-in task with seeded splits (the same ids for the same seed on every machine); split_version 1 is
+    the original carving (no confirmation slice), 2 the validation pool of 200 plus a confirmation slice."""
     key = (name or "").strip().lower()
     if key not in _BUILDERS:
         raise TaskError(f"Unknown task '{name}'. Built-in tasks: {', '.join(BUILTIN_TASKS)}.")
-    for what, value in (("validation", val_size), ("training", train_size), ("test", test_size)):
+    if split_version not in (1, 2) or isinstance(split_version, bool):
+        raise TaskError(f"Unknown split version {split_version!r}; this app knows 1 and 2.")
+    if confirm_size is not None and split_version < 2:
+        raise TaskError("A confirmation slice needs split version 2.")
+    for what, value in (("validation", val_size), ("training", train_size), ("test", test_size),
+                        ("confirmation", confirm_size)):
         _check_size(what, value)
-    return _BUILDERS[key](int(seed), val_size, train_size, test_size)
+    return _BUILDERS[key](int(seed), val_size, train_size, test_size, split_version, confirm_size)
+
+
+def builtin_spec(name: str, seed: int = 0, **sizes: int | None) -> dict:
+    """The task spec a new session stores for a built-in task: the current split version, and the sizes given."""
+    spec = {"name": name, "seed": int(seed), "split_version": SPLIT_VERSION}
+    spec.update({k: int(v) for k, v in sizes.items() if v is not None})
+    return spec
 
 
 def list_tasks() -> list[TaskInfo]:

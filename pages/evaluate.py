@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from core.baselines import strategy_prompt
-from ui import actions, boot, charts, state
+from ui import boot, charts, reveal, state
 from ui.evaluation import Entry, head_to_head, long_csv
 from ui.jobs import job_panel
 from ui.render import empty_state, md_code, md_escape, pct
@@ -25,10 +25,10 @@ test = s.task.split("test")
 missing = state.missing_for(s.config)
 if missing:
     st.warning("Evaluating needs the forward model: " + md_escape("; ".join(missing)) + ".", icon=":material/key:")
-st.caption(f"Test split: {len(test)} questions, never used for tuning. Forward model {md_code(s.config.forward)}, "
-           "temperature 0; answers are cached, so re-running costs nothing.")
+st.caption(f"Test split: {len(test)} questions, never used for tuning and sealed: scoring on it is a recorded reveal. "
+           f"Forward model {md_code(s.config.forward)}, temperature 0; answers are cached, so re-running costs nothing.")
 
-versions = {f"v{v.number} (step {v.step}, {v.origin}, val {pct(v.accuracy)})": v.prompt for v in s.versions}
+versions = {f"v{v.number} (step {v.step}, {v.origin}, val {pct(v.accuracy)})": v for v in s.versions}
 c = st.columns([3, 2])
 chosen = c[0].multiselect("Prompt versions", list(versions),
                           default=list(versions)[:1] + (list(versions)[-1:] if len(versions) > 1 else []),
@@ -37,7 +37,7 @@ with c[1]:
     baselines = st.multiselect("Baselines (AutoMedPrompt paper)", ["zero-shot", "cot", "few-shot"], key="eval_baselines")
     k = st.number_input("K for few-shot", min_value=1, max_value=20, value=3, key="eval_k",
                         disabled="few-shot" not in baselines)
-entries = [Entry(name, versions[name]) for name in chosen]
+entries = [Entry(name, versions[name].prompt, versions[name].number) for name in chosen]
 for b in baselines:
     strat = f"few-shot:{k}" if b == "few-shot" else b
     entries.append(Entry(f"baseline: {strat}", strategy_prompt(strat, s.task, seed=s.config.seed)))
@@ -52,10 +52,7 @@ c[2].caption(f"Up to {len(entries) * n:,} forward calls ({len(entries)} prompt(s
 
 job = state.active_job(s)
 can_run = bool(entries) and not missing and job is None
-if st.button("Evaluate on test", type="primary", key="run_eval", disabled=not can_run):
-    job = actions.start_evaluate(s, entries, int(limit) or None)
-    if job is not None and job.running:
-        st.rerun()
+reveal.reveal_controls(s, readonly, entries, int(limit) or None, can_run)
 
 if job is not None and job.running:
     job_panel(job, key="evaluate")

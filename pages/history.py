@@ -4,7 +4,8 @@ record and lineage; export and copy."""
 import streamlit as st
 
 from core.diffs import unified
-from ui import boot, charts, state, step_view
+from core.testlock import AFTER_TEST, steps_after_reveal
+from ui import boot, charts, reveal, state, step_view
 from ui.render import diff, empty_state, md_escape, money, pct, plain
 
 try:
@@ -42,8 +43,10 @@ if not s.versions:
         empty_state("Nothing to show yet — score the seed prompt in Optimize.", "pages/optimize.py", "Go to Optimize")
     st.stop()
 
-tab_chart, tab_versions, tab_grid, tab_steps, tab_export = st.tabs(
-    ["Validation", "Prompt versions", "Question grid", "Steps and lineage", "Export"])
+reveal.after_test_steps_note(s)
+after_test = steps_after_reveal(s)
+tab_chart, tab_versions, tab_grid, tab_steps, tab_overfit, tab_export = st.tabs(
+    ["Validation", "Prompt versions", "Question grid", "Steps and lineage", "Overfitting", "Export"])
 
 with tab_chart:
     st.plotly_chart(_cached("history", str(s.dir), len(s.events), 0, s), key="history_chart",
@@ -66,7 +69,8 @@ with tab_chart:
 
 with tab_versions:
     vs = s.versions
-    names = [f"v{v.number} · step {v.step} · {v.origin} · {pct(v.accuracy)}" for v in vs]
+    names = [f"v{v.number} · step {v.step} · {v.origin} · {pct(v.accuracy)}"
+             + (f" · {AFTER_TEST}" if v.step in after_test else "") for v in vs]
     c = st.columns(2)
     a = c[0].selectbox("From", range(len(vs)), index=max(0, len(vs) - 2), format_func=names.__getitem__, key="diff_a")
     b = c[1].selectbox("To", range(len(vs)), index=len(vs) - 1, format_func=names.__getitem__, key="diff_b")
@@ -107,13 +111,20 @@ with tab_steps:
         idx = st.selectbox("Step", range(len(steps)), key="hist_step",
                            format_func=lambda i: f"step {steps[i].index}"
                                                  + (f" (attempt {steps[i].attempt + 1})" if steps[i].attempt else "")
-                                                 + f" — {steps[i].outcome or steps[i].status}")
+                                                 + f" — {steps[i].outcome or steps[i].status}"
+                                                 + (f" · {AFTER_TEST}" if steps[i].index in after_test else ""))
         chosen = steps[idx]
+        if chosen.index in after_test:
+            st.warning(f"Step {chosen.index} was {AFTER_TEST}: its decision came after test scores were revealed.",
+                       icon=":material/visibility:")
         fig = _cached("lineage", str(s.dir), len(s.events), s.steps.index(chosen), s)
         if fig is not None:
             st.markdown("**Lineage:** failures → gradients → candidates → decision (with the validation change)")
             st.plotly_chart(fig, key="lineage_chart", config={"displaylogo": False})
         step_view.step_record(s, chosen, key=f"h{chosen.index}_{chosen.attempt}")
+
+with tab_overfit:
+    reveal.confirmation_panel(s, readonly)
 
 with tab_export:
     best = max(s.versions, key=lambda v: (v.accuracy, v.number))

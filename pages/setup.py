@@ -9,7 +9,7 @@ from core.baselines import SEED_PROMPT, strategy_prompt
 from core.gate import POLICIES, POLICY_HELP
 from core.llm import LLMError, parse_spec, price_for
 from core.session import METHODS, PRESETS, Session, SessionConfig, SessionError, delete_session, list_sessions
-from core.tasks import TaskError
+from core.tasks import TaskError, builtin_spec
 from ui import actions, boot, state
 from ui import setup_helpers as H
 from ui.estimate import estimate
@@ -56,7 +56,8 @@ with tab_new:
         name = st.selectbox("Task", list(infos), format_func=lambda n: infos[n].title, key="task_name")
         info = infos[name]
         st.caption(f"{md_escape(info.description)}  \nLabels: {md_escape(', '.join(info.labels))} · default sizes "
-                   f"train {info.sizes['train']}, validation {info.sizes['val']}, test {info.sizes['test']}  \n"
+                   f"train {info.sizes['train']}, validation {info.sizes['val']}, test {info.sizes['test']}"
+                   f"{', confirmation ' + str(info.sizes['confirmation']) if 'confirmation' in info.sizes else ''}  \n"
                    f"Source: {md_escape(info.source)}")
         c = st.columns(4)
         seed = split_seed(c[3])
@@ -69,11 +70,8 @@ with tab_new:
                                       key=f"test_size_{name}", help="held out for the Evaluate page; 0 = all")
         try:
             task = H.builtin_task(name, int(seed), int(val_size), int(train_size) or None, int(test_size) or None)
-            task_spec = {"name": name, "seed": int(seed), "val_size": int(val_size)}
-            if train_size:
-                task_spec["train_size"] = int(train_size)
-            if test_size:
-                task_spec["test_size"] = int(test_size)
+            task_spec = builtin_spec(name, int(seed), val_size=int(val_size), train_size=int(train_size) or None,
+                                     test_size=int(test_size) or None)
         except TaskError as exc:
             st.error(md_escape(exc), icon=":material/error:")
             errors.append("task")

@@ -160,7 +160,10 @@ def test_walk_accept_edit_reject_history_evaluate(env):
     at.multiselect(key="eval_baselines").set_value(["cot"])
     at.number_input(key="eval_limit").set_value(25)
     check(at.run())
-    click(at, "run_eval")
+    click(at, "run_eval")  # asks first: the test split is sealed
+    assert any("test split is sealed" in w.value for w in at.warning)
+    assert not any(df for df in at.dataframe if "McNemar p" in df.value.columns)
+    click(at, "reveal_test")
     table = next(df.value for df in at.dataframe if "McNemar p" in df.value.columns)
     assert len(table) == 3 and table["n"].tolist() == [25, 25, 25]
     assert table["McNemar p"].isna().sum() == 1  # the reference itself

@@ -255,7 +255,8 @@ def test_setup_step_gate_history(app, stub, page):
     # Evaluate: the versions on the test split, head to head
     nav(page, "Evaluate")
     fill_key(page, "eval_limit", "10")
-    click_key(page, "run_eval")
+    click_key(page, "run_eval")  # the test split is sealed: a warning first, then the recorded reveal
+    click_key(page, "reveal_test")
     wait_for(page, '[data-testid="stPlotlyChart"]', 60)
     no_exception(page)
     page.locator('[data-testid="stDownloadButton"]').nth(1).wait_for(timeout=20_000)  # summary and per-question CSV

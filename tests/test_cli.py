@@ -27,8 +27,8 @@ def test_tasks_lists_builtins_with_split_sizes(pgs_env):
     out = pgs("tasks", "--json")
     assert out.returncode == 0
     t = {x["name"]: x for x in json.loads(out.stdout)}
-    assert t["pubmedqa"]["sizes"] == {"train": 450, "val": 50, "test": 500}
-    assert t["medqa"]["sizes"] == {"train": 200, "val": 100, "test": 973}
+    assert t["pubmedqa"]["sizes"] == {"train": 200, "val": 200, "test": 500, "confirmation": 100}
+    assert t["medqa"]["sizes"] == {"train": 200, "val": 200, "test": 773, "confirmation": 100}
     assert t["liar"]["sizes"]["test"] == 461
     human = pgs("tasks")
     assert "pubmedqa" in human.stdout and "test=500" in human.stdout
@@ -49,7 +49,7 @@ def test_evaluate_json_and_cache(pgs_env):
 
 @pytest.mark.parametrize("strategy", ["zero-shot", "cot", "few-shot:2"])
 def test_evaluate_strategies(pgs_env, strategy):
-    out = pgs("evaluate", "--task", "medqa", "--split", "test", "--model", "fake:x", "--limit", "3",
+    out = pgs("evaluate", "--task", "medqa", "--split", "test", "--reveal-test", "--model", "fake:x", "--limit", "3",
               "--strategy", strategy, "--json", "--quiet")
     assert out.returncode == 0, out.stderr
     assert last_json(out.stdout)["strategy"] == strategy

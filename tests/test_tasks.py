@@ -11,7 +11,7 @@ from core.tasks import (
     read_table, sample,
 )
 
-SIZES = {"pubmedqa": (450, 50, 500), "medqa": (200, 100, 973), "liar": (3581, 100, 461)}
+SIZES = {"pubmedqa": (450, 50, 500), "medqa": (200, 100, 973), "liar": (3581, 100, 461)}  # split version 1
 
 
 def ids(examples):
@@ -23,7 +23,7 @@ def ids(examples):
 
 @pytest.mark.parametrize("name", BUILTIN_TASKS)
 def test_default_split_sizes(name):
-    task = load_task(name)
+    task = load_task(name, split_version=1)
     train, val, test = SIZES[name]
     assert {k: len(v) for k, v in task.splits.items()} == {"train": train, "val": val, "test": test}
     assert task.split("val") is task.splits["val"]
@@ -31,9 +31,9 @@ def test_default_split_sizes(name):
 
 def test_liar_counts_and_ids():
     task = load_task("liar")
-    assert len(task.split("train")) + len(task.split("val")) == 3681
+    assert len(task.split("train")) + len(task.split("val")) + len(task.split("confirmation")) == 3681
     assert ids(task.split("test"))[:3] == ["test-0", "test-1", "test-2"]  # file order, as in ProTeGi
-    assert all(e.id.startswith("train-") for e in task.split("train") + task.split("val"))
+    assert all(e.id.startswith("train-") for e in task.split("train") + task.split("val") + task.split("confirmation"))
     assert task.labels == ["No", "Yes"]
     first = load_task("liar", test_size=100).split("test")
     assert ids(first) == [f"test-{i}" for i in range(100)]
@@ -118,22 +118,22 @@ def test_seeded_determinism_and_no_overlap(name):
 )
 def test_seeded_split_is_pinned(name, val3):
     # random.Random(int) over sorted ids is stable across runs, machines and Python versions.
-    assert ids(load_task(name, seed=0).split("val"))[:3] == val3
+    assert ids(load_task(name, seed=0, split_version=1).split("val"))[:3] == val3
 
 
 def test_custom_sizes_and_errors():
-    t = load_task("pubmedqa", val_size=20, train_size=100, test_size=30)
+    t = load_task("pubmedqa", val_size=20, train_size=100, test_size=30, split_version=1)
     assert [len(t.split(s)) for s in ("train", "val", "test")] == [100, 20, 30]
-    t = load_task("medqa", val_size=10, train_size=20)
+    t = load_task("medqa", val_size=10, train_size=20, split_version=1)
     assert [len(t.split(s)) for s in ("train", "val", "test")] == [20, 10, 1243]
     with pytest.raises(TaskError, match="at most 500"):
-        load_task("pubmedqa", val_size=501)
+        load_task("pubmedqa", val_size=501, split_version=1)
     with pytest.raises(TaskError, match="at most 400"):
-        load_task("pubmedqa", val_size=100, train_size=401)
+        load_task("pubmedqa", val_size=100, train_size=401, split_version=1)
     with pytest.raises(TaskError, match="whole number"):
         load_task("liar", val_size=-1)
     with pytest.raises(TaskError, match="at least one for test"):
-        load_task("medqa", val_size=1000, train_size=273)
+        load_task("medqa", val_size=1000, train_size=273, split_version=1)
 
 
 def test_unknown_task_and_split():
@@ -160,7 +160,7 @@ def test_list_tasks():
     infos = list_tasks()
     assert [i.name for i in infos] == list(BUILTIN_TASKS)
     assert all(isinstance(i, TaskInfo) and i.title and i.description and i.source for i in infos)
-    assert infos[1].sizes == {"train": 200, "val": 100, "test": 973}
+    assert infos[1].sizes == {"train": 200, "val": 200, "test": 773, "confirmation": 100}  # split version 2
 
 
 def test_sample_is_seeded():

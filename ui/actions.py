@@ -5,9 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 from core.session import Session, Step
+from core.testlock import Entry, score_split, version_entries
 
 from . import state
-from .evaluation import Entry, evaluate_many
 from .jobs import Job, JobBusy, registry
 from .render import md_escape
 
@@ -68,15 +68,25 @@ def start_auto(s: Session, steps: int) -> Job | None:
 
 
 def start_evaluate(s: Session, entries: list[Entry], limit: int | None) -> Job | None:
-    examples = s.task.split("test")
-    if limit:
-        examples = examples[:limit]
-    if not examples:
+    """Score entries on the sealed test split: the person has confirmed the reveal, which is logged."""
+    n = min(limit or len(s.task.split("test")), len(s.task.split("test")))
+    if not n:
         st.error("This task has no test questions.", icon=":material/error:")
         return None
 
     def work(job: Job):
-        return evaluate_many(entries, examples, s.models.forward, task=s.task, runner=s.models.runner,
-                             on_progress=job.on_progress, cancel=job.cancel)
+        return score_split(s, entries, "test", limit=limit, reveal=True, on_progress=job.on_progress,
+                           cancel=job.cancel)
 
-    return _start(s, "evaluate", f"Evaluate {len(entries)} prompt(s) on {len(examples)} test questions", work)
+    return _start(s, "evaluate", f"Evaluate {len(entries)} prompt(s) on {n} test questions (revealed)", work)
+
+
+def start_confirmation(s: Session) -> Job | None:
+    """Score every version on the held-out confirmation slice (never used by a gate); logged."""
+    entries = version_entries(s, [v.number for v in s.versions])
+    n = len(s.task.splits.get("confirmation", []))
+
+    def work(job: Job):
+        return score_split(s, entries, "confirmation", on_progress=job.on_progress, cancel=job.cancel)
+
+    return _start(s, "confirmation", f"Confirmation: {len(entries)} version(s) on {n} held-out questions", work)

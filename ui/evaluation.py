@@ -2,50 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass
 from typing import Callable
 
-from core.evaluate import EvalReport, aevaluate
+from core.evaluate import EvalReport
 from core.llm import ChatModel
 from core.metrics import mcnemar_exact
-from core.runner import CancelToken, Progress, Runner, run_sync
+from core.runner import CancelToken, Progress, Runner
 from core.tasks import Example, Task
+from core.testlock import Entry, evaluate_entries
 
-
-@dataclass
-class Entry:
-    name: str  # "v2 (step 3)" or "baseline: cot"
-    prompt: str
+__all__ = ["Entry", "evaluate_many", "head_to_head", "long_csv"]
 
 
 def evaluate_many(entries: list[Entry], examples: list[Example], model: ChatModel, *, task: Task, runner: Runner,
                   on_progress: Callable[[str, Progress], None] | None = None,
                   cancel: CancelToken | None = None) -> dict[str, EvalReport]:
-    """Every prompt on the same examples, concurrently; one combined progress."""
-    parts: dict[str, Progress] = {}
-    total = Progress(total=len(entries) * len(examples))
-
-    def prog(name: str) -> Callable[[Progress], None]:
-        def f(p: Progress) -> None:
-            parts[name] = p
-            agg = Progress(total=total.total)
-            for q in parts.values():
-                for k in ("done", "cached", "failed", "input_tokens", "output_tokens", "cost_usd", "saved_usd"):
-                    setattr(agg, k, getattr(agg, k) + getattr(q, k))
-            if on_progress:
-                on_progress("test", agg)
-        return f
-
-    async def go() -> list[EvalReport]:
-        try:
-            return await asyncio.gather(*(aevaluate(e.prompt, examples, model, task=task, runner=runner,
-                                                    progress=prog(e.name), cancel=cancel) for e in entries))
-        finally:
-            await model.aclose()
-
-    reports = run_sync(go())
-    return {e.name: r for e, r in zip(entries, reports)}
+    """Every prompt on the same examples, concurrently; one combined progress (not logged: see score_split)."""
+    return evaluate_entries(entries, examples, model, task=task, runner=runner, on_progress=on_progress, cancel=cancel)
 
 
 def head_to_head(reports: dict[str, EvalReport], reference: str) -> list[dict]:
