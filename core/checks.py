@@ -48,6 +48,7 @@ def _num(x: float) -> str:
 COUNT = Range(1, MAX_COUNT)  # a whole number of things, at least one
 COUNT0 = Range(0, MAX_COUNT)  # zero allowed (switches a feature off)
 POSITIVE = Range(0, None, open_low=True)
+BUDGET = Range(0, None)  # zero is allowed: a run that may only use cached answers
 PROBABILITY = Range(0, 1, open_low=True, open_high=True)
 TOKENS = Range(1, 1_000_000)
 
@@ -165,8 +166,8 @@ def check_session_values(cfg: Any) -> None:
     check_number("seed", cfg.seed, Range(), whole=True)
     check_number("alpha", cfg.alpha, PROBABILITY, whole=False)
     check_number("patience", cfg.patience, COUNT, whole=True)
-    check_number("budget_usd", cfg.budget_usd, POSITIVE, whole=False, optional=True)
-    check_number("budget_calls", cfg.budget_calls, COUNT, whole=True, optional=True)
+    check_number("budget_usd", cfg.budget_usd, BUDGET, whole=False, optional=True)
+    check_number("budget_calls", cfg.budget_calls, BUDGET, whole=True, optional=True)
     check_number("val_limit", cfg.val_limit, COUNT, whole=True, optional=True)
     check_number("forward_max_tokens", cfg.forward_max_tokens, TOKENS, whole=True)
     for name in ("forward", "backward"):

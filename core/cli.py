@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any, Callable
 
-from .checks import COUNT, COUNT0, POSITIVE, TOKENS, CheckError, Range, check_number, parse_setting
+from .checks import BUDGET, COUNT, TOKENS, CheckError, Range, check_number, parse_setting
 from .llm import ClientOptions, LLMError, make_model
 from .runner import Progress
 
@@ -16,8 +16,8 @@ EXIT_CONFIG = 2
 
 # Numeric flags -> (allowed range, whole number?); checked right after parsing, before anything is loaded or paid.
 ARG_RANGES: dict[str, tuple[Range, bool]] = {
-    "steps": (COUNT, True), "patience": (COUNT, True), "budget_usd": (POSITIVE, False),
-    "budget_calls": (COUNT, True), "val_limit": (COUNT, True), "max_tokens": (TOKENS, True),
+    "steps": (COUNT, True), "patience": (COUNT, True), "budget_usd": (BUDGET, False),
+    "budget_calls": (BUDGET, True), "val_limit": (COUNT, True), "max_tokens": (TOKENS, True),
     "limit": (COUNT, True), "val_size": (COUNT, True), "test_size": (COUNT, True),
     "timeout": (Range(0, 86400, open_low=True), False), "retries": (Range(0, 100), True),
     "concurrency": (Range(1, 1024), True),
