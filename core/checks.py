@@ -179,6 +179,6 @@ def check_session_values(cfg: Any) -> None:
     for name in ("params", "templates", "task"):
         if not isinstance(getattr(cfg, name), dict):
             raise CheckError(f"The session's {name} must be a mapping, got {_show(getattr(cfg, name))}.")
-    for key in ("val_size", "test_size", "train_size"):
-        check_number(f"The task's {key}", cfg.task.get(key), COUNT, whole=True, optional=True)
+    for key, rng in (("val_size", COUNT), ("test_size", COUNT0), ("train_size", COUNT0)):
+        check_number(f"The task's {key}", cfg.task.get(key), rng, whole=True, optional=True)
     check_number("The task's seed", cfg.task.get("seed"), Range(), whole=True, optional=True)

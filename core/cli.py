@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any, Callable
 
-from .checks import BUDGET, COUNT, TOKENS, CheckError, Range, check_number, parse_setting
+from .checks import BUDGET, COUNT, COUNT0, TOKENS, CheckError, Range, check_number, parse_setting
 from .llm import ClientOptions, LLMError, make_model
 from .runner import Progress
 
@@ -18,7 +18,7 @@ EXIT_CONFIG = 2
 ARG_RANGES: dict[str, tuple[Range, bool]] = {
     "steps": (COUNT, True), "patience": (COUNT, True), "budget_usd": (BUDGET, False),
     "budget_calls": (BUDGET, True), "val_limit": (COUNT, True), "max_tokens": (TOKENS, True),
-    "limit": (COUNT, True), "val_size": (COUNT, True), "test_size": (COUNT, True),
+    "limit": (COUNT, True), "val_size": (COUNT, True), "test_size": (COUNT0, True),
     "timeout": (Range(0, 86400, open_low=True), False), "retries": (Range(0, 100), True),
     "concurrency": (Range(1, 1024), True),
 }
@@ -233,6 +233,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     examples = task.split(a.split)
     if a.limit is not None:
         examples = examples[: max(0, a.limit)]
+    if not examples:
+        raise ConfigError(f"The {a.split} split of {a.task} is empty: nothing to evaluate.")
     prompt = _read_prompt(a)
     if prompt is not None and not prompt.strip():
         raise ConfigError("The prompt is empty: give --prompt TEXT or a --prompt-file with text in it.")

@@ -74,6 +74,8 @@ EVALUATE_CASES = [
     (["--timeout", "0"], "--timeout must be greater than 0"),
     (["--timeout", "nan"], "--timeout must be a number"),
     (["--concurrency", "0"], "--concurrency must be at least 1"),
+    (["--task", "{csv}", "--input-cols", "q", "--label-col", "a", "--split", "test", "--test-size", "0", "--val-size", "5"],
+     "split of"),
     (["--prompt", ""], "The prompt is empty"),
     (["--prompt", "   "], "The prompt is empty"),
 ]
@@ -81,6 +83,9 @@ EVALUATE_CASES = [
 
 @pytest.mark.parametrize("extra,msg", EVALUATE_CASES, ids=[" ".join(c[0]) for c in EVALUATE_CASES])
 def test_bad_evaluate_arguments_are_refused_before_any_call(pgs_env, stub, extra, msg):
+    csv = pgs_env / "data.csv"
+    csv.write_text("q,a\n" + "".join(f"Question {i}?,{'yes' if i % 2 else 'no'}\n" for i in range(30)))
+    extra = [x.replace("{csv}", str(csv)) for x in extra]
     out = pgs(*ev(stub.base_url, "--limit", "3", *extra), env={"OPENAI_API_KEY": "sk-test"})
     assert_one_line_exit_2(out, msg)
     assert stub.completion_count == 0
