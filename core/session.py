@@ -220,10 +220,15 @@ class Session:
             f.close()
             raise SessionLocked(f"Session {self.id} is open for writing in another process ({who}). "
                                 f"Close it there, or open this one read-only.") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()}")
-        f.flush()
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()}")
+            f.flush()
+        except OSError as exc:
+            f.close()
+            raise SessionError(f"Cannot write the session folder {self.dir} ({exc.strerror or exc}). Free space, "
+                               f"or choose another with PGS_SESSIONS_DIR or --sessions-dir.") from None
         self._lock = f
         self._log = open(self.events_path, "a", encoding="utf-8")
 
@@ -280,6 +285,7 @@ class Session:
         s = cls(Path(root), sid)
         if s.events_path.exists():
             raise SessionError(f"Session {sid} already exists.")
+        fresh = not s.dir.exists()
         cfg = asdict(config)
         if not isinstance(cfg["task"], dict):
             raise SessionError("The session's task must be a mapping like {\"name\": \"pubmedqa\"}.")
@@ -298,9 +304,19 @@ class Session:
             raise SessionError("The session's task reads a data file, but no data was given.")
         else:
             s._task_from(cfg["task"])  # a task that cannot load writes nothing
-        s._acquire()
-        s.models = models
-        s._emit({"type": "created", "id": sid, "config": cfg})
+        try:
+            s._acquire()
+            s.models = models
+            s._emit({"type": "created", "id": sid, "config": cfg})
+        except (SessionError, OSError) as exc:  # a full or read-only disk leaves no half-made session behind
+            s.close()
+            if fresh and not isinstance(exc, SessionLocked):
+                import shutil
+
+                shutil.rmtree(s.dir, ignore_errors=True)
+            if isinstance(exc, SessionError):
+                raise
+            raise SessionError(f"Cannot write the session folder {s.dir} ({exc.strerror or exc}).") from None
         return s
 
     @classmethod

@@ -65,8 +65,10 @@ def assert_whole_lines(log: Path) -> list[dict]:
 
 def test_export_to_a_missing_or_read_only_folder_is_one_line(pgs_env, tmp_path):
     sid = quick_session(pgs_env / "sessions")
-    out = pgs("export", sid, "--format", "markdown", "-o", "/nonexistent/x.md")
-    assert_one_line_exit_2(out, "Cannot write /nonexistent/x.md")
+    missing = tmp_path / "nonexistent" / "x.md"
+    out = pgs("export", sid, "--format", "markdown", "-o", str(missing))
+    assert_one_line_exit_2(out, f"Cannot write {missing}", "No such file or directory")
+    assert not missing.parent.exists()
     ro = tmp_path / "ro"
     ro.mkdir()
     assert _mount("--bind", str(ro), str(ro)) and _mount("-o", "remount,bind,ro", str(ro))
@@ -170,3 +172,21 @@ def test_failed_event_write_leaves_the_log_whole(tmp_path, monkeypatch, fault):
     s.run_baseline()
     assert s.versions and assert_whole_lines(s.events_path)[-1]["type"] in ("baseline", "spend")
     s.close()
+
+
+def test_full_disk_at_create_leaves_no_half_made_session(pgs_env, small_disk):
+    root = (small_disk or pgs_env) / "sessions"
+    root.mkdir()
+    if small_disk:
+        fd = os.open(small_disk / "filler", os.O_WRONLY | os.O_CREAT)  # fill the disk to the last byte
+        try:
+            while os.write(fd, b"\0" * 4096):
+                pass
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    out = run_limited(["optimize", "--task", "pubmedqa", "--forward", "fake:x", "--val-limit", "3", "--quiet",
+                       "--sessions-dir", str(root)], None if small_disk else 1)
+    assert_one_line_exit_2(out, "Cannot write the session folder")
+    assert list(root.iterdir()) == [] and "baseline" not in out.stdout
