@@ -102,10 +102,19 @@ def check_base_url(url: str) -> str:
     return url
 
 
-def setting_types(cls: type) -> dict[str, Any]:
-    """Field name -> type of an engine config dataclass."""
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+_TYPE_NAMES: dict[str, type] = {"int": int, "float": float, "str": str, "list[str]": list}
+
+
+def setting_types(cls: type) -> dict[str, type | None]:
+    """Field name -> int | float | str | list for an engine config dataclass (read from the annotation text,
+    never eval'd: a bundle's import must not run the interpreter on anything)."""
+    out: dict[str, type | None] = {}
+    for f in dataclasses.fields(cls):
+        t = f.type
+        if isinstance(t, str):
+            t = _TYPE_NAMES.get(t.replace(" ", ""))
+        out[f.name] = list if typing.get_origin(t) is list else t
+    return out
 
 
 def parse_setting(cls: type, key: str, text: str) -> Any:
@@ -122,7 +131,7 @@ def parse_setting(cls: type, key: str, text: str) -> Any:
             return float(text)
         except ValueError:
             raise CheckError(f"--set {key} must be a number, got {text[:60]!r}.") from None
-    if typing.get_origin(kind) is list:
+    if kind is list:
         if text.startswith("["):
             try:
                 return json.loads(text)
@@ -149,7 +158,7 @@ def check_settings(cls: type, params: dict) -> None:
             check_number(name, value, SETTING_RANGES.get(key, COUNT0), whole=True)
         elif kind is float:
             check_number(name, value, SETTING_RANGES.get(key, Range()), whole=False)
-        elif typing.get_origin(kind) is list:
+        elif kind is list:
             if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
                 raise CheckError(f"{name} must be a list of strings, got {_show(value)}.")
         elif kind is str:
