@@ -11,7 +11,7 @@ import json
 import os
 import sqlite3
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import diskcache
 
@@ -61,6 +61,8 @@ class ResponseCache:
 
     def __init__(self, directory: str | os.PathLike | None = None):
         self.directory = Path(directory or os.environ.get("PGS_CACHE_DIR") or DEFAULT_DIR)
+        self.write_error: str | None = None  # set at the first answer that could not be stored
+        self.on_write_error: Callable[[str], None] | None = None  # told once, with a one-line message
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(self.directory, 0o700)
@@ -84,10 +86,29 @@ class ResponseCache:
         c.saved_usd, c.cost_usd, c.cached, c.latency_s, c.key = c.cost_usd, 0.0, True, 0.0, key
         return c
 
-    def put(self, key: str, completion: Completion) -> None:
+    def put(self, key: str, completion: Completion) -> bool:
+        """Store a successful answer; False (and one warning) when the disk refuses it, never an exception."""
         if completion.error is not None:
+            return False
+        return self._set(key, self.entry(completion))
+
+    def _set(self, key: str, value: dict) -> bool:
+        try:
+            self._cache.set(key, value)
+            return True
+        except (OSError, sqlite3.Error, diskcache.Timeout) as exc:
+            self._write_failed(exc)
+            return False
+
+    def _write_failed(self, exc: BaseException) -> None:
+        if self.write_error is not None:
             return
-        self._cache.set(key, self.entry(completion))
+        why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        self.write_error = (f"the response cache in {self.directory} cannot be written ({why}); answers are not "
+                            f"being saved, so repeating these calls will be paid again. Free space or choose "
+                            f"another folder with PGS_CACHE_DIR.")
+        if self.on_write_error is not None:
+            self.on_write_error(self.write_error)
 
     @staticmethod
     def entry(c: Completion) -> dict:
@@ -102,8 +123,8 @@ class ResponseCache:
             return None
         return value if isinstance(value, dict) else None
 
-    def put_raw(self, key: str, value: dict) -> None:
-        self._cache.set(key, value)
+    def put_raw(self, key: str, value: dict) -> bool:
+        return self._set(key, value)
 
     def export(self, keys: Iterable[str]) -> dict[str, dict]:
         out = {}

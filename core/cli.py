@@ -8,14 +8,84 @@ import os
 import sys
 from typing import Any, Callable
 
+from .checks import BUDGET, COUNT, COUNT0, TOKENS, CheckError, Range, check_number, parse_setting
 from .llm import ClientOptions, LLMError, make_model
 from .runner import Progress
 
 EXIT_CONFIG = 2
 
+# Numeric flags -> (allowed range, whole number?); checked right after parsing, before anything is loaded or paid.
+ARG_RANGES: dict[str, tuple[Range, bool]] = {
+    "steps": (COUNT, True), "patience": (COUNT, True), "budget_usd": (BUDGET, False),
+    "budget_calls": (BUDGET, True), "val_limit": (COUNT, True), "max_tokens": (TOKENS, True),
+    "limit": (COUNT, True), "val_size": (COUNT, True), "test_size": (COUNT0, True),
+    "timeout": (Range(0, 86400, open_low=True), False), "retries": (Range(0, 100), True),
+    "concurrency": (Range(1, 1024), True),
+}
+
 
 class ConfigError(Exception):
     """A user mistake: printed as one line, exit 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line on stderr (exit 2), like every other configuration error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        raise SystemExit(EXIT_CONFIG)
+
+
+def check_arg_ranges(a: argparse.Namespace) -> None:
+    """Every numeric flag in range, or ConfigError naming the flag."""
+    for dest, (rng, whole) in ARG_RANGES.items():
+        value = getattr(a, dest, None)
+        if value is None:
+            continue
+        try:
+            check_number("--" + dest.replace("_", "-"), value, rng, whole=whole)
+        except CheckError as exc:
+            raise ConfigError(str(exc)) from None
+
+
+def parse_settings(method: str, pairs: list[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` pairs typed by the engine's config fields (ranges are checked by SessionConfig.validate)."""
+    from .protegi import ProtegiConfig
+    from .textgrad import TextGradConfig
+
+    cls = ProtegiConfig if method == "protegi" else TextGradConfig
+    params: dict[str, Any] = {}
+    for kv in pairs:
+        k, sep, v = kv.partition("=")
+        if not sep or not k.strip():
+            raise ConfigError(f"--set needs KEY=VALUE, e.g. --set minibatch=16 (got {kv[:60]!r}).")
+        try:
+            params[k.strip()] = parse_setting(cls, k.strip(), v)
+        except CheckError as exc:
+            raise ConfigError(str(exc)) from None
+    return params
+
+
+def write_output(path: str, data: bytes) -> None:
+    """Write `data` to `path` whole or not at all (a temporary file beside it, then a rename)."""
+    import tempfile
+
+    target = os.path.abspath(path)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".pgs-", dir=os.path.dirname(target))
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except OSError as exc:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        raise ConfigError(f"Cannot write {path}: {exc.strerror or exc}.") from None
 
 
 def _progress_bar(label: str) -> Callable[[Progress], None]:
@@ -134,6 +204,7 @@ def _runner(a: argparse.Namespace):
             cache = ResponseCache(getattr(a, "cache_dir", None))
         except CacheError as exc:
             raise ConfigError(str(exc)) from None
+        cache.on_write_error = lambda msg: print(f"pgs: warning: {msg}", file=sys.stderr, flush=True)
     if a.concurrency < 1:
         raise ConfigError("--concurrency must be at least 1.")
     return Runner(cache=cache, concurrency=a.concurrency)
@@ -173,7 +244,11 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     examples = task.split(a.split)
     if a.limit is not None:
         examples = examples[: max(0, a.limit)]
+    if not examples:
+        raise ConfigError(f"The {a.split} split of {a.task} is empty: nothing to evaluate.")
     prompt = _read_prompt(a)
+    if prompt is not None and not prompt.strip():
+        raise ConfigError("The prompt is empty: give --prompt TEXT or a --prompt-file with text in it.")
     try:
         prompt = strategy_prompt(a.strategy, task, base_prompt=prompt, seed=a.seed)
     except ValueError as exc:
@@ -199,7 +274,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pgs", description="Prompt Gradient Studio (headless)")
+    p = OneLineParser(prog="pgs", description="Prompt Gradient Studio (headless)")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     t = sub.add_parser("tasks", help="list built-in tasks and split sizes")
@@ -248,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
     try:
+        check_arg_ranges(a)
         load_price_overrides()
         return int(a.fn(a) or 0)
     except ConfigError as exc:
@@ -260,6 +336,10 @@ def main(argv: list[str] | None = None) -> int:
         if type(exc).__name__ not in ("SessionError", "SessionLocked", "BudgetExceeded", "CacheError", "Cancelled"):
             raise
         print(f"pgs: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except OSError as exc:  # a full or read-only disk, a vanished folder: one line, the session stays as it was
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"pgs: error: cannot write or read a file{where}: {exc.strerror or exc}.", file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
         print("pgs: interrupted", file=sys.stderr)

@@ -118,14 +118,9 @@ def cmd_optimize(a) -> int:
         data = (os.path.basename(a.task), Path(a.task).read_bytes())
     del task
     preset = a.preset or ("AutoMedPrompt paper" if a.method == "textgrad" else "quick")
-    params = {}
-    for kv in a.set or []:
-        k, _, v = kv.partition("=")
-        try:
-            params[k.strip()] = json.loads(v)
-        except ValueError:
-            params[k.strip()] = v
-    from .cli import _read_prompt
+    from .cli import _read_prompt, parse_settings
+
+    params = parse_settings(a.method, a.set or [])  # typed by the engine's fields; ranges in cfg.validate()
 
     seed_prompt = _read_prompt(a)  # --prompt-file errors are one line, not a traceback
     cfg = SessionConfig(task=spec, method=a.method, preset=preset, forward=a.forward, backward=a.backward or a.forward,
@@ -188,7 +183,9 @@ def cmd_export(a) -> int:
             raise ConfigError(str(exc)) from None
         out = bundle_bytes(s, cache)
     if a.output and a.output != "-":
-        Path(a.output).write_bytes(out)
+        from .cli import write_output
+
+        write_output(a.output, out)  # whole or nothing; one line if the folder is missing, full or read-only
         print(f"wrote {a.output} ({len(out)} bytes)", file=sys.stderr)
     else:
         sys.stdout.buffer.write(out)

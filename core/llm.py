@@ -81,8 +81,13 @@ def parse_spec(spec: str, base_url: str | None = None) -> ModelSpec:
         base_url = os.environ.get("OPENAI_BASE_URL") or None
         if not base_url:
             raise LLMError("openai-compatible models need a base URL (--base-url, or OPENAI_BASE_URL).")
-    if base_url and not re.match(r"^https?://", base_url):
-        raise LLMError(f"Base URL must start with http:// or https:// (got '{base_url[:80]}').")
+    if base_url:
+        from .checks import CheckError, check_base_url
+
+        try:
+            check_base_url(base_url)
+        except CheckError as exc:
+            raise LLMError(str(exc)) from None
     return ModelSpec(provider, model, base_url)
 
 

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .checks import CheckError, check_session_values, check_settings
 from .engine import Cancelled, PhaseProgress, Spend, StepContext, forward_batch, normalise
 from .evaluate import EvalReport
 from .gate import POLICIES, GateResult, gate
@@ -79,6 +80,10 @@ class SessionConfig:
                                f"Presets: {', '.join(PRESETS[self.method])}.")
         if self.policy not in POLICIES:
             raise SessionError(f"Unknown policy '{self.policy}'. Use one of: {', '.join(POLICIES)}.")
+        try:
+            check_session_values(self)
+        except CheckError as exc:
+            raise SessionError(str(exc)) from None
         if not self.seed_prompt.strip():
             raise SessionError("The seed prompt is empty: write one (the AutoMedPrompt seed is a good start).")
         for spec, url in ((self.forward, self.forward_base_url), (self.backward, self.backward_base_url)):
@@ -92,6 +97,10 @@ class SessionConfig:
         bad = [k for k in self.params if k not in fields]
         if bad:
             raise SessionError(f"Unknown {self.method} settings: {', '.join(bad)}.")
+        try:
+            check_settings(ProtegiConfig if self.method == "protegi" else TextGradConfig, self.params)
+        except CheckError as exc:
+            raise SessionError(str(exc)) from None
 
     def engine_config(self) -> ProtegiConfig | TextGradConfig:
         base = PRESETS[self.method][self.preset]
@@ -211,10 +220,15 @@ class Session:
             f.close()
             raise SessionLocked(f"Session {self.id} is open for writing in another process ({who}). "
                                 f"Close it there, or open this one read-only.") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()}")
-        f.flush()
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()}")
+            f.flush()
+        except OSError as exc:
+            f.close()
+            raise SessionError(f"Cannot write the session folder {self.dir} ({exc.strerror or exc}). Free space, "
+                               f"or choose another with PGS_SESSIONS_DIR or --sessions-dir.") from None
         self._lock = f
         self._log = open(self.events_path, "a", encoding="utf-8")
 
@@ -237,11 +251,26 @@ class Session:
         if self.readonly or self._log is None:
             raise SessionError("This session is open read-only.")
         event = {"type": event.pop("type"), "ts": round(time.time(), 3), **event}
-        self._log.write(json.dumps(event, ensure_ascii=False) + "\n")
-        self._log.flush()
-        os.fsync(self._log.fileno())
+        self._append_line((json.dumps(event, ensure_ascii=False) + "\n").encode("utf-8"))
         self._apply(event)
         return event
+
+    def _append_line(self, line: bytes) -> None:
+        """Append one whole event line and fsync; on a full or read-only disk cut any torn part off again."""
+        fd = self._log.fileno()
+        start = os.fstat(fd).st_size
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError as exc:
+            try:
+                os.ftruncate(fd, start)
+            except OSError:
+                pass
+            raise SessionError(f"Cannot write session {self.id} ({exc.strerror or exc}); the session is kept as it "
+                               f"was before this event. Free space, then `pgs resume {self.id}`.") from None
 
     # ---------- construction ----------
     @classmethod
@@ -256,6 +285,7 @@ class Session:
         s = cls(Path(root), sid)
         if s.events_path.exists():
             raise SessionError(f"Session {sid} already exists.")
+        fresh = not s.dir.exists()
         cfg = asdict(config)
         if not isinstance(cfg["task"], dict):
             raise SessionError("The session's task must be a mapping like {\"name\": \"pubmedqa\"}.")
@@ -274,9 +304,19 @@ class Session:
             raise SessionError("The session's task reads a data file, but no data was given.")
         else:
             s._task_from(cfg["task"])  # a task that cannot load writes nothing
-        s._acquire()
-        s.models = models
-        s._emit({"type": "created", "id": sid, "config": cfg})
+        try:
+            s._acquire()
+            s.models = models
+            s._emit({"type": "created", "id": sid, "config": cfg})
+        except (SessionError, OSError) as exc:  # a full or read-only disk leaves no half-made session behind
+            s.close()
+            if fresh and not isinstance(exc, SessionLocked):
+                import shutil
+
+                shutil.rmtree(s.dir, ignore_errors=True)
+            if isinstance(exc, SessionError):
+                raise
+            raise SessionError(f"Cannot write the session folder {s.dir} ({exc.strerror or exc}).") from None
         return s
 
     @classmethod
@@ -356,12 +396,23 @@ class Session:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise SessionError(f"The session's task settings {spec!r:.200} are invalid ({type(exc).__name__}: {exc}).") from None
 
+    def _check_stored_config(self) -> None:
+        """A stored setting out of range (an old or edited session) is one clear line; a reader gets a warning."""
+        try:
+            self.config.validate(check_models=False)
+        except SessionError as exc:
+            if not self.readonly:
+                raise SessionError(f"Session {self.id} has a setting that is not allowed: {exc} "
+                                   f"Open it read-only to export it.") from None
+            self.warnings.append(f"This session has a setting that is not allowed: {exc}")
+
     # ---------- state from events ----------
     def _apply(self, ev: dict) -> None:
         self.events.append(ev)
         t = ev["type"]
         if t == "created":
             self.config = SessionConfig(**ev["config"])
+            self._check_stored_config()
             self.task = self._task_from(self.config.task)
         elif t == "baseline":
             rep = self._report(ev["report"])

@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from core.bandits import ALGORITHMS
+from core.checks import COUNT, SETTING_RANGES
 from core.llm import PRICES
 from core.session import PRESETS
 from core.tasks import Task, TaskError, list_tasks, load_custom, load_task, read_table
@@ -84,7 +85,8 @@ def preset_params(method: str, preset: str, key: str) -> dict:
     cols = st.columns(4)
     for i, name in enumerate(names):
         with cols[i % 4]:
-            v = st.number_input(name, min_value=0 if name in ("memory",) else 1, value=int(values[name]),
+            rng = SETTING_RANGES.get(name, COUNT)  # the same bounds SessionConfig.validate checks
+            v = st.number_input(name, min_value=int(rng.low), max_value=int(rng.high), value=int(values[name]),
                                 step=64 if name == "max_tokens" else 1,
                                 key=f"{key}_{name}", help=EDITABLE[method][name])
             if int(v) != int(values[name]):

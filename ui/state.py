@@ -146,10 +146,13 @@ def client_options() -> ClientOptions:
 def response_cache() -> ResponseCache | None:
     """The shared response cache, or None (with a warning) when its folder cannot be used."""
     try:
-        return registry().cache()
+        cache = registry().cache()
     except CacheError as exc:
         st.warning(f"Running without the response cache: {md_escape(exc)}", icon=":material/warning:")
         return None
+    if cache.write_error:  # answers are not being saved: repeated calls will be paid again
+        st.warning(md_escape(cache.write_error[:1].upper() + cache.write_error[1:]), icon=":material/warning:")
+    return cache
 
 
 def runner() -> Runner:
