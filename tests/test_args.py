@@ -74,7 +74,7 @@ EVALUATE_CASES = [
     (["--timeout", "0"], "--timeout must be greater than 0"),
     (["--timeout", "nan"], "--timeout must be a number"),
     (["--concurrency", "0"], "--concurrency must be at least 1"),
-    (["--task", "{csv}", "--input-cols", "q", "--label-col", "a", "--split", "test", "--test-size", "0", "--val-size", "5"],
+    (["--task", "{csv}", "--input-cols", "q", "--label-col", "a", "--split", "test", "--reveal-test", "--test-size", "0", "--val-size", "5"],
      "split of"),
     (["--prompt", ""], "The prompt is empty"),
     (["--prompt", "   "], "The prompt is empty"),
