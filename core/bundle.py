@@ -76,7 +76,7 @@ def load_bundle(data: bytes) -> dict:
     if events[0]["type"] != "created" or not isinstance(events[0].get("config"), dict):
         raise BundleError("The bundle's first event is not a session creation.")
     try:
-        cfg = SessionConfig(**events[0]["config"])
+        cfg = SessionConfig.from_json(events[0]["config"])
         cfg.validate(check_models=False)  # replay needs no provider; import checks again when a model is used
     except (TypeError, SessionError) as exc:
         raise BundleError(f"The bundle's session settings are invalid: {exc}") from None
@@ -183,7 +183,7 @@ def replay_bundle(data: bytes, *, root: Path | str | None = None) -> ReplayResul
         fwd = OfflineModel(_offline_spec(cfg.forward, cfg.forward_base_url))
         bwd = OfflineModel(_offline_spec(cfg.backward, cfg.backward_base_url))
         models = Models(fwd, bwd, Runner(cache=cache, concurrency=8))
-        cfg_copy = SessionConfig(**{**recorded.events[0]["config"]})
+        cfg_copy = SessionConfig.from_json(recorded.events[0]["config"])
         content = None
         if b.get("data"):
             content = (b["data"]["filename"], b["data"]["content"].encode("utf-8"))
