@@ -85,6 +85,9 @@ class SessionConfig:
         if self.preset not in PRESETS[self.method]:
             raise SessionError(f"Unknown preset '{self.preset}' for {self.method}. "
                                f"Presets: {', '.join(PRESETS[self.method])}.")
+        if self.template_version not in (1, TEMPLATE_VERSION):
+            raise SessionError(f"Unknown template version {self.template_version!r} (this app knows 1 and "
+                               f"{TEMPLATE_VERSION}).")
         if self.policy not in POLICIES:
             raise SessionError(f"Unknown policy '{self.policy}'. Use one of: {', '.join(POLICIES)}.")
         if not self.seed_prompt.strip():

@@ -74,7 +74,7 @@ class Fault:
             return Fault("503", retry_after=float(arg))
         if kind == "slow":
             return Fault("slow", delay_s=float(arg) if arg else 30.0)
-        if kind not in ("500", "503", "drop", "malformed", "empty", "401"):
+        if kind not in ("500", "503", "drop", "malformed", "empty", "401", "length"):
             raise ValueError(f"unknown fault '{spec}'")
         return Fault(kind)
 

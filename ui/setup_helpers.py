@@ -129,3 +129,13 @@ def field_names(method: str) -> set[str]:
 
 def task_error(exc: Exception) -> str:
     return str(exc) if isinstance(exc, TaskError) else f"{type(exc).__name__}: {exc}"
+
+
+def anthropic_note() -> str:
+    """What Anthropic calls send, for the Setup page (the installed SDK decides whether temperature goes)."""
+    from core.llm import anthropic_sends_temperature
+
+    if anthropic_sends_temperature():
+        return "Anthropic models: calls send temperature 0 (temperature 0.7 for sampled optimiser calls)."
+    return ("Anthropic models: the installed anthropic SDK takes no temperature, so none is sent and the model "
+            "uses its own default; repeated calls may differ, and the cache keys them without a temperature.")

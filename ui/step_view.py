@@ -105,7 +105,15 @@ def candidate_card(s: Session, cand: Candidate, k: int, current: str, *, actions
         badges = [(f"candidate {k}", "blue"), (cand.origin, "gray")]
         if cand.flagged:
             badges.append(("parsed by fallback", "orange"))
+        badges += [(f.split(":")[0], "red") for f in cand.flags]  # "cut off", "breaks constraint", "leaks ... data"
         badge_row(badges)
+        details = [f for f in cand.flags if ":" in f]
+        if cand.flags:
+            st.caption("Flagged: the automatic policy will not take it" + (
+                "; one with validation or test text fails the gate unless you override" if any(
+                    x in cand.leaks for x in ("val", "test")) else "") + ".")
+        for f in details:
+            st.text(f)  # constraint text comes from the session: shown as text
         if cand.score is not None:
             st.metric("Bandit score (train)", pct(cand.score), help=f"{cand.pulls} training samples pulled")
         st.caption("Word diff against the current prompt (red removed, green added)")
