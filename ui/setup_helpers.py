@@ -32,7 +32,8 @@ EDITABLE = {
     },
     "textgrad": {
         "batch_size": "training questions per step (the loss batch)",
-        "memory": "past prompts and gradients shown to the update (0 = off)",
+        "memory": "past iterations (prompt, the feedback it got, the revision) shown to the update (0 = off)",
+        "candidates": "update samples drawn at once (distinct, cached), de-duplicated: you choose among them",
         "max_tokens": "output-token limit of each optimiser reply (feedback, gradient, update)",
     },
 }
