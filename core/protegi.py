@@ -128,7 +128,9 @@ class ProtegiEngine:
                                  gradient_id=g.id, source_id=e.id, flagged=e.flagged, call=rec,
                                  flags=["cut off"] if is_cut_off(rec.finish_reason) else [])
 
-            paras = await asyncio.gather(*(para(e, j) for e in edits for j in range(1, cfg.paraphrases + 1)))
+            # a degenerate edit ("and") is dropped by checks.review; paraphrasing it would only pay for noise
+            paras = await asyncio.gather(*(para(e, j) for e in edits if not checks.degenerate(e.prompt)
+                                           for j in range(1, cfg.paraphrases + 1)))
             return edits + [p for p in paras if p is not None]
 
         cands = [c for group in await asyncio.gather(*(edit(g) for g in grads)) for c in group]

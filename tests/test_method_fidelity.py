@@ -215,6 +215,7 @@ def test_degenerate_spans_are_not_candidates(tmp_path):
     st = s.start_step()
     assert all(c.prompt.strip().lower() != "and" for c in st.proposal.candidates)
     assert "degenerate" in (st.proposal.note or "")
+    assert s.models.backward.calls["protegi.paraphrase"] == 0  # nor is "and" paraphrased at a cost
     s.close()
 
 
@@ -362,6 +363,12 @@ def test_letter_with_another_options_text_is_ambiguous_not_that_letter():
     d = parse_answer_detail("Reasoning...\nAnswer: A. Glipizide", labels, choices)
     assert d.label is None and d.ambiguous
     assert parse_answer("Reasoning...\nAnswer: A. Insulin", labels, choices) == "A"
+    from core.evaluate import row_for
+    task = load_task("medqa")
+    ex = task.split("train")[0]
+    other = next(k for k in ex.choices if k != ex.label)
+    row = row_for(task, ex, Completion(text=f"Answer: {ex.label}. {ex.choices[other]}", finish_reason="stop"))
+    assert row.parsed is None and row.ambiguous and row.finish_reason == "stop"  # recorded on the row
 
 
 def test_liar_replies_that_call_it_a_lie_are_parsed():
