@@ -163,7 +163,11 @@ def test_sessions_recorded_before_template_versions_keep_their_prompts(tmp_path)
     assert SessionConfig.from_json({"task": {"name": "pubmedqa"}}).template_version == 1
 
 
-def test_the_recorded_textgrad_fixture_still_replays_identically():
+def test_the_recorded_textgrad_fixture_reads_as_version_1_and_replays_identically():
+    import json
+
+    first = json.loads(FIXTURE.read_text("utf-8"))["events"][0]["config"]
+    assert SessionConfig.from_json(first).template_version == 1  # recorded before versions: the old prompts
     out = replay_bundle(FIXTURE.read_bytes())
     assert out.matches and out.misses == 0
 
