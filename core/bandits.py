@@ -32,6 +32,8 @@ Where this module deliberately differs from the references:
   ``H1 = sum_i 1 / gap_i**2``.  The default assumes every gap is ``DEFAULT_GAP`` (0.1, i.e. ten accuracy
   points): ``a = 25/36 * (B - K) * DEFAULT_GAP**2 / (K - 1)``, floored at 1 (ProTeGi's value).
   Larger ``a`` explores more (towards uniform allocation), smaller ``a`` is greedier.
+  ``c`` (ProTeGi's ``ucb_c``) applies to ``ucb`` only; UCB-E's ``a`` is its own setting (``ucb_e_a`` in
+  ``ProtegiConfig``, passed as ``select(..., a=...)``).
 * Successive halving ranks on the cumulative mean of all pulls so far (Karnin et al. use only the
   current round's samples); ProTeGi's code keeps arms scoring >= the round average, here it is the
   paper's top half.  SR's n_1 and SH's t_r are at least 1 (budget permitting), so tiny budgets

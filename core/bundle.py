@@ -91,7 +91,7 @@ def _checked(data: bytes) -> dict:
         preset = PRESETS.get(raw_cfg.get("method"), {}).get(raw_cfg.get("preset")) if isinstance(
             raw_cfg.get("method"), str) and isinstance(raw_cfg.get("preset"), str) else None
         check_config(raw_cfg, asdict(preset) if preset is not None else None)
-        cfg = SessionConfig(**raw_cfg)
+        cfg = SessionConfig.from_json(raw_cfg)
         cfg.validate(check_models=False)  # replay needs no provider; import checks again when a model is used
     except (TypeError, SessionError, SchemaError) as exc:
         raise BundleError(f"The bundle's session settings are invalid: {exc}") from None
@@ -258,7 +258,7 @@ def replay_bundle(data: bytes, *, root: Path | str | None = None) -> ReplayResul
         fwd = OfflineModel(_offline_spec(cfg.forward, cfg.forward_base_url))
         bwd = OfflineModel(_offline_spec(cfg.backward, cfg.backward_base_url))
         models = Models(fwd, bwd, Runner(cache=cache, concurrency=8))
-        cfg_copy = SessionConfig(**{**recorded.events[0]["config"]})
+        cfg_copy = SessionConfig.from_json(recorded.events[0]["config"])
         content = None
         if b.get("data"):
             content = (b["data"]["filename"], b["data"]["content"].encode("utf-8"))

@@ -150,16 +150,16 @@ SPEND = Record({}, {k: COUNT for k in ("calls", "cached", "failed", "input_token
                | {"cost_usd": NUM, "saved_usd": NUM}, extra=False)
 ROW = Record({"id": STR, "gold": STR, "raw_output": STR, "parsed": OSTR, "correct": BOOL},
              {"input": STR, "input_tokens": COUNT, "output_tokens": COUNT, "cost_usd": NUM, "cached": BOOL,
-              "error": OSTR, "key": STR}, extra=False)
+              "error": OSTR, "key": STR, "ambiguous": BOOL, "finish_reason": STR}, extra=False)
 REPORT = Record({"prompt": STR, "rows": ListOf(ROW)}, {"labels": STRS, "cancelled": BOOL, "fatal": OSTR})
 CALL = Record({"template": STR, "messages": ListOf(STRS), "reply": STR},
               {"key": STR, "error": OSTR, "input_tokens": COUNT, "output_tokens": COUNT, "cost_usd": NUM,
-               "cached": BOOL}, extra=False)
+               "cached": BOOL, "finish_reason": STR}, extra=False)
 GRADIENT = Record({"id": STR, "text": STR, "failure_ids": STRS, "parent": STR},
                   {"flagged": BOOL, "call": Opt(CALL), "feedback": MapOf(STR)}, extra=False)
 CANDIDATE = Record({"id": STR, "prompt": STR, "parent": STR, "origin": STR},
                    {"gradient_id": OSTR, "source_id": OSTR, "flagged": BOOL, "call": Opt(CALL),
-                    "score": Opt(REAL), "pulls": COUNT}, extra=False)
+                    "score": Opt(REAL), "pulls": COUNT, "flags": STRS, "leaks": STRS}, extra=False)
 BANDIT = Record({}, {"algorithm": STR, "spent": COUNT, "budget": COUNT, "ranking": STRS, "keys": STRS,
                      "beam_scores": ListOf(Record({}, {"prompt": STR, "score": Opt(REAL), "pulls": COUNT}))})
 PROPOSAL = Record({}, {"gradients": ListOf(GRADIENT), "candidates": ListOf(CANDIDATE), "calls": ListOf(CALL),
@@ -174,7 +174,7 @@ CONFIG = Record({"task": TASK}, {
     "method": STR, "preset": STR, "forward": STR, "backward": STR, "forward_base_url": OSTR,
     "backward_base_url": OSTR, "seed_prompt": STR, "seed": INT, "policy": STR, "alpha": FRAC, "patience": COUNT,
     "budget_usd": Opt(NUM), "budget_calls": Opt(COUNT), "val_limit": Opt(COUNT), "forward_max_tokens": COUNT,
-    "params": MapOf(Spec()), "templates": MapOf(MapOf(STR)), "title": STR})
+    "params": MapOf(Spec()), "templates": MapOf(MapOf(STR)), "title": STR, "template_version": COUNT})
 
 SCORE = Record({"name": STR, "accuracy": Opt(FRAC)}, {"version": Opt(COUNT), "correct": COUNT, "n": COUNT,
                                                      "errors": COUNT})
@@ -202,7 +202,7 @@ EVENTS: dict[str, Record] = {
 }
 for _r in EVENTS.values():
     _r.optional = {**_COMMON, **_r.optional}
-RESPONSE = Record({"text": STR}, {"input_tokens": COUNT, "output_tokens": COUNT, "cost_usd": NUM, "model": STR})
+RESPONSE = Record({"text": STR}, {"input_tokens": COUNT, "output_tokens": COUNT, "cost_usd": NUM, "model": STR, "finish_reason": STR})
 
 
 def check_event(ev: dict, where: str) -> None:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 
 import diskcache
 
-from .llm import Completion, ModelSpec, Request
+from .llm import Completion, ModelSpec, Request, anthropic_sends_temperature
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "cache"
 
@@ -27,6 +27,8 @@ class CacheError(RuntimeError):
 def cache_key(spec: ModelSpec, req: Request) -> str:
     payload = {"provider": spec.provider, "base_url": spec.base_url or "", "model": spec.model,
                **req.key_fields()}
+    if spec.provider == "anthropic" and not anthropic_sends_temperature():
+        payload.pop("temperature")  # the SDK here takes none: key on what is sent (OpenAI keys are unchanged)
     canon = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canon.encode("utf-8")).hexdigest()
 
@@ -113,7 +115,7 @@ class ResponseCache:
     @staticmethod
     def entry(c: Completion) -> dict:
         return {"text": c.text, "input_tokens": c.input_tokens, "output_tokens": c.output_tokens,
-                "cost_usd": c.cost_usd or c.saved_usd, "model": c.model}
+                "cost_usd": c.cost_usd or c.saved_usd, "model": c.model, "finish_reason": c.finish_reason}
 
     def raw(self, key: str) -> dict | None:
         """The stored JSON entry, or None; an entry that is not JSON (a planted pickle, a torn value file) is a miss."""

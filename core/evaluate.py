@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from .llm import ChatModel, Completion, Request
 from .metrics import accuracy, macro_f1, wilson_interval
+from .parsing import parse_answer_detail
 from .runner import CancelToken, ProgressFn, Runner
 from .tasks import Example, Task
 
@@ -30,6 +31,8 @@ class EvalRow:
     cached: bool = False
     error: str | None = None
     key: str = ""
+    ambiguous: bool = False  # unparsed because the reply commits to conflicting answers
+    finish_reason: str = ""  # the provider's; "length" / "max_tokens" = cut off
 
     @property
     def status(self) -> str:
@@ -119,9 +122,11 @@ def forward_request(prompt: str, task: Task, ex: Example, *, max_tokens: int = F
 
 def row_for(task: Task, ex: Example, c: Completion) -> EvalRow:
     parsed = task.parse(c.text, ex) if c.error is None else None
+    ambiguous = c.error is None and parsed is None and parse_answer_detail(c.text, task.labels, ex.choices).ambiguous
     return EvalRow(id=ex.id, input=task.render(ex), gold=ex.label, raw_output=c.text, parsed=parsed,
                    correct=parsed == ex.label, input_tokens=c.input_tokens, output_tokens=c.output_tokens,
-                   cost_usd=c.cost_usd, cached=c.cached, error=c.error, key=c.key)
+                   cost_usd=c.cost_usd, cached=c.cached, error=c.error, key=c.key,
+                   ambiguous=ambiguous, finish_reason=c.finish_reason)
 
 
 def report_from(prompt: str, task: Task, examples: Sequence[Example], completions: Sequence[Completion],

@@ -20,11 +20,12 @@ class CallRecord:
     output_tokens: int = 0
     cost_usd: float = 0.0
     cached: bool = False
+    finish_reason: str = ""  # "length" / "max_tokens": the reply was cut off
 
     @staticmethod
     def of(template: str, messages, c: Completion) -> "CallRecord":
         return CallRecord(template, [list(m) for m in messages], c.text, c.key, c.error,
-                          c.input_tokens, c.output_tokens, c.cost_usd, c.cached)
+                          c.input_tokens, c.output_tokens, c.cost_usd, c.cached, c.finish_reason)
 
 
 @dataclass
@@ -50,6 +51,8 @@ class Candidate:
     call: CallRecord | None = None
     score: float | None = None  # bandit mean on train samples
     pulls: int = 0
+    flags: list[str] = field(default_factory=list)  # "cut off", "breaks constraint: ...", "leaks ... data"
+    leaks: list[str] = field(default_factory=list)  # splits whose question text it contains ("train", "val", "test")
 
 
 @dataclass

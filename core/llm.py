@@ -37,6 +37,14 @@ PRICES: dict[str, tuple[float, float]] = {
 _price_overrides: dict[str, tuple[float, float]] = {}
 
 
+CUT_OFF_REASONS = ("length", "max_tokens")
+
+
+def is_cut_off(finish_reason: str | None) -> bool:
+    """Whether a finish/stop reason means the reply hit the token limit."""
+    return (finish_reason or "") in CUT_OFF_REASONS
+
+
 class LLMError(RuntimeError):
     """A provider problem the user must fix (bad key, unknown model, unreachable server)."""
 
@@ -130,10 +138,16 @@ class Completion:
     error: str | None = None
     model: str = ""
     key: str = ""
+    finish_reason: str = ""  # as the provider said: "stop", "length" (OpenAI), "end_turn", "max_tokens" (Anthropic)
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def cut_off(self) -> bool:
+        """The reply stopped at max_tokens: whatever it was writing is unfinished."""
+        return is_cut_off(self.finish_reason)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -238,7 +252,7 @@ class _ProviderBase:
         t0 = time.perf_counter()
         try:
             client = self._get_client()
-            text, tin, tout = await self._call(client, req)
+            text, tin, tout, reason = await self._call(client, req)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a result
             if self._is_auth_error(exc):
                 raise AuthError(f"{self.spec.provider} rejected the API key (authentication failed). "
@@ -246,7 +260,7 @@ class _ProviderBase:
             return self._error(exc)
         return Completion(text=text, input_tokens=tin, output_tokens=tout,
                           cost_usd=cost_of(self.spec, tin, tout),
-                          latency_s=time.perf_counter() - t0, model=str(self.spec))
+                          latency_s=time.perf_counter() - t0, model=str(self.spec), finish_reason=reason)
 
     def _key_env(self) -> str:
         return "OPENAI_API_KEY"
@@ -271,7 +285,7 @@ class OpenAIModel(_ProviderBase):
         return AsyncOpenAI(api_key=key, base_url=self.spec.base_url or None,
                            timeout=self.options.timeout_s, max_retries=self.options.max_retries)
 
-    async def _call(self, client: Any, req: Request) -> tuple[str, int, int]:
+    async def _call(self, client: Any, req: Request) -> tuple[str, int, int, str]:
         kw: dict[str, Any] = {}
         if req.stop:
             kw["stop"] = list(req.stop)
@@ -282,6 +296,7 @@ class OpenAIModel(_ProviderBase):
         if not resp.choices:
             raise LLMError("The server returned no choices.")
         text = resp.choices[0].message.content or ""
+        reason = str(getattr(resp.choices[0], "finish_reason", "") or "")
         usage = resp.usage
         tin = int(getattr(usage, "prompt_tokens", 0) or 0) if usage else 0
         tout = int(getattr(usage, "completion_tokens", 0) or 0) if usage else 0
@@ -290,7 +305,7 @@ class OpenAIModel(_ProviderBase):
             tout = estimate_tokens(text) if text else 0
         if not text.strip():
             raise LLMError("The model returned empty content.")
-        return text, tin, tout
+        return text, tin, tout, reason
 
 
 MAX_RETRY_AFTER_S = 120.0  # as the openai SDK does: a longer Retry-After fails the call, never stalls a batch
@@ -321,6 +336,21 @@ def _accepts_temperature(create: Any) -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=None)
+def _installed_anthropic_takes_temperature() -> bool:
+    try:
+        from anthropic.resources.messages import AsyncMessages
+    except Exception:  # noqa: BLE001 - no SDK: nothing is sent at all
+        return False
+    return _accepts_temperature(AsyncMessages.create)
+
+
+def anthropic_sends_temperature(create: Any = None) -> bool:
+    """Whether Anthropic calls carry `temperature` (the installed SDK's `messages.create`, or the one given).
+    The cache key follows this, so it holds only what is actually sent."""
+    return _accepts_temperature(create) if create is not None else _installed_anthropic_takes_temperature()
+
+
 class AnthropicModel(_ProviderBase):
     """Anthropic Messages API; the system prompt goes in `system=`."""
 
@@ -342,7 +372,7 @@ class AnthropicModel(_ProviderBase):
         return _bounded_retry_after(AsyncAnthropic)(api_key=key, timeout=self.options.timeout_s,
                                                     max_retries=self.options.max_retries, **kw)
 
-    async def _call(self, client: Any, req: Request) -> tuple[str, int, int]:
+    async def _call(self, client: Any, req: Request) -> tuple[str, int, int, str]:
         system = "\n\n".join(c for r, c in req.messages if r == "system")
         msgs = [{"role": r, "content": c} for r, c in req.messages if r != "system"]
         kw: dict[str, Any] = {}
@@ -350,7 +380,7 @@ class AnthropicModel(_ProviderBase):
             kw["system"] = system
         if req.stop:
             kw["stop_sequences"] = list(req.stop)
-        if _accepts_temperature(client.messages.create):
+        if anthropic_sends_temperature(client.messages.create):
             # anthropic>=1.0 removed `temperature` (TypeError); its API version 2026-10-21 answers 400 to it
             kw["temperature"] = req.temperature
         resp = await client.messages.create(model=self.spec.model, messages=msgs,
@@ -361,7 +391,7 @@ class AnthropicModel(_ProviderBase):
         tout = int(getattr(usage, "output_tokens", 0) or 0)
         if not text.strip():
             raise LLMError("The model returned empty content.")
-        return text, tin, tout
+        return text, tin, tout, str(getattr(resp, "stop_reason", "") or "")
 
 
 # Extra providers (tests register a scripted fake through PGS_PROVIDERS="module:function").

@@ -21,6 +21,12 @@ class MetaPrompt:
     placeholders: tuple[str, ...]
 
 
+PROTEGI_ERROR_V1 = MetaPrompt(
+    "protegi.error", "protegi", "How one wrong example is shown inside the gradient and edit prompts.",
+    system="", user="## Example {index}\nText: \"{text}\"\nLabel: {label} Prediction: {prediction}",
+    placeholders=("index", "text", "label", "prediction"),
+)
+
 PROTEGI_GRADIENT = MetaPrompt(
     "protegi.gradient", "protegi", "One call per error group: why did the prompt get these wrong?",
     system="",
@@ -54,9 +60,11 @@ PROTEGI_PARAPHRASE = MetaPrompt(
 )
 
 PROTEGI_ERROR = MetaPrompt(
-    "protegi.error", "protegi", "How one wrong example is shown inside the gradient and edit prompts.",
-    system="", user="## Example {index}\nText: \"{text}\"\nLabel: {label} Prediction: {prediction}",
-    placeholders=("index", "text", "label", "prediction"),
+    "protegi.error", "protegi", "How one wrong example is shown inside the gradient and edit prompts, with an "
+    "excerpt of the model's own answer (its reasoning is what a gradient needs).",
+    system="", user="## Example {index}\nText: \"{text}\"\nLabel: {label} Prediction: {prediction}\n"
+                    "Model answer (excerpt): \"{answer}\"",
+    placeholders=("index", "text", "label", "prediction", "answer"),
 )
 
 TEXTGRAD_LOSS = MetaPrompt(
@@ -92,7 +100,7 @@ TEXTGRAD_GRADIENT = MetaPrompt(
     placeholders=("role", "feedback", "prompt"),
 )
 
-TEXTGRAD_UPDATE = MetaPrompt(
+TEXTGRAD_UPDATE_V1 = MetaPrompt(
     "textgrad.update", "textgrad", "Textual Gradient Descent: rewrite the prompt under constraints.",
     system=("You are part of an optimization system that improves text (i.e., variable). You will be asked to "
             "creatively and critically improve prompts, solutions to problems, code, or any other text-based "
@@ -113,7 +121,7 @@ TEXTGRAD_UPDATE = MetaPrompt(
     placeholders=("role", "prompt", "gradient", "memory", "constraints"),
 )
 
-TEXTGRAD_MEMORY = MetaPrompt(
+TEXTGRAD_MEMORY_V1 = MetaPrompt(
     "textgrad.memory", "textgrad", "Gradient memory: past prompts with their validation scores and past feedback.",
     system="",
     user=("Here are the past iterations of this variable, with their validation accuracy, and the feedback "
@@ -121,9 +129,56 @@ TEXTGRAD_MEMORY = MetaPrompt(
     placeholders=("past",),
 )
 
+# TGD update as textgrad builds it (zou-group/textgrad@75e912e, textgrad/optimizer/optimizer_prompts.py
+# TGD_PROMPT_PREFIX / GRADIENT_TEMPLATE, and optimizer.py get_gradient_and_context_text): the <CONTEXT> holds
+# the conversation and, in <FEEDBACK> tags, the feedback on the variable, so "the feedback in <FEEDBACK>
+# tags" is the current gradient. Past iterations (memory) carry their feedback in <PAST_FEEDBACK> tags.
+TEXTGRAD_UPDATE = MetaPrompt(
+    "textgrad.update", "textgrad", "Textual Gradient Descent: rewrite the prompt under constraints.",
+    system=TEXTGRAD_UPDATE_V1.system,
+    user=("Here is the role of the variable you will improve: <ROLE>{role}</ROLE>.\n\n"
+          "The variable is the text within the following span: <VARIABLE> {prompt} </VARIABLE>\n\n"
+          "Here is the context and feedback we got for the variable:\n\n<CONTEXT>{context}</CONTEXT>\n\n"
+          "{memory}"
+          "Improve the variable ({role}) using the feedback provided in <FEEDBACK> tags.\n"
+          "{constraints}"
+          "Send the improved variable in the following format:\n\n"
+          "<IMPROVED_VARIABLE>{{the improved variable}}</IMPROVED_VARIABLE>\n\n"
+          "Send ONLY the improved variable between the <IMPROVED_VARIABLE> tags, and nothing else."),
+    placeholders=("role", "prompt", "context", "memory", "constraints"),
+)
+
+TEXTGRAD_CONTEXT = MetaPrompt(
+    "textgrad.context", "textgrad", "Inside the update's <CONTEXT>: the batch's conversations and the current "
+    "feedback (the gradient) in <FEEDBACK> tags, as textgrad's GRADIENT_TEMPLATE.",
+    system="",
+    user=("Here is a conversation:\n\n<CONVERSATION>{conversation}</CONVERSATION>\n\n"
+          "This conversation is potentially part of a larger system. The output is used as the answer to "
+          "{task_title} questions\n\n"
+          "Here is the feedback we got for {role} in the conversation:\n\n<FEEDBACK>{gradient}</FEEDBACK>\n\n"),
+    placeholders=("conversation", "task_title", "role", "gradient"),
+)
+
+TEXTGRAD_MEMORY = MetaPrompt(
+    "textgrad.memory", "textgrad", "Gradient memory: past prompts, the feedback each received, and the revision "
+    "made from it (validation scores only if the session asks).",
+    system="",
+    user=("Here are the past iterations of this variable: each prompt, the feedback that prompt received, and "
+          "the revision proposed from that feedback:\n\n<PAST_ITERATIONS>\n{past}\n</PAST_ITERATIONS>\n\n"
+          "Similar feedbacks across different steps suggests that the modifications to the variable are "
+          "insufficient. If this is the case, please make more significant changes to the variable.\n\n"),
+    placeholders=("past",),
+)
+
 TEMPLATES: dict[str, MetaPrompt] = {t.name: t for t in (
     PROTEGI_GRADIENT, PROTEGI_EDIT, PROTEGI_PARAPHRASE, PROTEGI_ERROR,
-    TEXTGRAD_LOSS, TEXTGRAD_GRADIENT, TEXTGRAD_UPDATE, TEXTGRAD_MEMORY)}
+    TEXTGRAD_LOSS, TEXTGRAD_GRADIENT, TEXTGRAD_UPDATE, TEXTGRAD_CONTEXT, TEXTGRAD_MEMORY)}
+
+# Template sets by version. A session records the version it was created with (old sessions: 1), so it
+# replays with the prompts it sent; new sessions get TEMPLATE_VERSION.
+TEMPLATE_VERSION = 2
+LEGACY_TEMPLATES: dict[int, dict[str, MetaPrompt]] = {1: {t.name: t for t in (
+    PROTEGI_ERROR_V1, TEXTGRAD_UPDATE_V1, TEXTGRAD_MEMORY_V1)}}
 
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{(\w+)\}")
 
@@ -145,11 +200,12 @@ def fill(text: str, /, **values: object) -> str:
 class Templates:
     """The templates a session uses: the defaults with the session's overrides on top."""
 
-    def __init__(self, overrides: dict[str, dict[str, str]] | None = None):
+    def __init__(self, overrides: dict[str, dict[str, str]] | None = None, version: int = TEMPLATE_VERSION):
         self.overrides = {k: dict(v) for k, v in (overrides or {}).items() if k in TEMPLATES}
+        self.version = version
 
     def get(self, name: str) -> MetaPrompt:
-        base = TEMPLATES[name]
+        base = LEGACY_TEMPLATES.get(self.version, {}).get(name) or TEMPLATES[name]
         o = self.overrides.get(name)
         if not o:
             return base
@@ -167,12 +223,19 @@ class Templates:
         return fill(self.get(name).user, **values)
 
 
-def extract_tagged(text: str, start: str, end: str) -> list[str]:
-    """Every span between start and end tags (case-insensitive); an unclosed last span counts."""
+def tagged_spans(text: str, start: str, end: str) -> list[tuple[str, bool]]:
+    """Every non-empty span between start and end tags (case-insensitive), with whether it was closed:
+    an unclosed last span is a reply cut off mid-answer."""
     out = []
-    pattern = re.compile(re.escape(start) + r"(.*?)(?:" + re.escape(end) + r"|$)", re.S | re.I)
+    pattern = re.compile(re.escape(start) + r"(.*?)(" + re.escape(end) + r"|$)", re.S | re.I)
     for m in pattern.finditer(text):
         s = m.group(1).strip()
         if s:
-            out.append(s)
+            out.append((s, bool(m.group(2))))
     return out
+
+
+def extract_tagged(text: str, start: str, end: str) -> list[str]:
+    """Every span between start and end tags (case-insensitive); an unclosed last span counts
+    (`tagged_spans` says which one it is, so callers can flag it "cut off")."""
+    return [s for s, _ in tagged_spans(text, start, end)]

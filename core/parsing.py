@@ -160,7 +160,12 @@ def _letter_start(s: str, m: _Matcher, choices: dict[str, str] | None, strict: b
         return label, False
     head, after = rest[0], rest[1:].strip()
     if head in ".):]":
-        if not after or not strict:
+        if not after:
+            return label, False
+        if choices and not strict:  # "Answer: A. <the text of option C>": a conflict, not an A
+            opt = _option_match(after, choices, m, False)
+            return (None, True) if opt is not None and opt != label else (label, False)
+        if not strict:
             return label, False
         if choices:
             opt = _option_match(after, choices, m, False)
@@ -290,18 +295,52 @@ def _short_reply(text: str, m: _Matcher) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
-def parse_answer(text: str | None, labels: list[str] | tuple[str, ...], choices: dict[str, str] | None = None) -> str | None:
-    """The label a model reply commits to, spelled exactly as in labels; None if unparsed."""
-    if not text or not text.strip() or not labels:
+@dataclass(frozen=True)
+class ParsedAnswer:
+    label: str | None
+    ambiguous: bool = False  # the reply commits to conflicting answers ("A. <the text of option C>", "A or C")
+
+
+def _verdict(t: str, verdicts: dict[str, str] | None) -> str | None:
+    """A task's verdict phrase ("so it is a lie" -> Yes) in the reply's last sentence; the last one wins."""
+    if not verdicts:
         return None
+    tail = re.split(r"(?<=[.!?])\s+|\n", t.strip()[-300:])
+    tail = next((x for x in reversed(tail) if x.strip()), "")
+    alts = "|".join(r"\s+".join(map(re.escape, p.split())) for p in sorted(verdicts, key=len, reverse=True))
+    hits = list(re.finditer(rf"(?<![\w-])(?:{alts})(?![\w-])", tail, re.I))
+    if not hits:
+        return None
+    return verdicts.get(re.sub(r"\s+", " ", hits[-1].group(0).lower()))
+
+
+def parse_answer(text: str | None, labels: list[str] | tuple[str, ...], choices: dict[str, str] | None = None,
+                 verdicts: dict[str, str] | None = None) -> str | None:
+    """The label a model reply commits to, spelled exactly as in labels; None if unparsed or ambiguous.
+    `verdicts` maps a task's verdict phrases to labels (LIAR: "a lie" -> "Yes")."""
+    return parse_answer_detail(text, labels, choices, verdicts).label
+
+
+def parse_answer_detail(text: str | None, labels: list[str] | tuple[str, ...], choices: dict[str, str] | None = None,
+                        verdicts: dict[str, str] | None = None) -> ParsedAnswer:
+    """The parsed label, and whether the reply was ambiguous (conflicting answers) rather than silent."""
+    if not text or not text.strip() or not labels:
+        return ParsedAnswer(None)
+    label, ambiguous = _parse(text, labels, choices)
+    if label is None and not ambiguous:
+        label = _verdict(text[-_MAX_CHARS:], verdicts)
+    return ParsedAnswer(label, ambiguous and label is None)
+
+
+def _parse(text: str, labels, choices) -> tuple[str | None, bool]:
     m = _matcher(tuple(labels))
     t = text[-_MAX_CHARS:].replace("\r\n", "\n").replace("\r", "\n").replace("\u00a0", " ")
 
     tags = [a or b for a, b in _TAG_RE.findall(t)]
     for inner in reversed(tags):
-        label, _ = _parse_span(inner, m, choices)
-        if label:
-            return label
+        label, amb = _parse_span(inner, m, choices)
+        if label or amb:
+            return label, amb
 
     hedged = False  # an answer cue followed by several labels ("Answer: A or C")
     for cue in list(_CUE_RE.finditer(t))[::-1][:_MAX_CUES]:
@@ -312,19 +351,19 @@ def parse_answer(text: str | None, labels: list[str] | tuple[str, ...], choices:
             head = tail_lines[0] if tail_lines else ""
         label, ambiguous = _parse_span(head, m, choices)
         if label:
-            return label
+            return label, False
         hedged = hedged or ambiguous
 
     lines = [ln for ln in t.split("\n") if _clean(ln)]
     if not lines:
-        return None
+        return None, hedged
     label, ambiguous = _parse_line(lines[-1], m, choices)
     if label or ambiguous:
-        return label
+        return label, ambiguous
     if len(lines) > 1:
         label = _first_line(lines[0], m)
         if label:
-            return label
+            return label, False
     if len(t.split()) <= SHORT_REPLY_WORDS and not hedged:
-        return _short_reply(_MD_RE.sub("", t), m)
-    return None
+        return _short_reply(_MD_RE.sub("", t), m), False
+    return None, hedged

@@ -11,14 +11,16 @@ import asyncio
 import random
 from dataclasses import dataclass
 
-from . import bandits
+from . import bandits, candidate_checks as checks
 from .engine import Cancelled, StepContext, forward_batch, normalise
 from .evaluate import EvalReport, EvalRow
 from .lineage import CallRecord, Candidate, Gradient, Proposal
-from .llm import Request
-from .meta_prompts import extract_tagged
+from .llm import Request, is_cut_off
+from .meta_prompts import extract_tagged, tagged_spans
 
 SAMPLED_TEMPERATURE = 0.7  # LMOps samples gradients, edits and paraphrases (its chatgpt() default)
+GROUP_REPEAT_STRIDE = 1_000_000  # sample offset of a repeated error group (identical errors, so distinct keys)
+ANSWER_EXCERPT_CHARS = 600  # of the model's raw answer, shown in each error block
 
 
 @dataclass
@@ -35,7 +37,8 @@ class ProtegiConfig:
     bandit_budget: int = 2048  # forward calls on train samples (LMOps: 8 rounds x 8 prompts x 32)
     samples_per_eval: int = 32
     arms_per_round: int = 8
-    ucb_c: float = 1.0
+    ucb_c: float = 1.0  # UCB's exploration constant (bandit "ucb")
+    ucb_e_a: float | None = None  # UCB-E's exploration parameter a (bandit "ucb-e"); None = bandits.default_ucb_e_a
     max_tokens: int = 1024
 
 
@@ -47,9 +50,19 @@ PRESETS: dict[str, ProtegiConfig] = {
 }
 
 
+def answer_excerpt(text: str, limit: int = ANSWER_EXCERPT_CHARS) -> str:
+    """The model's free-form answer, bounded: its start and its end (where the conclusion is)."""
+    text = " ".join((text or "").split())
+    if len(text) <= limit:
+        return text
+    half = (limit - 5) // 2
+    return f"{text[:half]} ... {text[-half:]}"
+
+
 def error_block(ctx: StepContext, rows: list[EvalRow]) -> str:
     return "\n".join(ctx.templates.text("protegi.error", index=i, text=ctx.task_text(r.id), label=r.gold,
-                                        prediction=r.parsed if r.parsed is not None else "unparsed")
+                                        prediction=r.parsed if r.parsed is not None else "unparsed",
+                                        answer=answer_excerpt(r.raw_output))
                      for i, r in enumerate(rows, 1)).strip()
 
 
@@ -74,12 +87,15 @@ class ProtegiEngine:
         c = (await ctx.backward([req], phase=template))[0]
         return c.text if c.ok else "", CallRecord.of(template, msgs, c)
 
-    async def _group(self, ctx: StepContext, gi: int, parent: str, errors: list[EvalRow]) -> tuple[list[Gradient], list[Candidate]]:
-        cfg, att = self.cfg, ctx.attempt
+    async def _group(self, ctx: StepContext, gi: int, parent: str, errors: list[EvalRow],
+                     repeat: int = 0) -> tuple[list[Gradient], list[Candidate]]:
+        """One error group's gradient → edits → paraphrases; `repeat` > 0 for a group identical to an earlier
+        one: its sample indices move by GROUP_REPEAT_STRIDE, so its calls get their own cache keys."""
+        cfg, att, off = self.cfg, ctx.attempt, repeat * GROUP_REPEAT_STRIDE
         errs = error_block(ctx, errors)
         ids = [r.id for r in errors]
         reply, rec = await self._call(ctx, "protegi.gradient",
-                                      {"prompt": parent, "errors": errs, "num_reasons": cfg.reasons_per_group}, att)
+                                      {"prompt": parent, "errors": errs, "num_reasons": cfg.reasons_per_group}, att + off)
         reasons = extract_tagged(reply, "<START>", "<END>")[: cfg.reasons_per_group]
         flagged = not reasons and bool(reply.strip())
         if flagged:
@@ -89,16 +105,19 @@ class ProtegiEngine:
 
         async def edit(g: Gradient) -> list[Candidate]:
             reply, rec = await self._call(ctx, "protegi.edit", {"prompt": parent, "errors": errs, "reason": g.text,
-                                                                "num_edits": cfg.edits_per_reason}, att)
-            texts = extract_tagged(reply, "<START>", "<END>")[: cfg.edits_per_reason]
-            flag = not texts and bool(reply.strip())
+                                                                "num_edits": cfg.edits_per_reason}, att + off)
+            spans = tagged_spans(reply, "<START>", "<END>")[: cfg.edits_per_reason]
+            flag = not spans and bool(reply.strip())
             if flag:
-                texts = [reply.strip().strip('"').strip()]
+                spans = [(reply.strip().strip('"').strip(), True)]
+            cut = is_cut_off(rec.finish_reason)
             edits = [Candidate(id=f"{g.id}.e{k}", prompt=t, parent=parent, origin="edit", gradient_id=g.id,
-                               flagged=flag, call=rec if k == 1 else None) for k, t in enumerate(texts, 1)]
+                               flagged=flag, call=rec if k == 1 else None,
+                               flags=["cut off"] if (cut or not closed) else [])
+                     for k, (t, closed) in enumerate(spans, 1)]
 
             async def para(e: Candidate, j: int) -> Candidate | None:
-                reply, rec = await self._call(ctx, "protegi.paraphrase", {"prompt": e.prompt}, att * 100 + j)
+                reply, rec = await self._call(ctx, "protegi.paraphrase", {"prompt": e.prompt}, att * 100 + j + off)
                 text = reply.strip()
                 if text.lower().startswith("output:"):
                     text = text[7:].strip()
@@ -106,9 +125,12 @@ class ProtegiEngine:
                 if not text:
                     return None
                 return Candidate(id=f"{e.id}.p{j}", prompt=text, parent=parent, origin="paraphrase",
-                                 gradient_id=g.id, source_id=e.id, flagged=e.flagged, call=rec)
+                                 gradient_id=g.id, source_id=e.id, flagged=e.flagged, call=rec,
+                                 flags=["cut off"] if is_cut_off(rec.finish_reason) else [])
 
-            paras = await asyncio.gather(*(para(e, j) for e in edits for j in range(1, cfg.paraphrases + 1)))
+            # a degenerate edit ("and") is dropped by checks.review; paraphrasing it would only pay for noise
+            paras = await asyncio.gather(*(para(e, j) for e in edits if not checks.degenerate(e.prompt)
+                                           for j in range(1, cfg.paraphrases + 1)))
             return edits + [p for p in paras if p is not None]
 
         cands = [c for group in await asyncio.gather(*(edit(g) for g in grads)) for c in group]
@@ -120,8 +142,13 @@ class ProtegiEngine:
             return [], []
         rng = random.Random(f"{ctx.seed}:{pi}:groups")
         groups = [rng.sample(failures, min(self.cfg.errors_per_group, len(failures))) for _ in range(self.cfg.n_groups)]
-        results = await asyncio.gather(*(self._group(ctx, f"{pi}.{gi}" if pi else gi, parent, errs)
-                                         for gi, errs in enumerate(groups, 1)))
+        repeats, seen_groups = [], {}
+        for errs in groups:  # few failures: groups repeat; a repeat needs its own sample indices
+            key = tuple(r.id for r in errs)
+            repeats.append(seen_groups.get(key, 0))
+            seen_groups[key] = repeats[-1] + 1
+        results = await asyncio.gather(*(self._group(ctx, f"{pi}.{gi}" if pi else gi, parent, errs, rep)
+                                         for gi, (errs, rep) in enumerate(zip(groups, repeats), 1)))
         grads = [g for gs, _ in results for g in gs]
         cands, seen = [], {normalise(parent)}
         for _, cs in results:
@@ -144,10 +171,12 @@ class ProtegiEngine:
                 if normalise(c.prompt) not in seen:
                     seen.add(normalise(c.prompt))
                     prop.candidates.append(c)
+        checks.review(prop, ctx.task)  # degenerate spans are dropped before the bandit pays for them
         if not prop.candidates:
             failures = sum(1 for r in reports[0].rows if not r.correct) if reports else 0
             prop.note = ("No failures in this minibatch: nothing to learn from. Skip, or regenerate with a new sample."
-                         if failures == 0 else "The optimiser model produced no usable edits. Regenerate, or edit by hand.")
+                         if failures == 0 else "The optimiser model produced no usable edits. Regenerate, or edit by hand."
+                         + (f" {prop.note}" if prop.note else ""))
             return prop
         if self.cfg.bandit != "none":
             await self.screen(ctx, beam, prop)
@@ -172,7 +201,7 @@ class ProtegiEngine:
 
         cfg = self.cfg
         res = await asyncio.to_thread(bandits.select, cfg.bandit, len(arms), len(train), cfg.bandit_budget, evaluate,
-                                      seed=ctx.seed, c=cfg.ucb_c, samples_per_eval=cfg.samples_per_eval,
+                                      seed=ctx.seed, c=cfg.ucb_c, a=cfg.ucb_e_a, samples_per_eval=cfg.samples_per_eval,
                                       arms_per_round=cfg.arms_per_round)
         nb = len(beam)
         for i, c in enumerate(prop.candidates):

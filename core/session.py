@@ -26,11 +26,12 @@ from .evaluate import EvalReport
 from .gate import POLICIES, GateResult, gate
 from .lineage import Proposal
 from .llm import ChatModel, ClientOptions, LLMError, make_model, price_for, estimate_tokens, parse_spec
-from .meta_prompts import Templates
+from .meta_prompts import TEMPLATE_VERSION, Templates
 from .protegi import PRESETS as PROTEGI_PRESETS, ProtegiConfig, ProtegiEngine, calls_per_parent
 from .runner import CancelToken, Runner, run_sync
 from .tasks import Example, Task, TaskError, load_custom, load_task
-from .textgrad import PRESETS as TEXTGRAD_PRESETS, MemoryItem, TextGradConfig, TextGradEngine
+from .textgrad import LEGACY_PRESETS as TEXTGRAD_LEGACY, PRESETS as TEXTGRAD_PRESETS, MemoryItem, TextGradConfig, TextGradEngine
+from . import candidate_checks as checks
 
 DEFAULT_ROOT = Path(os.environ.get("PGS_SESSIONS_DIR") or Path(__file__).resolve().parent.parent / "sessions")
 METHODS = ("protegi", "textgrad")
@@ -71,6 +72,13 @@ class SessionConfig:
     params: dict = field(default_factory=dict)  # overrides of the preset's fields
     templates: dict = field(default_factory=dict)  # meta-prompt overrides {name: {"system","user"}}
     title: str = ""
+    # meta-prompt templates and paper presets this session runs with; a config recorded without it is version 1
+    template_version: int = TEMPLATE_VERSION
+
+    @staticmethod
+    def from_json(d: dict) -> "SessionConfig":
+        """A recorded config (event log, bundle): one written before template versions is version 1."""
+        return SessionConfig(**{"template_version": 1, **d})
 
     def validate(self, check_models: bool = True) -> None:
         if self.method not in METHODS:
@@ -78,6 +86,9 @@ class SessionConfig:
         if self.preset not in PRESETS[self.method]:
             raise SessionError(f"Unknown preset '{self.preset}' for {self.method}. "
                                f"Presets: {', '.join(PRESETS[self.method])}.")
+        if self.template_version not in (1, TEMPLATE_VERSION):
+            raise SessionError(f"Unknown template version {self.template_version!r} (this app knows 1 and "
+                               f"{TEMPLATE_VERSION}).")
         if self.policy not in POLICIES:
             raise SessionError(f"Unknown policy '{self.policy}'. Use one of: {', '.join(POLICIES)}.")
         try:
@@ -104,6 +115,8 @@ class SessionConfig:
 
     def engine_config(self) -> ProtegiConfig | TextGradConfig:
         base = PRESETS[self.method][self.preset]
+        if self.method == "textgrad":
+            base = TEXTGRAD_LEGACY.get(self.template_version, {}).get(self.preset, base).for_task(self.task.get("name"))
         return type(base)(**{**asdict(base), **self.params})
 
 
@@ -411,7 +424,7 @@ class Session:
         self.events.append(ev)
         t = ev["type"]
         if t == "created":
-            self.config = SessionConfig(**ev["config"])
+            self.config = SessionConfig.from_json(ev["config"])
             self._check_stored_config()
             self.task = self._task_from(self.config.task)
         elif t == "baseline":
@@ -503,7 +516,8 @@ class Session:
 
     def val_examples(self) -> list[Example]:
         val = self.task.split("val")
-        return val[: self.config.val_limit] if self.config.val_limit else val
+        limit = self.config.val_limit or getattr(self.config.engine_config(), "val_questions", None)
+        return val[:limit] if limit else val
 
     def rejections_in_a_row(self) -> int:
         n = 0
@@ -535,9 +549,14 @@ class Session:
         for st in self.steps:
             if st.proposal and st.proposal.gradients and st.decision and st.decision.get("prompt"):
                 acc = st.candidate_report.accuracy if st.candidate_report else None
-                out.append(MemoryItem(st.decision["prompt"], acc, st.proposal.gradients[0].text,
-                                      st.outcome == "accepted"))
+                g = st.proposal.gradients[0]  # the feedback on the step's parent, from which the revision came
+                out.append(MemoryItem(st.decision["prompt"], acc, g.text, st.outcome == "accepted", parent=g.parent))
         return out
+
+    def heldout_leaks(self, prompt: str) -> list[str]:
+        """Validation/test splits whose question text the prompt contains: such a prompt fails the gate
+        unless the person overrides it."""
+        return [s for s in checks.leaked_splits(prompt, self.task) if s in ("val", "test")]
 
     # ---------- estimates and budget ----------
     def estimate_step(self) -> dict:
@@ -550,7 +569,7 @@ class Session:
             opt = beam * calls_per_parent(cfg, cfg.errors_per_group)
             bandit = cfg.bandit_budget if cfg.bandit != "none" else 0
         else:
-            fwd, opt, bandit = cfg.batch_size, cfg.batch_size + 2, 0
+            fwd, opt, bandit = cfg.batch_size, cfg.batch_size + 1 + max(1, cfg.candidates), 0
         n_val = self._validation_calls()
         calls = fwd + opt + bandit + n_val
         return {"forward": fwd, "optimiser": opt, "bandit": bandit, "validation": n_val, "calls": calls,
@@ -606,7 +625,7 @@ class Session:
     def _ctx(self, step: int, attempt: int, cancel: CancelToken | None, progress: PhaseProgress | None) -> StepContext:
         m = self._need_models()
         return StepContext(task=self.task, runner=m.runner, forward_model=m.forward, backward_model=m.backward,
-                           templates=Templates(self.config.templates), train=self.task.split("train"),
+                           templates=Templates(self.config.templates, self.config.template_version), train=self.task.split("train"),
                            seed=hash_seed(self.config.seed, step, attempt), attempt=attempt,
                            prefix=f"s{step}.", cancel=cancel, on_progress=progress,
                            forward_max_tokens=self.config.forward_max_tokens,
@@ -717,6 +736,7 @@ class Session:
             return await engine.propose(ctx, beam, reports)
 
         prop = self._run(forward_then_propose, ctx, "step")
+        checks.review(prop, self.task, getattr(cfg, "constraints", []))
         self._emit({"type": "proposal", "step": index, "proposal": prop.to_json(), "spend": ctx.spend.to_json(),
                     "keys": ctx.keys})
         return self.steps[-1]
@@ -780,7 +800,7 @@ class Session:
         st = self.step
         if st is None or st.gate is None:
             raise SessionError("Validate the chosen prompt first.")
-        verdict = st.gate.passed
+        verdict = st.gate.passed and not self.heldout_leaks(st.decision["prompt"])  # an override is explicit
         final = verdict if accept is None else bool(accept)
         self._emit({"type": "gate", "step": st.index, "verdict": verdict, "accepted": final,
                     "override": accept is not None and final != verdict})
@@ -813,8 +833,9 @@ class Session:
                 if st.status == "proposed":
                     # flagged = the model ignored the output tags (e.g. it refused): a person may take it, the policy won't
                     cur = normalise(self.current.prompt)
+                    # so are candidates the checks flagged: cut off, breaking a constraint, leaking data
                     pick = next((c for c in st.proposal.candidates
-                                 if not c.flagged and normalise(c.prompt) != cur), None)
+                                 if not c.flagged and not c.flags and normalise(c.prompt) != cur), None)
                     if pick is None:
                         self.decide("skip")
                         if on_step:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import random
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -61,6 +61,7 @@ class Task:
     template: str
     splits: dict[str, list[Example]]
     source: str = ""
+    verdicts: dict[str, str] = field(default_factory=dict)  # verdict phrases -> labels (LIAR: "a lie" -> Yes)
 
     def render(self, ex: Example) -> str:
         """The user message the forward model sees (template filled)."""
@@ -72,7 +73,7 @@ class Task:
 
     def parse(self, text: str | None, ex: Example | None = None) -> str | None:
         """Parsed label from a model reply, or None (= unparsed); pass ex to also match MCQ option text."""
-        return parse_answer(text, self.labels, ex.choices if ex is not None else None)
+        return parse_answer(text, self.labels, ex.choices if ex is not None else None, self.verdicts)
 
     def split(self, name: str) -> list[Example]:
         """The examples of one split ("train", "val" or "test")."""
@@ -303,6 +304,11 @@ def _medqa(seed: int, val_size: int | None, train_size: int | None, test_size: i
     )
 
 
+# "Is this statement a lie?": replies that end "...so it is a lie." name no label, but say which
+LIAR_VERDICTS = {"a lie": "Yes", "not a lie": "No", "lying": "Yes", "not lying": "No", "a falsehood": "Yes",
+                 "truthful": "No", "not truthful": "Yes", "untruthful": "Yes", "true": "No", "not true": "Yes"}
+
+
 def _liar(seed: int, val_size: int | None, train_size: int | None, test_size: int | None,
           version: int = 1, confirm_size: int | None = None) -> Task:
     pool = seeded_order(list(_liar_raw("train")), seed)
@@ -334,6 +340,7 @@ def _liar(seed: int, val_size: int | None, train_size: int | None, test_size: in
         splits=_splits(train, val, test, confirmation),
         source="LIAR (Wang 2017) as shipped in microsoft/LMOps prompt_optimization (MIT); "
         "underlying data license unknown.",
+        verdicts=LIAR_VERDICTS,
     )
 
 

@@ -12,34 +12,65 @@ from dataclasses import dataclass, field
 from .engine import StepContext, normalise
 from .evaluate import EvalReport
 from .lineage import CallRecord, Candidate, Gradient, Proposal
-from .llm import Request
-from .meta_prompts import extract_tagged
+from .llm import Request, is_cut_off
+from .meta_prompts import extract_tagged, tagged_spans
 
 AUTOMEDPROMPT_SEED = "You are a helpful, creative, and smart assistant."
+SAMPLED_TEMPERATURE = 0.7  # regenerated and extra update samples
 
 
 @dataclass
 class TextGradConfig:
     batch_size: int = 5
     constraints: list[str] = field(default_factory=list)
-    memory: int = 3  # past prompts (with validation scores) and gradients shown to the update; 0 = off
+    memory: int = 3  # past iterations (prompt, its feedback, the revision) shown to the update; 0 = off
     role: str = "system prompt to a language model that answers {task} questions"
     question_chars: int = 2000  # question text shown to the gradient call, per example
     max_tokens: int = 1024
+    candidates: int = 1  # update samples drawn at once (distinct sample indices), de-duplicated
+    memory_scores: bool = False  # show past validation scores to the update (leaks the gate's data)
+    batch_by_task: dict[str, int] = field(default_factory=dict)  # task name -> batch size (paper presets)
+    role_by_task: dict[str, str] = field(default_factory=dict)  # task name -> role description
+    val_questions: int | None = None  # the gate scores the first N validation questions (paper presets)
+
+    def for_task(self, name: str | None) -> "TextGradConfig":
+        """This config with the task-specific batch size and role applied."""
+        from dataclasses import replace
+
+        return replace(self, batch_size=self.batch_by_task.get(name or "", self.batch_size),
+                       role=self.role_by_task.get(name or "", self.role))
 
 
+# The AutoMedPrompt paper's code (SeanWu25/AutoMedPrompt@HEAD): textgrad_wrapper.py lines 38-48 (role
+# descriptions, "This system prompt should not be too verbose."), lines 53-58 (plain TextualGradientDescent:
+# no momentum / gradient memory, no constraints), utils.py line 17 (yn_loader, PubMedQA: batch_size=1) and
+# line 76 (make_loader, MedQA: batch_size=5), data.py lines 11-15 (a 50-question dev set), textgrad_wrapper.py
+# lines 98-118 (_run_validation_revert: keep the new prompt only if dev accuracy rises: the `strict` gate).
+_AMP_ROLE = ("A general system prompt for a language model designed to answer medical-related {kind} questions. "
+             "This system prompt should not be too verbose.")
 PRESETS: dict[str, TextGradConfig] = {
+    "AutoMedPrompt paper": TextGradConfig(
+        batch_size=5, memory=0, candidates=1, val_questions=50,
+        batch_by_task={"pubmedqa": 1, "medqa": 5},
+        role=_AMP_ROLE.replace("medical-related {kind}", "{task}"),
+        role_by_task={"pubmedqa": _AMP_ROLE.format(kind="yes/no/maybe"),
+                      "medqa": _AMP_ROLE.format(kind="multiple-choice")}),
+    "quick": TextGradConfig(batch_size=3, memory=2, candidates=3, constraints=["Keep the prompt under 120 words."]),
+}
+# Sessions created before template version 2 keep the presets they ran with (so they replay identically).
+LEGACY_PRESETS: dict[int, dict[str, TextGradConfig]] = {1: {
     "AutoMedPrompt paper": TextGradConfig(batch_size=5),
     "quick": TextGradConfig(batch_size=3, memory=2, constraints=["Keep the prompt under 120 words."]),
-}
+}}
 
 
 @dataclass
 class MemoryItem:
-    prompt: str
+    prompt: str  # the revision proposed at that step (the prompt validated)
     val_accuracy: float | None
-    gradient: str
+    gradient: str  # the feedback on `parent`, from which `prompt` was made
     accepted: bool
+    parent: str = ""  # the prompt that feedback criticised
 
 
 def constraints_text(constraints: list[str]) -> str:
@@ -50,16 +81,36 @@ def constraints_text(constraints: list[str]) -> str:
     return f"You must follow the following constraints:\n<CONSTRAINTS>\n{body}\n</CONSTRAINTS>\n\n"
 
 
-def memory_text(ctx: StepContext, memory: list[MemoryItem], size: int) -> str:
+def memory_text(ctx: StepContext, memory: list[MemoryItem], size: int, scores: bool = False) -> str:
     if size <= 0 or not memory:
         return ""
-    lines = []
+    if ctx.templates.version >= 2:
+        return _memory_text_v2(ctx, memory[-size:], scores)
+    lines = []  # template version 1: kept as sent, so old sessions replay
     for m in memory[-size:]:
         acc = "not scored" if m.val_accuracy is None else f"{m.val_accuracy:.1%}"
         verdict = "accepted" if m.accepted else "rejected"
         lines.append(f"<PROMPT validation_accuracy=\"{acc}\" {verdict}>\n{m.prompt}\n</PROMPT>\n"
                      f"<FEEDBACK>\n{m.gradient}\n</FEEDBACK>")
     return ctx.templates.text("textgrad.memory", past="\n".join(lines))
+
+
+def _memory_text_v2(ctx: StepContext, items: list[MemoryItem], scores: bool) -> str:
+    """Each past iteration: the prompt, the feedback THAT prompt received, and the revision made from it."""
+    blocks = []
+    for n, m in enumerate(items, 1):
+        verdict = "accepted" if m.accepted else "rejected"
+        score = "" if not scores or m.val_accuracy is None else f" validation_accuracy=\"{m.val_accuracy:.1%}\""
+        blocks.append(f"<ITERATION {n}>\n<PROMPT>\n{m.parent}\n</PROMPT>\n<PAST_FEEDBACK on=\"the prompt above\">\n"
+                      f"{m.gradient}\n</PAST_FEEDBACK>\n<REVISION made_from=\"that feedback\" {verdict}{score}>\n"
+                      f"{m.prompt}\n</REVISION>\n</ITERATION {n}>")
+    return ctx.templates.text("textgrad.memory", past="\n".join(blocks))
+
+
+def conversation_text(ctx: StepContext, rows, question_chars: int) -> str:
+    """The batch as the update's context sees it: each question and the model's answer."""
+    return "\n".join(f"<LM_INPUT>\n{ctx.task_text(r.id)[:question_chars]}\n</LM_INPUT>\n"
+                     f"<LM_OUTPUT>\n{r.raw_output}\n</LM_OUTPUT>" for r in rows)
 
 
 class TextGradEngine:
@@ -112,28 +163,49 @@ class TextGradEngine:
                         call=CallRecord.of("textgrad.gradient", gmsgs, g), feedback=feedback)
         prop.gradients.append(grad)
 
-        # 3. the TGD update
+        # 3. the TGD update: the current feedback inside <CONTEXT>, in the <FEEDBACK> tags the prompt points at
+        context = tpl.text("textgrad.context", conversation=conversation_text(ctx, rows, cfg.question_chars),
+                           task_title=ctx.task.title, role=self.role(ctx), gradient=grad.text)
         umsgs = tpl.messages("textgrad.update", role=self.role(ctx), prompt=prompt, gradient=grad.text,
-                             memory=memory_text(ctx, memory or [], cfg.memory),
+                             context=context, memory=memory_text(ctx, memory or [], cfg.memory, cfg.memory_scores),
                              constraints=constraints_text(cfg.constraints))
-        u = (await ctx.backward([Request(messages=umsgs, temperature=0.0 if ctx.attempt == 0 else 0.7,
-                                         max_tokens=cfg.max_tokens, sample=ctx.attempt, tag="textgrad.update")],
-                                phase="update"))[0]
-        rec = CallRecord.of("textgrad.update", umsgs, u)
-        new = extract_tagged(u.text, "<IMPROVED_VARIABLE>", "</IMPROVED_VARIABLE>") if u.ok else []
-        new = [t for t in new if "the improved variable" not in t.lower()]
-        if not new:
-            prop.calls.append(rec)
-            prop.note = ("The update model did not put a new prompt between <IMPROVED_VARIABLE> tags"
-                         + (f" ({u.error})" if u.error else "") + ". Its raw reply is shown under the call; "
-                         "edit a prompt by hand, or regenerate.")
-            return prop
-        if normalise(new[-1]) == normalise(prompt):
-            prop.calls.append(rec)
-            prop.note = "The update returned the prompt unchanged. Regenerate, or edit the prompt by hand."
-            return prop
-        prop.candidates.append(Candidate(id=f"{ctx.prefix}c1", prompt=new[-1], parent=prompt, origin="update",
-                                         gradient_id=grad.id, call=rec))
+        k = max(1, int(cfg.candidates))
+        if k == 1:  # as before: sample index = attempt (old sessions replay)
+            draws = [(0.0 if ctx.attempt == 0 else SAMPLED_TEMPERATURE, ctx.attempt)]
+        else:  # k distinct, reproducible samples per attempt; the first of attempt 0 is greedy
+            draws = [(0.0 if ctx.attempt == 0 and i == 0 else SAMPLED_TEMPERATURE, ctx.attempt * k + i)
+                     for i in range(k)]
+        replies = await ctx.backward([Request(messages=umsgs, temperature=t, max_tokens=cfg.max_tokens, sample=n,
+                                              tag="textgrad.update") for t, n in draws], phase="update")
+        seen, problems = {normalise(prompt)}, []
+        for i, u in enumerate(replies, 1):
+            rec = CallRecord.of("textgrad.update", umsgs, u)
+            spans = [(t, closed) for t, closed in (tagged_spans(u.text, "<IMPROVED_VARIABLE>", "</IMPROVED_VARIABLE>")
+                                                   if u.ok else [])
+                     if "the improved variable" not in t.lower()]
+            if not spans:
+                prop.calls.append(rec)
+                problems.append("The update model did not put a new prompt between <IMPROVED_VARIABLE> tags"
+                                + (f" ({u.error})" if u.error else ""))
+                continue
+            text, closed = spans[-1]
+            if normalise(text) in seen:
+                prop.calls.append(rec)
+                problems.append("The update returned the prompt unchanged" if normalise(text) == normalise(prompt)
+                                else "The update repeated another sample")
+                continue
+            seen.add(normalise(text))
+            cand = Candidate(id=f"{ctx.prefix}c{i}", prompt=text, parent=prompt, origin="update",
+                             gradient_id=grad.id, call=rec)
+            if not closed or is_cut_off(u.finish_reason):
+                cand.flags.append("cut off")
+            prop.candidates.append(cand)
+        if not prop.candidates:
+            if problems and problems[0].startswith("The update returned the prompt unchanged") and k == 1:
+                prop.note = "The update returned the prompt unchanged. Regenerate, or edit the prompt by hand."
+            else:
+                prop.note = ("; ".join(dict.fromkeys(problems)) + ". Its raw reply is shown under the call; "
+                             "edit a prompt by hand, or regenerate.")
         return prop
 
 

@@ -140,6 +140,7 @@ with tab_new:
     st.subheader("2 · Models")
     st.caption("Spec = provider:model — `openai:gpt-4o-mini`, `anthropic:claude-3-5-haiku-latest`, "
                "`ollama:llama3.2`, or `openai-compatible:<model>` with a base URL (vLLM, llama.cpp, LM Studio).")
+    st.caption(H.anthropic_note())
     picks = H.known_specs()
 
     def _pick(which: str) -> None:
@@ -161,7 +162,7 @@ with tab_new:
     mc = st.columns(2)
     specs = {}
     for col, which, title, help_ in (
-            (mc[0], "forward", "Forward model (answers the questions)", "runs the prompt under optimisation, temperature 0"),
+            (mc[0], "forward", "Forward model (answers the questions)", "runs the prompt under optimisation, temperature 0 (OpenAI-protocol models; see the note above for Anthropic)"),
             (mc[1], "backward", "Backward model (writes gradients and edits)", "the optimiser: critiques and rewrites")):
         with col:
             st.markdown(f"**{title}**")

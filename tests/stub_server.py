@@ -38,7 +38,8 @@ _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"
 class Fault:
     """What to do instead of a normal answer.
 
-    kind: ok | 429 | 500 | 503 | slow | drop | malformed | empty | 401
+    kind: ok | 429 | 500 | 503 | slow | drop | malformed | empty | 401 | length
+    (length: a normal answer, cut off at max_tokens: finish_reason "length" / stop_reason "max_tokens")
     """
 
     kind: str
@@ -73,7 +74,7 @@ class Fault:
             return Fault("503", retry_after=float(arg))
         if kind == "slow":
             return Fault("slow", delay_s=float(arg) if arg else 30.0)
-        if kind not in ("500", "503", "drop", "malformed", "empty", "401"):
+        if kind not in ("500", "503", "drop", "malformed", "empty", "401", "length"):
             raise ValueError(f"unknown fault '{spec}'")
         return Fault(kind)
 
@@ -426,6 +427,8 @@ class StubServer:
             return await self._send(req, writer, 200, b'{"id": "chatcmpl-broken", "choices": [{"mess')
         if kind == "empty":
             return await self._answer(req, body, writer, text="")
+        if kind == "length":
+            return await self._answer(req, body, writer, cut_off=True)
         key = self._presented_key(req.headers) if fault.echo_key else ""
         extra: dict[str, str] = {}
         if kind == "401":
@@ -457,7 +460,7 @@ class StubServer:
         return headers.get("x-api-key") or headers.get("authorization", "")
 
     async def _answer(self, req: StubRequest, body: dict, writer: asyncio.StreamWriter,
-                      text: str | None = None) -> bool:
+                      text: str | None = None, cut_off: bool = False) -> bool:
         if text is None:
             text = self.responder(body)
         tin, tout = self.usage(body, text)
@@ -466,12 +469,12 @@ class StubServer:
         if req.api == "anthropic":
             data = {"id": f"msg_{rid}", "type": "message", "role": "assistant", "model": model,
                     "content": [{"type": "text", "text": text}] if text else [],
-                    "stop_reason": "end_turn", "stop_sequence": None,
+                    "stop_reason": "max_tokens" if cut_off else "end_turn", "stop_sequence": None,
                     "usage": {"input_tokens": tin, "output_tokens": tout}}
         else:
             data = {"id": f"chatcmpl-{rid}", "object": "chat.completion", "created": self._now, "model": model,
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                 "finish_reason": "stop", "logprobs": None}],
+                                 "finish_reason": "length" if cut_off else "stop", "logprobs": None}],
                     "usage": {"prompt_tokens": tin, "completion_tokens": tout, "total_tokens": tin + tout}}
         return await self._send(req, writer, 200, data)
 

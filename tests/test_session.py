@@ -34,14 +34,14 @@ def test_textgrad_paper_step_makes_exactly_the_expected_calls(tmp_path):
     s.run_baseline()
     assert fwd.calls["forward"] == 20
     s.start_step()
-    # forward batch 5, then 5 losses, 1 gradient, 1 update — and nothing else
-    assert fwd.calls["forward"] == 20 + 5
-    assert dict(bwd.calls) == {"textgrad.loss": 5, "textgrad.gradient": 1, "textgrad.update": 1}
+    # the paper's PubMedQA batch is 1: forward 1, then 1 loss, 1 gradient, 1 update — and nothing else
+    assert fwd.calls["forward"] == 20 + 1
+    assert dict(bwd.calls) == {"textgrad.loss": 1, "textgrad.gradient": 1, "textgrad.update": 1}
     st = s.step
-    assert len(st.minibatch_ids) == 5 and len(st.proposal.candidates) == 1
+    assert len(st.minibatch_ids) == 1 and len(st.proposal.candidates) == 1
     s.decide("accept", candidate=st.proposal.candidates[0].id)
     s.validate()
-    assert fwd.calls["forward"] == 25 + 40  # no cache here: current and candidate both re-scored
+    assert fwd.calls["forward"] == 21 + 40  # no cache here: current and candidate both re-scored
     s.close()
 
 
@@ -159,7 +159,8 @@ def test_regenerate_gives_new_minibatch_and_sample(tmp_path):
 
 
 def test_memory_reaches_the_update_prompt(tmp_path):
-    s, _, bwd = make(tmp_path, val_limit=10)
+    # the paper preset has no memory (as its code); quick keeps it, with scores when the session asks
+    s, _, bwd = make(tmp_path, preset="quick", val_limit=10, params={"memory_scores": True, "candidates": 1})
     s.run_auto(2)
     update = s.steps[1].proposal.candidates[0].call.messages[-1][1]
     assert "<PAST_ITERATIONS>" in update and s.steps[0].decision["prompt"] in update
@@ -228,7 +229,7 @@ def test_estimates_count_calls(tmp_path):
     s, _, _ = make(tmp_path, val_limit=10)
     s.run_baseline()
     e = s.estimate_step()
-    assert e["calls"] == 5 + 7 + 20 and e["validation"] == 20  # no cache: current prompt re-scored too
+    assert e["calls"] == 1 + 3 + 20 and e["validation"] == 20  # paper PubMedQA batch 1; no cache: both re-scored
     s.close()
 
 
@@ -295,7 +296,7 @@ def test_resume_mid_step_continues_exactly(tmp_path):
 
 
 def test_cancel_keeps_finished_calls_and_records_nothing_half_done(tmp_path):
-    s, fwd, _ = make(tmp_path, val_limit=20, cache=True, fwd=FakeModel(delay_s=0.01))
+    s, fwd, _ = make(tmp_path, val_limit=20, cache=True, fwd=FakeModel(delay_s=0.01), params={"batch_size": 5})
     s.run_baseline()
     tok = CancelToken()
     seen = []

@@ -9,6 +9,7 @@ import streamlit as st
 
 from core.diffs import word_diff_html
 from core.lineage import CallRecord
+from core.llm import is_cut_off
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$^&=:\"'%@/])")
 
@@ -61,6 +62,9 @@ def call_record(rec: CallRecord | None, *, title: str = "Exact call: messages se
     with st.expander(title):
         meta = [f"template `{rec.template}`", f"{rec.input_tokens} in / {rec.output_tokens} out tokens"]
         meta.append("from cache" if rec.cached else f"${rec.cost_usd:.5f}")
+        if getattr(rec, "finish_reason", ""):
+            meta.append(f"finish reason `{md_escape(rec.finish_reason)}`" + (" (cut off at the token limit)"
+                                                                           if is_cut_off(rec.finish_reason) else ""))
         st.caption(" · ".join(meta))
         for role, content in rec.messages:
             st.markdown(f"**{md_escape(role)}**")

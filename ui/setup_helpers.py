@@ -33,7 +33,8 @@ EDITABLE = {
     },
     "textgrad": {
         "batch_size": "training questions per step (the loss batch)",
-        "memory": "past prompts and gradients shown to the update (0 = off)",
+        "memory": "past iterations (prompt, the feedback it got, the revision) shown to the update (0 = off)",
+        "candidates": "update samples drawn at once (distinct, cached), de-duplicated: you choose among them",
         "max_tokens": "output-token limit of each optimiser reply (feedback, gradient, update)",
     },
 }
@@ -131,3 +132,13 @@ def field_names(method: str) -> set[str]:
 
 def task_error(exc: Exception) -> str:
     return str(exc) if isinstance(exc, TaskError) else f"{type(exc).__name__}: {exc}"
+
+
+def anthropic_note() -> str:
+    """What Anthropic calls send, for the Setup page (the installed SDK decides whether temperature goes)."""
+    from core.llm import anthropic_sends_temperature
+
+    if anthropic_sends_temperature():
+        return "Anthropic models: calls send temperature 0 (temperature 0.7 for sampled optimiser calls)."
+    return ("Anthropic models: the installed anthropic SDK takes no temperature, so none is sent and the model "
+            "uses its own default; repeated calls may differ, and the cache keys them without a temperature.")

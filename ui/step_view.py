@@ -105,7 +105,15 @@ def candidate_card(s: Session, cand: Candidate, k: int, current: str, *, actions
         badges = [(f"candidate {k}", "blue"), (cand.origin, "gray")]
         if cand.flagged:
             badges.append(("parsed by fallback", "orange"))
+        badges += [(f.split(":")[0], "red") for f in cand.flags]  # "cut off", "breaks constraint", "leaks ... data"
         badge_row(badges)
+        details = [f for f in cand.flags if ":" in f]
+        if cand.flags:
+            st.caption("Flagged: the automatic policy will not take it" + (
+                "; one with validation or test text fails the gate unless you override" if any(
+                    x in cand.leaks for x in ("val", "test")) else "") + ".")
+        for f in details:
+            st.text(f)  # constraint text comes from the session: shown as text
         if cand.score is not None:
             st.metric("Bandit score (train)", pct(cand.score), help=f"{cand.pulls} training samples pulled")
         st.caption("Word diff against the current prompt (red removed, green added)")
@@ -203,8 +211,13 @@ def gate_view(s: Session, st_: Step) -> None:
     c[2].metric("McNemar p", f"{g.p_value:.3g}", help="exact paired test on the same validation questions")
     c[3].metric("Fixed / broke", f"{len(g.fixed)} / {len(g.broke)}")
     st.caption(f"{ci(g.old_ci)} → {ci(g.new_ci)} · policy **{md_escape(g.policy)}**: {md_escape(POLICY_HELP.get(g.policy, ''))}")
-    verdict = f"Gate verdict: {'accept' if g.passed else 'reject'} — {md_escape(g.reason)}"
-    (st.success if g.passed else st.warning)(verdict, icon=":material/check_circle:" if g.passed else ":material/warning:")
+    leaks = s.heldout_leaks((st_.decision or {}).get("prompt") or "")
+    passed = g.passed and not leaks
+    verdict = f"Gate verdict: {'accept' if passed else 'reject'} — {md_escape(g.reason)}"
+    if leaks:
+        verdict += (" — but the prompt contains " + " and ".join({"val": "validation", "test": "test"}[x] for x in leaks)
+                    + " question text, so it passes only if you override")
+    (st.success if passed else st.warning)(verdict, icon=":material/check_circle:" if passed else ":material/warning:")
     f1, f2 = st.columns(2)
     for col, ids, what in ((f1, g.fixed, "fixed (wrong before, right now)"), (f2, g.broke, "broke (right before, wrong now)")):
         with col:
