@@ -117,6 +117,9 @@ def cmd_optimize(a) -> int:
             spec["val_size"] = a.val_size
         if a.test_size is not None:
             spec["test_size"] = a.test_size
+        from .cli import custom_file_options
+
+        spec.update(custom_file_options(a))
         data = (os.path.basename(a.task), Path(a.task).read_bytes())
     del task
     preset = a.preset or ("AutoMedPrompt paper" if a.method == "textgrad" else "quick")
