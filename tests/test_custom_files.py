@@ -235,3 +235,43 @@ def test_session_keeps_headerless_option_column_mapping(tmp_path):
     again = Session.open(sid, root=tmp_path / "s", readonly=True)
     assert labels == again.task.labels == ["A", "B", "C", "D"]
     assert again.task.split("val")[0].choices is not None and len(again.task.split("train")) == 16
+
+
+# ---------------------------------------------------------------- the app
+
+
+def test_app_header_switch_guess_option_columns_and_exact_preview(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.test_app import APP, check
+
+    monkeypatch.setenv("PGS_PROVIDERS", "tests.fake_model:register")
+    monkeypatch.setenv("PGS_SESSIONS_DIR", str(tmp_path / "sessions"))
+    monkeypatch.setenv("PGS_CACHE_DIR", str(tmp_path / "cache"))
+    content = "\n".join(";".join(r) for r in mcq_rows(40)).encode()
+    at = AppTest.from_file(APP, default_timeout=60)
+    check(at.run())
+    check(at.switch_page("pages/setup.py").run())
+    at.radio(key="task_source").set_value("Upload CSV/JSONL")
+    check(at.run())
+    at.file_uploader(key="upload").set_value(("quiz.csv", content, "text/csv"))
+    check(at.run())
+    switch = next(t for t in at.toggle if t.label == "First row is a header")
+    assert switch.value is False  # guessed: row 1 is data
+    captions = [c.value for c in at.caption]
+    assert "Guess: row 1 looks like data, not column names." in captions
+    from ui.render import md_escape
+
+    assert any(md_escape("semicolon-separated, no header row (columns numbered from 1), UTF-8") in c for c in captions)
+    at.multiselect(key="map_inputs_nh").set_value(["1"])
+    at.multiselect(key="map_option_cols_nh").set_value(["2", "3", "4", "5"])
+    at.selectbox(key="map_label_nh").set_value("6")
+    at.number_input(key="custom_val").set_value(5)
+    at.number_input(key="custom_test").set_value(5)
+    check(at.run())
+    assert not at.error, [e.value for e in at.error]
+    task = load_custom(content, "quiz.csv", input_cols=["1"], option_cols=["2", "3", "4", "5"], label_col="6",
+                       header=False, val_size=5, test_size=5)
+    shown = [c.value for c in at.code]
+    assert task.render(task.split("val")[0]) in shown
+    assert "Options:\nA. heart" in task.render(task.split("val")[0])
