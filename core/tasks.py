@@ -405,7 +405,7 @@ def _check_labels(raw: list[str], labels: list[str] | None, col: str, where,
             raise TaskError(f"Column '{col}' has labels outside the declared ones ({', '.join(labels)}): {shown}.")
         return labels, [canon[v.lower()] for v in raw]
     raw = _merge_numbers(raw, col, notices)
-    distinct = sorted(set(raw), key=lambda v: (_number(v) is None, _number(v) or 0, v))
+    distinct = sorted(set(raw))  # text order, as before: existing sessions keep their label order and template
     if len(distinct) > MAX_LABELS:
         raise TaskError(_too_many(raw, distinct, col))
     folded: dict[str, str] = {}
