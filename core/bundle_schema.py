@@ -169,7 +169,8 @@ GATE_RESULT = Record({"policy": STR, "old_accuracy": FRAC, "new_accuracy": FRAC,
                      {"fixed": STRS, "broke": STRS, "passed": BOOL, "reason": STR}, extra=False)
 TASK = Record({}, {"name": STR, "file": STR, "seed": INT, "val_size": COUNT, "train_size": COUNT,
                    "test_size": COUNT, "input_cols": STRS, "label_col": STR, "id_col": OSTR, "choices_col": OSTR,
-                   "labels": Opt(STRS), "split_version": COUNT})
+                   "labels": Opt(STRS), "split_version": COUNT, "header": Opt(BOOL),
+                   "option_cols": Opt(STRS), "label_threshold": Opt(REAL)})
 CONFIG = Record({"task": TASK}, {
     "method": STR, "preset": STR, "forward": STR, "backward": STR, "forward_base_url": OSTR,
     "backward_base_url": OSTR, "seed_prompt": STR, "seed": INT, "policy": STR, "alpha": FRAC, "patience": COUNT,

@@ -122,9 +122,20 @@ def _add_task_args(p: argparse.ArgumentParser, task_required: bool = True) -> No
     p.add_argument("--id-col", help="custom file: id column (optional)")
     p.add_argument("--choices-col", help="custom file: column with options (optional)")
     p.add_argument("--labels", help="custom file: comma-separated allowed labels (optional)")
+    p.add_argument("--no-header", action="store_true", help="custom CSV/TSV: row 1 is data; columns are numbered from 1")
+    p.add_argument("--option-cols", help="custom file: comma-separated columns, one per MCQ option (lettered A, B, ...)")
+    p.add_argument("--label-threshold", type=float, help="custom file: numeric scores >= this become the second class")
     p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     p.add_argument("--val-size", type=int, help="validation split size")
     p.add_argument("--test-size", type=int, help="test split size (custom files)")
+
+
+def tell_file_format(a: argparse.Namespace, task) -> None:
+    """How a custom file was read and what loading it changed, on stderr (once every check has passed)."""
+    if getattr(task, "file_format", ""):
+        print(f"pgs: {os.path.basename(a.task)}: {task.file_format}", file=sys.stderr)
+    for note in getattr(task, "notices", []):
+        print(f"pgs: note: {note}", file=sys.stderr)
 
 
 def load_task_from_args(a: argparse.Namespace):
@@ -148,9 +159,22 @@ def load_task_from_args(a: argparse.Namespace):
             kw["val_size"] = a.val_size
         if a.test_size is not None:
             kw["test_size"] = a.test_size
+        kw.update(custom_file_options(a))
         return load_task_from_path(a.task, **kw)
     except TaskError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def custom_file_options(a: argparse.Namespace) -> dict:
+    """The --no-header / --option-cols / --label-threshold settings as load_custom keywords (only those given)."""
+    kw: dict[str, Any] = {}
+    if getattr(a, "no_header", False):
+        kw["header"] = False
+    if getattr(a, "option_cols", None):
+        kw["option_cols"] = [c.strip() for c in a.option_cols.split(",") if c.strip()]
+    if getattr(a, "label_threshold", None) is not None:
+        kw["label_threshold"] = a.label_threshold
+    return kw
 
 
 def _model(spec: str, base_url: str | None, timeout: float = 60.0, retries: int = 4):
@@ -255,6 +279,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         raise ConfigError(str(exc)) from None
     model = _model(a.model, a.base_url, a.timeout, a.retries)
     runner = _runner(a)
+    tell_file_format(a, task)
     report = evaluate(prompt, examples, model, task=task, runner=runner, max_tokens=a.max_tokens,
                       progress=None if a.quiet else _progress_bar(f"{a.task}/{a.split}"))
     if report.fatal:

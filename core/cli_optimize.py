@@ -98,9 +98,8 @@ def _models(cfg, a):
 
 
 def cmd_optimize(a) -> int:
-    from .cli import ConfigError, load_task_from_args
+    from .cli import ConfigError, custom_file_options, load_task_from_args, tell_file_format
     from .session import Session, SessionConfig, SessionError
-
     from .tasks import BUILTIN_TASKS, builtin_spec
 
     task = load_task_from_args(a)  # validates the task and custom file up front
@@ -115,7 +114,9 @@ def cmd_optimize(a) -> int:
             spec["val_size"] = a.val_size
         if a.test_size is not None:
             spec["test_size"] = a.test_size
+        spec.update(custom_file_options(a))
         data = (os.path.basename(a.task), Path(a.task).read_bytes())
+    tell_file_format(a, task)
     del task
     preset = a.preset or ("AutoMedPrompt paper" if a.method == "textgrad" else "quick")
     from .cli import _read_prompt, parse_settings

@@ -398,7 +398,8 @@ class Session:
                 if content is None:
                     content = (self.dir / f).read_bytes()
                 kw = {k: spec[k] for k in ("input_cols", "label_col", "id_col", "choices_col", "labels",
-                                           "val_size", "test_size", "seed") if spec.get(k) is not None}
+                                           "val_size", "test_size", "seed", "header", "option_cols",
+                                           "label_threshold") if spec.get(k) is not None}
                 return load_custom(content, spec["file"], **kw)
             kw = {k: spec[k] for k in ("seed", "val_size", "train_size", "test_size", "confirm_size")
                   if spec.get(k) is not None}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import math
 import re
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -62,6 +63,8 @@ class Task:
     splits: dict[str, list[Example]]
     source: str = ""
     verdicts: dict[str, str] = field(default_factory=dict)  # verdict phrases -> labels (LIAR: "a lie" -> Yes)
+    notices: list[str] = field(default_factory=list)  # what loading a custom file changed or noticed
+    file_format: str = ""  # how a custom file was read (delimiter, header, encoding)
 
     def render(self, ex: Example) -> str:
         """The user message the forward model sees (template filled)."""
@@ -380,10 +383,11 @@ def list_tasks() -> list[TaskInfo]:
 # ---------------------------------------------------------------- custom files
 
 
-def read_table(data: bytes, filename: str, *, max_bytes: int = MAX_BYTES, max_rows: int = MAX_ROWS) -> "pandas.DataFrame":
+def read_table(data: bytes, filename: str, *, max_bytes: int = MAX_BYTES, max_rows: int = MAX_ROWS,
+               header: bool | None = True) -> "pandas.DataFrame":
     """A CSV/TSV/JSONL/JSON file as a DataFrame of strings (see core.tables); TaskError if unusable."""
     try:
-        return tables.read_table(data, filename, max_bytes=max_bytes, max_rows=max_rows)
+        return tables.read_table(data, filename, max_bytes=max_bytes, max_rows=max_rows, header=header)
     except tables.TableError as e:
         raise TaskError(str(e)) from None
 
@@ -411,48 +415,165 @@ def _parse_choices(cell: str) -> dict[str, str] | None:
     return opts if len(opts) >= 2 and all(k and v for k, v in opts.items()) else None
 
 
-def _check_labels(raw: list[str], labels: list[str] | None, col: str, where) -> tuple[list[str], list[str]]:
+def _number(v: str) -> float | None:
+    try:
+        x = float(v)
+    except ValueError:
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _merge_numbers(raw: list[str], col: str, notices: list[str]) -> list[str]:
+    """Numeric labels written differently ('1', '1.0') as one spelling, with a notice."""
+    nums = [_number(v) for v in raw]
+    if any(x is None for x in nums):
+        return raw
+    spellings: dict[float, list[str]] = {}
+    for v, x in zip(raw, nums):
+        if v not in spellings.setdefault(x, []):
+            spellings[x].append(v)
+    merged = {x: vs for x, vs in spellings.items() if len(vs) > 1}
+    if not merged:
+        return raw
+    canon = {x: (str(int(x)) if x.is_integer() else min(vs, key=len)) for x, vs in spellings.items()}
+    shown = "; ".join(f"{', '.join(repr(v) for v in vs)} -> '{canon[x]}'" for x, vs in list(merged.items())[:5])
+    notices.append(f"Labels in column '{col}' that are the same number written differently became one class: {shown}.")
+    return [canon[x] for x in nums]
+
+
+def _threshold(raw: list[str], t: float, labels: list[str] | None, col: str, where,
+               notices: list[str]) -> tuple[list[str], list[str]]:
+    """Scores split into two classes: below t and at or above t."""
+    if not math.isfinite(t):
+        raise TaskError(f"The label threshold must be a finite number, got {t!r}.")
+    names = [str(x).strip() for x in labels] if labels else ["0", "1"]
+    if len(names) != 2 or names[0] == names[1] or "" in names:
+        raise TaskError("With a label threshold, declare exactly two labels: below the threshold, then at or above it.")
+    out = []
+    for i, v in enumerate(raw):
+        x = _number(v)
+        if x is None:
+            raise TaskError(f"Column '{col}' at {where(i)} holds '{v[:40]}', not a number; a label threshold needs "
+                            "a number in every row.")
+        out.append(names[x >= t])
+    high = out.count(names[1])
+    if high in (0, len(out)):
+        raise TaskError(f"Every score in column '{col}' is {'below' if not high else 'at or above'} the threshold {t:g}: "
+                        "that leaves one class; choose another threshold.")
+    notices.append(f"Scores in column '{col}' thresholded at {t:g}: {len(out) - high} row(s) below -> '{names[0]}', "
+                   f"{high} at or above -> '{names[1]}'.")
+    return names, out
+
+
+def _too_many(raw: list[str], distinct: list[str], col: str) -> str:
+    """Why a column with too many distinct values is not a label column."""
+    nums = [_number(v) for v in distinct]
+    if all(x is not None for x in nums) and all(0 <= x <= 1 for x in nums):
+        return (f"Column '{col}' holds {len(distinct)} distinct numbers between 0 and 1 "
+                f"(e.g. {', '.join(distinct[:3])}): these look like continuous scores, not class labels; "
+                "threshold them into two classes (CLI --label-threshold 0.5, app: 'Threshold scores at').")
+    if len(distinct) >= len(raw) / 2 or sum(map(len, distinct)) / len(distinct) > 40:
+        return (f"Column '{col}' has {len(distinct):,} distinct values in {len(raw):,} rows: this looks like free "
+                f"text, not a label; a label column needs between 2 and {MAX_LABELS} distinct values "
+                "(is it the right column?).")
+    return (f"Column '{col}' has {len(distinct)} distinct value(s); a label column needs between 2 and "
+            f"{MAX_LABELS} (is it the right column?).")
+
+
+def _check_labels(raw: list[str], labels: list[str] | None, col: str, where,
+                  notices: list[str] | None = None) -> tuple[list[str], list[str]]:
     """(task labels, each row's label spelled as in task labels)."""
+    notices = [] if notices is None else notices
     if labels is not None:
         labels = [str(x).strip() for x in labels]
         canon = {x.lower(): x for x in labels}
         if len(labels) < 2 or "" in canon or len(canon) != len(labels):
             raise TaskError("Declare at least two distinct, non-empty labels.")
+        by_number = {_number(x): x for x in labels if _number(x) is not None}
+        raw = [canon.get(v.lower()) or by_number.get(_number(v), v) for v in raw]
         bad = list(dict.fromkeys(v for v in raw if v.lower() not in canon))
         if bad:
             shown = ", ".join(f"'{v}'" for v in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
             raise TaskError(f"Column '{col}' has labels outside the declared ones ({', '.join(labels)}): {shown}.")
         return labels, [canon[v.lower()] for v in raw]
-    distinct = sorted(set(raw))
+    raw = _merge_numbers(raw, col, notices)
+    distinct = sorted(set(raw))  # text order, as before: existing sessions keep their label order and template
+    if len(distinct) > MAX_LABELS:
+        raise TaskError(_too_many(raw, distinct, col))
     folded: dict[str, str] = {}
     for v in distinct:
         if v.lower() in folded:
             raise TaskError(f"Labels '{folded[v.lower()]}' and '{v}' in column '{col}' differ only in case; make them consistent.")
         folded[v.lower()] = v
-    if not 2 <= len(distinct) <= MAX_LABELS:
+    if len(distinct) < 2:
         raise TaskError(f"Column '{col}' has {len(distinct)} distinct value(s); a label column needs between 2 and "
                         f"{MAX_LABELS} (is it the right column?).")
+    nums = [_number(v) for v in distinct]
+    if all(x is not None and 0 <= x <= 1 for x in nums) and any(x not in (0, 1) for x in nums):
+        notices.append(f"Column '{col}' looks like scores between 0 and 1; its {len(distinct)} values are used as "
+                       "classes. To make two classes, set a label threshold (CLI --label-threshold 0.5).")
     return distinct, raw
+
+
+def _letter_options(opts: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """Options keyed A, B, C ... (kept if already so), and a map from each original key (lowercased) to its letter."""
+    keys = list(opts)
+    letters = [chr(65 + i) for i in range(len(keys))]
+    if [k.upper() for k in keys] == letters:
+        return {k.upper(): v for k, v in opts.items()}, {k.lower(): k.upper() for k in keys}
+    return dict(zip(letters, opts.values())), {k.lower(): L for k, L in zip(keys, letters)}
+
+
+def _gold_letter(gold: str, opts: dict[str, str], keymap: dict[str, str]) -> str | None:
+    """The letter a gold answer names: an option key, its letter, or the option's exact text."""
+    g = gold.strip().lower()
+    if g in keymap:
+        return keymap[g]
+    if g.upper() in opts:
+        return g.upper()
+    hits = [L for L, v in opts.items() if v.strip().lower() == g]
+    return hits[0] if len(hits) == 1 else None
 
 
 def load_custom(data: bytes, filename: str, *, input_cols: list[str], label_col: str, id_col: str | None = None,
                 choices_col: str | None = None, labels: list[str] | None = None, val_size: int = 50,
-                test_size: int = 100, seed: int = 0) -> Task:
-    """A Task from an uploaded CSV/JSONL file, fully validated (raises TaskError, never half-loads)."""
+                test_size: int = 100, seed: int = 0, header: bool = True, option_cols: list[str] | None = None,
+                label_threshold: float | None = None) -> Task:
+    """A Task from an uploaded CSV/JSONL file, fully validated (raises TaskError, never half-loads).
+    header=False numbers columns "1", "2", ...; option_cols: one column per MCQ option (lettered A, B, ...);
+    label_threshold: numeric scores become two classes (below / at or above)."""
     name = Path(filename).name
-    df = read_table(data, filename)
+    df = read_table(data, filename, header=header)
+    fmt = df.attrs["format"]
+    option_cols = list(option_cols or [])
+    notices: list[str] = []
     if not input_cols:
         raise TaskError("Choose at least one input column.")
+    if option_cols and choices_col:
+        raise TaskError("Use either an options column or option columns (one per option), not both.")
+    if option_cols and len(option_cols) < 2:
+        raise TaskError("Choose at least two option columns (one per option).")
+    if option_cols and label_threshold is not None:
+        raise TaskError("A label threshold does not apply to multiple-choice answers.")
     roles: dict[str, str] = {}
-    for col, role in [(c, "input") for c in input_cols] + [(label_col, "label"), (id_col, "id"), (choices_col, "options")]:
+    for col, role in [(c, "input") for c in input_cols] + [(label_col, "label"), (id_col, "id"), (choices_col, "options")] \
+            + [(c, "option") for c in option_cols]:
         if col is None:
             continue
         if col in roles:
             raise TaskError(f"Column '{col}' is mapped twice (as {roles[col]} and as {role}); give each column one role.")
         roles[col] = role
         if col not in df.columns:
-            raise TaskError(f"Column '{col}' is not in {name}; available columns: {', '.join(map(str, df.columns))}.")
-        if role == "input" and (re.search(r"[{}\n]", col) or (choices_col and col == "options")):
+            hint = ""
+            if fmt.delimiter and fmt.header and not fmt.header_guess:
+                hint = (" Row 1 looks like data, not column names: load the file without a header "
+                        "(CLI --no-header, app: untick 'First row is a header') and number the columns from 1.")
+            elif fmt.delimiter and not fmt.header:
+                hint = " Without a header the columns are numbered from 1."
+            cols = list(map(str, df.columns))
+            shown = ", ".join(cols[:12]) + (f" and {len(cols) - 12} more" if len(cols) > 12 else "")
+            raise TaskError(f"Column '{col}' is not in {name}; available columns: {shown}.{hint}")
+        if role == "input" and (re.search(r"[{}\n]", col) or ((choices_col or option_cols) and col == "options")):
             raise TaskError(f"Input column name '{col}' cannot be used in the template; rename the column.")
     numbers, word = df.attrs["row_numbers"], df.attrs["row_word"]
 
@@ -466,22 +587,45 @@ def load_custom(data: bytes, filename: str, *, input_cols: list[str], label_col:
                             "fill them or remove those rows.")
     raw_labels = [v.strip() for v in df[label_col]]
     choices: list[dict[str, str] | None] = [None] * len(df)
-    if choices_col:
+    if option_cols:
+        cells_by_col = [[v.strip() for v in df[c].tolist()] for c in option_cols]
+        for i in range(len(df)):
+            opts = {chr(65 + j): cells[i] for j, cells in enumerate(cells_by_col) if cells[i]}
+            if len(opts) < 2:
+                raise TaskError(f"The option columns have fewer than two filled options at {where(i)}.")
+            choices[i] = opts
+        keymaps = [{c.lower(): chr(65 + j) for j, c in enumerate(option_cols)} for _ in choices]
+        notices.append("Options from columns " + ", ".join(f"'{c}' as {chr(65 + j)}" for j, c in enumerate(option_cols))
+                       + ".")
+    elif choices_col:
+        keymaps = []
+        relettered = False
         for i, cell in enumerate(df[choices_col]):
-            choices[i] = _parse_choices(cell)
-            if choices[i] is None:
+            parsed = _parse_choices(cell)
+            if parsed is None:
                 raise TaskError(f"Options in column '{choices_col}' at {where(i)} are not a JSON object "
-                                "like {\"A\": \"...\", \"B\": \"...\"} or 'A: ... | B: ...'.")
-        keys = [{k.lower(): k for k in c} for c in choices]
-        bad = [i for i, (g, k) in enumerate(zip(raw_labels, keys)) if g.lower() not in k]
+                                "like {\"A\": \"...\", \"B\": \"...\"}, a JSON list or 'A: ... | B: ...'.")
+            choices[i], keymap = _letter_options(parsed)
+            relettered = relettered or list(parsed) != list(choices[i])
+            keymaps.append(keymap)
+        if relettered:
+            notices.append(f"Options in column '{choices_col}' are shown to the model lettered A, B, C, ... "
+                           f"and the answers in '{label_col}' are read as those letters.")
+    if option_cols or choices_col:
+        letters = [_gold_letter(g, c, k) for g, c, k in zip(raw_labels, choices, keymaps)]
+        bad = [i for i, x in enumerate(letters) if x is None]
         if bad:
             i = bad[0]
             raise TaskError(f"{len(bad)} label(s) in column '{label_col}' are not one of their row's options, the first "
                             f"at {where(i)}: '{raw_labels[i]}' (options {', '.join(choices[i])}).")
-        raw_labels = [k[g.lower()] for g, k in zip(raw_labels, keys)]
+        raw_labels = letters
         if labels is None:
             labels = sorted({k for c in choices for k in c}, key=lambda k: (len(k), k))
-    task_labels, gold = _check_labels(raw_labels, labels, label_col, where)
+        task_labels, gold = _check_labels(raw_labels, labels, label_col, where, notices)
+    elif label_threshold is not None:
+        task_labels, gold = _threshold(raw_labels, float(label_threshold), labels, label_col, where, notices)
+    else:
+        task_labels, gold = _check_labels(raw_labels, labels, label_col, where, notices)
     ids = [v.strip() for v in df[id_col]] if id_col else [f"{word}-{n}" for n in numbers]
     first_seen: dict[str, int] = {}
     for i, x in enumerate(ids):
@@ -503,7 +647,7 @@ def load_custom(data: bytes, filename: str, *, input_cols: list[str], label_col:
         for i in range(len(ids))
     ]
     order = seeded_order(examples, seed)
-    blocks = [f"{c}:\n{{{c}}}" for c in input_cols] + (["Options:\n{options}"] if choices_col else [])
+    blocks = [f"{c}:\n{{{c}}}" for c in input_cols] + (["Options:\n{options}"] if choices_col or option_cols else [])
     return Task(
         name=f"custom:{name}",
         title=name,
@@ -513,6 +657,8 @@ def load_custom(data: bytes, filename: str, *, input_cols: list[str], label_col:
         splits={"train": order[val_size + test_size:], "val": order[test_size:test_size + val_size],
                 "test": order[:test_size]},
         source=f"Uploaded file {name}.",
+        notices=notices,
+        file_format=fmt.describe(),
     )
 
 

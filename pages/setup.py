@@ -83,26 +83,45 @@ with tab_new:
             errors.append("no file")
         else:
             content = up.getvalue()
+            tabular = not up.name.lower().endswith((".json", ".jsonl"))
+            header = True
+            if tabular:
+                guess = H.header_guess(content, up.name)
+                header = st.toggle("First row is a header", value=guess, key=f"has_header_{up.file_id}",
+                                   help="off: row 1 is data and the columns are numbered 1, 2, 3, ...")
+                st.caption(f"Guess: row 1 looks like {'column names' if guess else 'data, not column names'}.")
             try:
-                df = H.table(content, up.name)
+                df = H.table(content, up.name, header)
             except TaskError as exc:
                 st.error(md_escape(exc), icon=":material/error:")
                 errors.append("file")
                 df = None
             if df is not None:
-                st.caption(f"{len(df):,} rows · preview of the first 20")
-                st.dataframe(df.head(20), hide_index=True, height=240)
+                st.caption(f"{len(df):,} rows · {md_escape(df.attrs['format'].describe())} · preview of the first 20")
+                head = df.head(20)
+                head.attrs = {}  # row numbers and format are not table content
+                st.dataframe(head, hide_index=True, height=240)
                 cols = list(df.columns)
                 g = H.guess_columns(cols)
+                k = "" if header else "_nh"  # the columns change with the header switch
                 c = st.columns([2, 1, 1, 1])
-                inputs = c[0].multiselect("Input column(s)", cols, default=g["inputs"], key="map_inputs")
+                inputs = c[0].multiselect("Input column(s)", cols, default=g["inputs"], key=f"map_inputs{k}")
                 label = c[1].selectbox("Label column", cols, index=cols.index(g["label"]) if g["label"] in cols else 0,
-                                       key="map_label")
+                                       key=f"map_label{k}")
                 none = "(none)"
                 id_col = c[2].selectbox("Id column", [none] + cols, index=([none] + cols).index(g["id"] or none),
-                                        key="map_id")
+                                        key=f"map_id{k}")
                 choices = c[3].selectbox("Options column (MCQ)", [none] + cols,
-                                         index=([none] + cols).index(g["choices"] or none), key="map_choices")
+                                         index=([none] + cols).index(g["choices"] or none), key=f"map_choices{k}",
+                                         help="one cell holding all options: JSON object, JSON list or 'A: … | B: …'")
+                c = st.columns([2, 1, 1])
+                option_cols = c[0].multiselect("Option columns (MCQ, one per option)", cols, key=f"map_option_cols{k}",
+                                               help="lettered A, B, C, … in the order chosen; the label column "
+                                                    "holds the letter (or the option's text)")
+                use_threshold = c[1].checkbox("Threshold scores", key="map_use_threshold",
+                                              help="numeric labels (e.g. scores 0–1) become two classes")
+                threshold = c[2].number_input("Threshold scores at", value=0.5, step=0.05, key="map_threshold",
+                                              disabled=not use_threshold, help="below → first class, at or above → second")
                 c = st.columns(4)
                 seed = split_seed(c[3])
                 labels_txt = c[0].text_input("Allowed labels", key="map_labels", placeholder="e.g. yes, no, maybe",
@@ -112,16 +131,26 @@ with tab_new:
                 test_size = c[2].number_input("Test questions", min_value=0, value=min(100, max(0, len(df) // 4)),
                                               key="custom_test")
                 labels = tuple(x.strip() for x in labels_txt.split(",") if x.strip()) or None
+                inputs = [x for x in inputs if x not in option_cols]
                 try:
                     task = H.custom_task(content, up.name, tuple(inputs), label, None if id_col == none else id_col,
                                          None if choices == none else choices, labels, int(val_size), int(test_size),
-                                         int(seed))
+                                         int(seed), header, tuple(option_cols),
+                                         float(threshold) if use_threshold else None)
                     data = (up.name, content)
                     task_spec = {"file": up.name, "input_cols": list(inputs), "label_col": label,
                                  "id_col": None if id_col == none else id_col,
                                  "choices_col": None if choices == none else choices,
                                  "labels": list(labels) if labels else None, "val_size": int(val_size),
                                  "test_size": int(test_size), "seed": int(seed)}
+                    if not header:
+                        task_spec["header"] = False
+                    if option_cols:
+                        task_spec["option_cols"] = list(option_cols)
+                    if use_threshold:
+                        task_spec["label_threshold"] = float(threshold)
+                    for note in task.notices:
+                        st.info(md_escape(note), icon=":material/info:")
                 except TaskError as exc:
                     st.error(md_escape(exc), icon=":material/error:")
                     errors.append("mapping")
@@ -130,8 +159,10 @@ with tab_new:
         st.success(f"{md_escape(task.title)}: train {sizes['train']}, validation {sizes['val']}, test {sizes['test']} · "
                    f"labels {md_escape(', '.join(task.labels))}", icon=":material/check_circle:")
         with st.expander("Preview validation questions and the question template"):
-            st.caption("The user message the forward model sees for each question (the prompt you tune is the "
-                       "system message):")
+            st.caption("The user message the forward model sees for the first validation question, exactly as sent "
+                       "(the prompt you tune is the system message):")
+            plain(H.question_preview(task), box=True)
+            st.caption("The template every question fills:")
             plain(task.template, box=True)
             rows = [{"id": e.id, "question": " · ".join(e.inputs.values())[:500], "gold": e.label}
                     for e in task.split("val")[:25]]

@@ -170,7 +170,9 @@ def test_memory_reaches_the_update_prompt(tmp_path):
 
 def test_no_failures_in_minibatch_gives_a_clear_note(tmp_path):
     perfect = FakeModel(base_quality=100)
-    perfect.forward = lambda system, user: "Answer: " + __import__("tests.fake_model", fromlist=["_GOLD"])._GOLD[user][0]
+    fake = __import__("tests.fake_model", fromlist=["_GOLD"])
+    fake._builtin_gold()
+    perfect.forward = lambda system, user: "Answer: " + fake._GOLD[user][0]
     s, _, bwd = make(tmp_path, method="protegi", preset="quick", fwd=perfect, val_limit=5)
     s.run_baseline()
     st = s.start_step()

@@ -51,15 +51,25 @@ def task_infos():
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def table(data: bytes, filename: str) -> pd.DataFrame:
-    return read_table(data, filename)
+def table(data: bytes, filename: str, header: bool | None = True) -> pd.DataFrame:
+    return read_table(data, filename, header=header)
+
+
+def header_guess(data: bytes, filename: str) -> bool:
+    """Whether row 1 of a CSV/TSV looks like column names (True for JSON, or when the file does not read)."""
+    try:
+        return bool(table(data, filename).attrs["format"].header_guess)
+    except TaskError:
+        return True
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
 def custom_task(data: bytes, filename: str, inputs: tuple[str, ...], label: str, id_col: str | None,
-                choices: str | None, labels: tuple[str, ...] | None, val_size: int, test_size: int, seed: int) -> Task:
+                choices: str | None, labels: tuple[str, ...] | None, val_size: int, test_size: int, seed: int,
+                header: bool = True, option_cols: tuple[str, ...] = (), threshold: float | None = None) -> Task:
     return load_custom(data, filename, input_cols=list(inputs), label_col=label, id_col=id_col, choices_col=choices,
-                       labels=list(labels) if labels else None, val_size=val_size, test_size=test_size, seed=seed)
+                       labels=list(labels) if labels else None, val_size=val_size, test_size=test_size, seed=seed,
+                       header=header, option_cols=list(option_cols) or None, label_threshold=threshold)
 
 
 def guess_columns(cols: list[str]) -> dict:
@@ -70,6 +80,14 @@ def guess_columns(cols: list[str]) -> dict:
     choices = next((low[n] for n in ("options", "choices") if n in low), None)
     inputs = [c for c in cols if c not in (label, id_col, choices)]
     return {"label": label, "id": id_col, "choices": choices, "inputs": inputs}
+
+
+def question_preview(task: Task) -> str:
+    """The user message the forward model sees for the first validation question (the engine's own request)."""
+    from core.evaluate import forward_request
+
+    pool = task.split("val") or task.split("train")
+    return forward_request("", task, pool[0]).messages[-1][1] if pool else task.template
 
 
 def preset_rows(method: str, preset: str) -> pd.DataFrame:
