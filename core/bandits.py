@@ -75,7 +75,7 @@ class BanditResult:
     spent: int  # total pulls made (== sum(pulls) + sum(failed)); never exceeds the budget
     ranking: list[int]  # arm indices, best first
     rounds: list[dict] = field(default_factory=list)  # per round: {"pulls": n, "active": [...], ...}
-    failed: list[int] = field(default_factory=list)  # failed pulls per arm (spent, not in the mean)
+    failed: list[int] = field(default_factory=list, compare=False)  # failed pulls per arm (spent, not in mean)
 
     def best(self, k: int = 1) -> list[int]:
         return self.ranking[:k]

@@ -187,10 +187,11 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
               f"errors={s['errors']}  calls={s['calls']}  cached={s['cached']}  "
               f"tokens={s['input_tokens']}+{s['output_tokens']}  cost=${s['cost_usd']:.4f}")
     if report.errors:
-        first = next(r.error for r in report.rows if r.error)
+        first = " ".join(next(r.error for r in report.rows if r.error).split()).rstrip(".")
+        cached = " (answers received are cached)" if runner.cache is not None else ""
         print(f"pgs: warning: {report.errors} of {report.n} calls failed; accuracy {s['accuracy']:.3f} is over the "
               f"{report.answered} answered questions (failed calls are not counted as wrong). First error: {first}. "
-              f"Run again to retry them (answers received are cached); exit {EXIT_PARTIAL}.", file=sys.stderr)
+              f"Run again to retry them{cached}; exit {EXIT_PARTIAL}.", file=sys.stderr)
         return EXIT_PARTIAL
     return 0
 
