@@ -178,3 +178,30 @@ def test_persistent_failures_are_given_up_and_excluded():
         assert env.log.count(pair) == bandits.MAX_ATTEMPTS
     assert res.pulls[0] == n_ex - 2 and res.means[0] == 1.0 and res.failed[0] == 2 * bandits.MAX_ATTEMPTS
     assert res.ranking[0] == 0
+
+
+def test_protegi_bandit_leaves_failed_pulls_out(tmp_path):
+    """A ProTeGi step whose candidate prompts fail on chosen training questions (HTTP 500, retries off): the
+    failed pulls are counted apart, never as zero rewards, and the pulls add up."""
+    from tests.fake_model import stub_responder
+    from tests.test_faults import FWD, Run
+
+    task = load_task("pubmedqa")
+    poisoned = {task.render(ex) for ex in task.split("train")[::3]}  # every third training question
+    seed_prompt = {}
+
+    def plan(r: StubRequest):
+        is_candidate = (r.body or {}).get("model") == FWD and r.system_text != seed_prompt.get("text")
+        return "500" if is_candidate and r.user_text in poisoned else None
+
+    with StubServer(responder=stub_responder(), faults=plan) as stub:
+        run = Run(tmp_path, stub, method="protegi", options=ClientOptions(timeout_s=5.0, max_retries=0))
+        seed_prompt["text"] = run.cfg.seed_prompt
+        run.session.run_baseline()
+        st = run.session.start_step()
+        bandit = st.proposal.bandit
+        failed = [r for r in stub.recorded() if r.status == 500]
+        assert failed and bandit["failed"] == len(failed)
+        pulls = sum(c.pulls for c in st.proposal.candidates) + sum(b["pulls"] for b in bandit["beam_scores"])
+        assert pulls + bandit["failed"] == bandit["spent"]
+        run.session.close()
