@@ -49,6 +49,9 @@ Sampling and budget rules, common to all algorithms:
   is never pulled again, so budget may be left unspent when the pool is small.
 * Ties are broken towards the lower arm index: it ranks first, is preferred by UCB, and the higher
   index is the one rejected.  Arms never pulled have mean 0.0.
+* A failed pull (``evaluate`` returns ``None`` for it: the call failed, which is not a wrong answer)
+  spends budget but is left out of the arm's mean and pull count.  The pair stays unseen, so a later
+  batch may draw it again (a retry within the budget); after ``MAX_ATTEMPTS`` failures it is given up.
 """
 
 from __future__ import annotations
@@ -59,20 +62,22 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 Pull = tuple[int, int]  # (arm index, example index)
-EvaluateBatch = Callable[[list[Pull]], list[float]]  # one reward per pull, same order
+EvaluateBatch = Callable[[list[Pull]], list["float | None"]]  # one reward per pull, same order; None = failed
 
 ALGORITHMS = ("brute-force", "ucb", "ucb-e", "successive-rejects", "successive-halving")
 DEFAULT_GAP = 0.1  # assumed gap between arms for UCB-E's default exploration parameter
+MAX_ATTEMPTS = 2  # failed tries of one (arm, example) pair before it is given up
 
 
 @dataclass
 class BanditResult:
     algorithm: str
-    means: list[float]  # empirical mean reward per arm (0.0 where never pulled)
-    pulls: list[int]  # pulls per arm
-    spent: int  # total pulls made (== sum(pulls)); never exceeds the budget
+    means: list[float]  # empirical mean reward per arm over its answered pulls (0.0 where none)
+    pulls: list[int]  # answered pulls per arm
+    spent: int  # total pulls made (== sum(pulls) + sum(failed)); never exceeds the budget
     ranking: list[int]  # arm indices, best first
     rounds: list[dict] = field(default_factory=list)  # per round: {"pulls": n, "active": [...], ...}
+    failed: list[int] = field(default_factory=list, compare=False)  # failed pulls per arm (spent, not in mean)
 
     def best(self, k: int = 1) -> list[int]:
         return self.ranking[:k]
@@ -86,7 +91,9 @@ class _Run:
         self.rng = random.Random(seed)
         self.sums = [0.0] * n_arms
         self.pulls = [0] * n_arms
-        self.seen: list[set[int]] = [set() for _ in range(n_arms)]
+        self.seen: list[set[int]] = [set() for _ in range(n_arms)]  # answered or given up
+        self.failed = [0] * n_arms
+        self.attempts: dict[Pull, int] = {}  # failed tries per pair
         self.spent = 0
         self.rounds: list[dict] = []
 
@@ -133,6 +140,12 @@ class _Run:
         if len(rewards) != len(pulls):
             raise ValueError(f"evaluate returned {len(rewards)} rewards for {len(pulls)} pulls")
         for (a, e), r in zip(pulls, rewards):
+            if r is None:  # the call failed: not a wrong answer; retried later unless tried too often
+                self.failed[a] += 1
+                self.attempts[(a, e)] = self.attempts.get((a, e), 0) + 1
+                if self.attempts[(a, e)] >= MAX_ATTEMPTS:
+                    self.seen[a].add(e)
+                continue
             self.sums[a] += float(r)
             self.pulls[a] += 1
             self.seen[a].add(e)
@@ -144,7 +157,7 @@ class _Run:
 
     def result(self, algorithm: str, ranking: list[int]) -> BanditResult:
         means = [self.mean(i) for i in range(self.n_arms)]
-        return BanditResult(algorithm, means, list(self.pulls), self.spent, ranking, self.rounds)
+        return BanditResult(algorithm, means, list(self.pulls), self.spent, ranking, self.rounds, list(self.failed))
 
 
 def _brute_force(run: _Run) -> list[int]:
@@ -184,7 +197,7 @@ def _successive_halving(run: _Run) -> list[int]:
 
 def _ucb(run: _Run, index: Callable[[int], float], samples_per_eval: int, arms_per_round: int) -> list[int]:
     while run.left > 0:
-        eligible = [i for i in range(run.n_arms) if run.pulls[i] < run.n_examples]
+        eligible = [i for i in range(run.n_arms) if len(run.seen[i]) < run.n_examples]
         if not eligible:
             break
         score = {i: index(i) if run.pulls[i] else math.inf for i in eligible}

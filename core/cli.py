@@ -13,6 +13,7 @@ from .llm import ClientOptions, LLMError, make_model
 from .runner import Progress
 
 EXIT_CONFIG = 2
+EXIT_PARTIAL = 3  # evaluate: some calls failed; the score covers only the answered questions
 
 # Numeric flags -> (allowed range, whole number?); checked right after parsing, before anything is loaded or paid.
 ARG_RANGES: dict[str, tuple[Range, bool]] = {
@@ -292,9 +293,17 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         print(json.dumps(s))
     else:
         lo, hi = s["ci_low"], s["ci_high"]
-        print(f"accuracy {s['accuracy']:.3f} (95% CI {lo:.3f}-{hi:.3f})  n={s['n']}  unparsed={s['unparsed']}  "
+        print(f"accuracy {s['accuracy']:.3f} (95% CI {lo:.3f}-{hi:.3f})  n={s['n']}  answered={s['answered']}  "
+              f"unparsed={s['unparsed']}  "
               f"errors={s['errors']}  calls={s['calls']}  cached={s['cached']}  "
               f"tokens={s['input_tokens']}+{s['output_tokens']}  cost=${s['cost_usd']:.4f}")
+    if report.errors:
+        first = " ".join(next(r.error for r in report.rows if r.error).split()).rstrip(".")
+        cached = " (answers received are cached)" if runner.cache is not None else ""
+        print(f"pgs: warning: {report.errors} of {report.n} calls failed; accuracy {s['accuracy']:.3f} is over the "
+              f"{report.answered} answered questions (failed calls are not counted as wrong). First error: {first}. "
+              f"Run again to retry them{cached}; exit {EXIT_PARTIAL}.", file=sys.stderr)
+        return EXIT_PARTIAL
     return 0
 
 
@@ -306,7 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true")
     t.set_defaults(fn=cmd_tasks)
 
-    e = sub.add_parser("evaluate", help="score one prompt, or a session's versions, on a split")
+    e = sub.add_parser("evaluate", help="score one prompt, or a session's versions, on a split",
+                       epilog=f"Accuracy is over the answered questions: a failed call is not a wrong answer. "
+                              f"Exit codes: 0 every call answered; {EXIT_PARTIAL} some calls failed (the score "
+                              f"covers the answered ones; 'answered' and 'errors' say how many, and a warning "
+                              f"goes to stderr); {EXIT_CONFIG} a configuration error or every call failed.")
     _add_task_args(e, task_required=False)
     e.add_argument("--split", default="val", help="train, val, confirmation or test (default val); test is sealed")
     e.add_argument("--model", help="model spec, e.g. openai:gpt-4o-mini (a session uses its forward model)")

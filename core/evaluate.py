@@ -24,7 +24,7 @@ class EvalRow:
     gold: str
     raw_output: str
     parsed: str | None  # None = unparsed (counted wrong)
-    correct: bool
+    correct: bool  # never True for a failed call; failed calls are left out of scores
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
@@ -56,16 +56,31 @@ class EvalReport:
         return len(self.rows)
 
     @property
+    def answered_rows(self) -> list[EvalRow]:
+        """Rows whose call succeeded; a failed call is not a wrong answer, so scores use only these."""
+        return [r for r in self.rows if not r.error]
+
+    @property
+    def answered(self) -> int:
+        return self.n - self.errors
+
+    @property
+    def correct(self) -> int:
+        return sum(1 for r in self.rows if r.correct and not r.error)
+
+    @property
     def accuracy(self) -> float:
-        return accuracy([r.correct for r in self.rows])
+        """Correct over answered questions (failed calls left out)."""
+        return accuracy([r.correct for r in self.answered_rows])
 
     @property
     def interval(self) -> tuple[float, float]:
-        return wilson_interval(sum(r.correct for r in self.rows), self.n)
+        return wilson_interval(self.correct, self.answered)
 
     @property
     def macro_f1(self) -> float:
-        return macro_f1([r.gold for r in self.rows], [r.parsed for r in self.rows], self.labels)
+        rows = self.answered_rows
+        return macro_f1([r.gold for r in rows], [r.parsed for r in rows], self.labels)
 
     @property
     def unparsed(self) -> int:
@@ -80,13 +95,22 @@ class EvalReport:
         return [r for r in self.rows if not r.correct and not r.error]
 
     def correct_by_id(self) -> dict[str, bool]:
-        return {r.id: r.correct for r in self.rows}
+        """Correctness per answered question; questions whose call failed are absent (paired tests drop them)."""
+        return {r.id: r.correct for r in self.answered_rows}
+
+    def outcome_by_id(self) -> dict[str, bool | None]:
+        """Correctness per question, None where the call failed (for `metrics.paired_outcomes`)."""
+        return {r.id: None if r.error else r.correct for r in self.rows}
+
+    def counts_line(self) -> str:
+        """'n answered, k failed' for captions and warnings."""
+        return f"{self.answered} answered, {self.errors} failed"
 
     def summary(self) -> dict:
         lo, hi = self.interval
         return {
             "accuracy": self.accuracy, "ci_low": lo, "ci_high": hi, "macro_f1": self.macro_f1,
-            "n": self.n, "correct": sum(r.correct for r in self.rows), "unparsed": self.unparsed,
+            "n": self.n, "answered": self.answered, "correct": self.correct, "unparsed": self.unparsed,
             "errors": self.errors, "calls": sum(1 for r in self.rows if not r.cached and not r.error),
             "cached": sum(r.cached for r in self.rows),
             "input_tokens": sum(r.input_tokens for r in self.rows),

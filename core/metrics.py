@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 
 def accuracy(correct: Sequence[bool]) -> float:
@@ -63,3 +63,20 @@ def mcnemar_exact(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> McNem
         return McNemarResult(b, c, 1.0)
     tail = sum(math.comb(n, i) for i in range(min(b, c) + 1))
     return McNemarResult(b, c, min(1.0, 2 * tail / 2**n))
+
+
+@dataclass
+class PairedOutcomes:
+    """Correctness of two prompts on the questions both answered; `dropped` pairs had a failed call on a side."""
+
+    ids: list[str]
+    a: list[bool]
+    b: list[bool]
+    dropped: int
+
+
+def paired_outcomes(a: Mapping[str, bool | None], b: Mapping[str, bool | None]) -> PairedOutcomes:
+    """Pair two outcome maps (None = the call failed) on their shared ids, dropping pairs where either side failed."""
+    shared = [i for i in a if i in b]
+    ids = [i for i in shared if a[i] is not None and b[i] is not None]
+    return PairedOutcomes(ids, [bool(a[i]) for i in ids], [bool(b[i]) for i in ids], len(shared) - len(ids))

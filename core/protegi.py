@@ -189,7 +189,7 @@ class ProtegiEngine:
         loop = asyncio.get_running_loop()
         pulled: list[str] = []
 
-        def evaluate(pulls: list[tuple[int, int]]) -> list[float]:
+        def evaluate(pulls: list[tuple[int, int]]) -> list[float | None]:
             if ctx.cancelled:
                 raise Cancelled()
             exs = [train[e] for _, e in pulls]
@@ -197,7 +197,7 @@ class ProtegiEngine:
             fut = asyncio.run_coroutine_threadsafe(forward_batch(ctx, prompts, exs, phase="bandit"), loop)
             rows = fut.result()
             pulled.extend(r.key for r in rows if r.key)
-            return [1.0 if r.correct else 0.0 for r in rows]
+            return [None if r.error else 1.0 if r.correct else 0.0 for r in rows]  # a failed call is no answer
 
         cfg = self.cfg
         res = await asyncio.to_thread(bandits.select, cfg.bandit, len(arms), len(train), cfg.bandit_budget, evaluate,
@@ -210,6 +210,7 @@ class ProtegiEngine:
         order = sorted(range(len(prop.candidates)), key=lambda i: rank[nb + i])
         prop.candidates = [prop.candidates[i] for i in order]
         prop.bandit = {"algorithm": res.algorithm, "spent": res.spent, "budget": cfg.bandit_budget,
-                       "beam_scores": [{"prompt": beam[i], "score": res.means[i], "pulls": res.pulls[i]}
-                                       for i in range(nb)],
+                       "beam_scores": [{"prompt": beam[i], "score": res.means[i], "pulls": res.pulls[i],
+                                        "failed": res.failed[i]} for i in range(nb)],
+                       "failed": sum(res.failed),
                        "ranking": [arms[i] for i in res.ranking], "rounds": res.rounds, "keys": pulled}

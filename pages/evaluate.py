@@ -5,7 +5,7 @@ import streamlit as st
 
 from core.baselines import strategy_prompt
 from ui import boot, charts, reveal, state
-from ui.evaluation import Entry, head_to_head, long_csv
+from ui.evaluation import Entry, failed_calls_note, head_to_head, long_csv
 from ui.jobs import job_panel
 from ui.render import empty_state, md_code, md_escape, pct
 
@@ -74,9 +74,12 @@ rows = head_to_head(reports, ref_name)
 st.subheader("Head to head")
 if any(r["cancelled"] for r in rows):
     st.warning("Cancelled: the scores below cover only the questions answered before the stop.", icon=":material/stop:")
+if (note := failed_calls_note(rows)) is not None:
+    st.warning(md_escape(note), icon=":material/error:")
 table = pd.DataFrame([{
     "prompt": r["prompt"], "accuracy": r["accuracy"], "95% CI": f"{r['ci_low']:.0%}–{r['ci_high']:.0%}",
-    "macro-F1": r["macro_f1"], "n": r["n"], "unparsed": r["unparsed"], "errors": r["errors"],
+    "macro-F1": r["macro_f1"], "n": r["n"], "questions": f"{r['answered']} answered, {r['errors']} failed",
+    "unparsed": r["unparsed"], "errors": r["errors"],
     "Δ vs reference": None if r["delta_vs_ref"] is None else 100 * r["delta_vs_ref"], "McNemar p": r["p_vs_ref"],
     "cost": r["cost_usd"]} for r in rows])
 st.dataframe(table, hide_index=True, column_config={
@@ -85,7 +88,10 @@ st.dataframe(table, hide_index=True, column_config={
     "Δ vs reference": st.column_config.NumberColumn(format="%+.1f pts"),
     "McNemar p": st.column_config.NumberColumn(format="%.3g"),
     "cost": st.column_config.NumberColumn(format="$%.4f")})
-st.caption(f"McNemar: exact paired test against **{md_escape(ref_name)}** on the same questions.")
+dropped = sum(r["dropped_pairs"] or 0 for r in rows)
+st.caption(f"Accuracy and its interval are over the answered questions. McNemar: exact paired test against "
+           f"**{md_escape(ref_name)}** on the questions both answered"
+           + (f" ({dropped} pair(s) dropped: a call failed on either side)." if dropped else "."))
 st.plotly_chart(charts.eval_figure(rows), key="eval_chart", config={"displaylogo": False})
 d = st.columns(2)
 d[0].download_button("Download summary (CSV)", pd.DataFrame(rows).to_csv(index=False), file_name=f"{s.id}-test.csv",

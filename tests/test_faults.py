@@ -55,6 +55,8 @@ class Run:
         fwd, bwd = (FWD, BWD) if provider == "openai" else (A_FWD, A_BWD)
         cfg.setdefault("val_limit", 8)
         cfg.setdefault("patience", 10)
+        if method == "textgrad" and preset is None:  # these tests count on a 5-question minibatch (the paper's is 1)
+            cfg.setdefault("params", {"batch_size": 5})
         self.cfg = SessionConfig(task={"name": "pubmedqa"}, method=method,
                                  preset=preset or ("AutoMedPrompt paper" if method == "textgrad" else "quick"),
                                  forward=f"{provider}:{fwd}", backward=f"{provider}:{bwd}",

@@ -6,7 +6,7 @@ from typing import Callable
 
 from core.evaluate import EvalReport
 from core.llm import ChatModel
-from core.metrics import mcnemar_exact
+from core.metrics import mcnemar_exact, paired_outcomes
 from core.runner import CancelToken, Progress, Runner
 from core.tasks import Example, Task
 from core.testlock import Entry, evaluate_entries
@@ -22,25 +22,40 @@ def evaluate_many(entries: list[Entry], examples: list[Example], model: ChatMode
 
 
 def head_to_head(reports: dict[str, EvalReport], reference: str) -> list[dict]:
-    """One row per prompt: scores with interval, and the paired exact McNemar test vs the reference."""
+    """One row per prompt: scores over answered questions with interval, and the paired exact McNemar test vs
+    the reference on the questions both answered (`dropped_pairs`: either call failed)."""
     ref = reports.get(reference)
-    ref_map = ref.correct_by_id() if ref is not None else {}
+    ref_map = ref.outcome_by_id() if ref is not None else {}
     rows = []
     for name, rep in reports.items():
         s = rep.summary()
         row = {"prompt": name, "accuracy": s["accuracy"], "ci_low": s["ci_low"], "ci_high": s["ci_high"],
-               "macro_f1": s["macro_f1"], "n": s["n"], "unparsed": s["unparsed"], "errors": s["errors"],
+               "macro_f1": s["macro_f1"], "n": s["n"], "answered": s["answered"], "unparsed": s["unparsed"],
+               "errors": s["errors"],
                "calls": s["calls"], "cached": s["cached"], "cost_usd": s["cost_usd"], "cancelled": s["cancelled"],
-               "delta_vs_ref": None, "p_vs_ref": None, "only_ref_right": None, "only_this_right": None}
+               "delta_vs_ref": None, "p_vs_ref": None, "only_ref_right": None, "only_this_right": None,
+               "pairs": None, "dropped_pairs": None}
         if ref is not None and name != reference:
-            mine = rep.correct_by_id()
-            ids = [i for i in ref_map if i in mine]
-            t = mcnemar_exact([ref_map[i] for i in ids], [mine[i] for i in ids])
-            acc_ref = sum(ref_map[i] for i in ids) / len(ids) if ids else 0.0
-            acc_me = sum(mine[i] for i in ids) / len(ids) if ids else 0.0
-            row.update(delta_vs_ref=acc_me - acc_ref, p_vs_ref=t.p_value, only_ref_right=t.b, only_this_right=t.c)
+            pair = paired_outcomes(ref_map, rep.outcome_by_id())
+            t = mcnemar_exact(pair.a, pair.b)
+            acc_ref = sum(pair.a) / len(pair.ids) if pair.ids else 0.0
+            acc_me = sum(pair.b) / len(pair.ids) if pair.ids else 0.0
+            row.update(delta_vs_ref=acc_me - acc_ref, p_vs_ref=t.p_value, only_ref_right=t.b, only_this_right=t.c,
+                       pairs=len(pair.ids), dropped_pairs=pair.dropped)
         rows.append(row)
     return rows
+
+
+def failed_calls_note(rows: list[dict]) -> str | None:
+    """One line when some calls failed: per prompt "n answered, k failed", and the pairs the paired test dropped."""
+    hit = [r for r in rows if r["errors"]]
+    if not hit:
+        return None
+    parts = "; ".join(f"{r['prompt']}: {r['answered']} answered, {r['errors']} failed" for r in hit)
+    dropped = sum(r["dropped_pairs"] or 0 for r in rows)
+    return (f"Some calls failed ({parts}). Failed calls are not wrong answers: accuracy is over the answered "
+            f"questions" + (f", and the paired test dropped {dropped} pair(s) where either call failed." if dropped
+                            else ".") + " Run again to retry them (answers received are cached).")
 
 
 def long_csv(reports: dict[str, EvalReport]) -> str:

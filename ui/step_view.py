@@ -39,8 +39,11 @@ def minibatch(s: Session, st_: Step, *, key: str) -> None:
     rep = st_.forward[idx]
     n_fail = sum(1 for r in rep.rows if not r.correct)
     c = st.columns([2, 2, 3])
-    c[0].metric("Minibatch accuracy", pct(rep.accuracy), help=f"{rep.n} training questions")
-    c[1].metric("Failures", n_fail, help=f"{rep.unparsed} unparsed, {rep.errors} call errors")
+    c[0].metric("Minibatch accuracy", pct(rep.accuracy),
+                help=f"{rep.n} training questions: {rep.counts_line()} (failed calls are not counted as wrong)")
+    c[1].metric("Failures", len(rep.failures),
+                help=f"wrong or unparsed answers ({rep.unparsed} unparsed); {rep.errors} failed calls are shown "
+                     "as errors, not counted as wrong")
     with c[2]:
         flt = st.segmented_control("Show", FILTERS, default="failures" if n_fail else "all", key=f"filter_{key}")
         raw = st.toggle("Raw model output", key=f"raw_{key}")
@@ -163,7 +166,9 @@ def proposal_view(s: Session, st_: Step, *, actions: bool, key: str) -> None:
     if prop.bandit:
         b = prop.bandit
         st.caption(f"Screened with {md_escape(b.get('algorithm'))}: {b.get('spent')} of {b.get('budget')} forward calls "
-                   f"on training samples; ranked best first.")
+                   f"on training samples; ranked best first."
+                   + (f" {b['failed']} failed call(s) were left out of the scores (not counted as wrong)."
+                      if b.get("failed") else ""))
     if not prop.candidates:
         st.caption("No candidates: edit the prompt by hand, regenerate, or skip.")
     current = s.versions[st_.parent_version].prompt if st_.parent_version < len(s.versions) else s.current.prompt
