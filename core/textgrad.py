@@ -31,6 +31,8 @@ class TextGradConfig:
 PRESETS: dict[str, TextGradConfig] = {
     "AutoMedPrompt paper": TextGradConfig(batch_size=5),
     "quick": TextGradConfig(batch_size=3, memory=2, constraints=["Keep the prompt under 120 words."]),
+    # the product's preset: the paper preset's method settings; sessions start with the adaptive gate
+    "recommended": TextGradConfig(batch_size=5),
 }
 
 
