@@ -166,7 +166,8 @@ PROPOSAL = Record({}, {"gradients": ListOf(GRADIENT), "candidates": ListOf(CANDI
                        "bandit": Opt(BANDIT), "note": OSTR}, extra=False)
 GATE_RESULT = Record({"policy": STR, "old_accuracy": FRAC, "new_accuracy": FRAC, "old_ci": ListOf(FRAC, 2),
                       "new_ci": ListOf(FRAC, 2), "n": COUNT, "p_value": FRAC},
-                     {"fixed": STRS, "broke": STRS, "passed": BOOL, "reason": STR}, extra=False)
+                     {"fixed": STRS, "broke": STRS, "passed": BOOL, "reason": STR, "questions_used": COUNT,
+                      "test": STR, "e_value": Opt(NUM), "looks": ListOf(COUNT), "decided": BOOL}, extra=False)
 TASK = Record({}, {"name": STR, "file": STR, "seed": INT, "val_size": COUNT, "train_size": COUNT,
                    "test_size": COUNT, "input_cols": STRS, "label_col": STR, "id_col": OSTR, "choices_col": OSTR,
                    "labels": Opt(STRS), "split_version": COUNT, "header": Opt(BOOL),
@@ -175,7 +176,8 @@ CONFIG = Record({"task": TASK}, {
     "method": STR, "preset": STR, "forward": STR, "backward": STR, "forward_base_url": OSTR,
     "backward_base_url": OSTR, "seed_prompt": STR, "seed": INT, "policy": STR, "alpha": FRAC, "patience": COUNT,
     "budget_usd": Opt(NUM), "budget_calls": Opt(COUNT), "val_limit": Opt(COUNT), "forward_max_tokens": COUNT,
-    "params": MapOf(Spec()), "templates": MapOf(MapOf(STR)), "title": STR, "template_version": COUNT})
+    "params": MapOf(Spec()), "templates": MapOf(MapOf(STR)), "title": STR, "template_version": COUNT,
+    "gate_batch": COUNT, "gate_cap": COUNT})
 
 SCORE = Record({"name": STR, "accuracy": Opt(FRAC)}, {"version": Opt(COUNT), "correct": COUNT, "n": COUNT,
                                                      "errors": COUNT})

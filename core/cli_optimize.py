@@ -35,6 +35,8 @@ def _step_line(s, st) -> str:
     if st.gate is not None:
         g = st.gate
         val = f"val {g.new_accuracy:.3f} (current {g.old_accuracy:.3f}, p={g.p_value:.3g})"
+        if g.policy == "adaptive":
+            val += f" on {g.questions_used} questions, {g.test}: {g.reason}"
     else:
         val = (st.proposal.note if st.proposal and st.proposal.note else "no validation")
     return (f"step {st.index}: {st.outcome or 'open':8s} {val}  calls {sp.calls} cached {sp.cached} "
@@ -120,15 +122,17 @@ def cmd_optimize(a) -> int:
     del task
     preset = a.preset or ("AutoMedPrompt paper" if a.method == "textgrad" else "quick")
     from .cli import _read_prompt, parse_settings
+    from .session import default_policy
 
+    policy = a.policy or default_policy(preset)
     params = parse_settings(a.method, a.set or [])  # typed by the engine's fields; ranges in cfg.validate()
 
     seed_prompt = _read_prompt(a)  # --prompt-file errors are one line, not a traceback
     cfg = SessionConfig(task=spec, method=a.method, preset=preset, forward=a.forward, backward=a.backward or a.forward,
                         forward_base_url=a.base_url, backward_base_url=a.backward_base_url or a.base_url,
-                        seed_prompt=seed_prompt, seed=a.seed, policy=a.policy, patience=a.patience,
+                        seed_prompt=seed_prompt, seed=a.seed, policy=policy, patience=a.patience,
                         budget_usd=a.budget_usd, budget_calls=a.budget_calls, val_limit=a.val_limit, params=params,
-                        forward_max_tokens=a.max_tokens)
+                        forward_max_tokens=a.max_tokens, gate_batch=a.gate_batch, gate_cap=a.gate_cap)
     try:
         cfg.validate()
         models = _models(cfg, a)
@@ -260,10 +264,13 @@ def add_commands(sub, add_task_args, add_model_args) -> None:
     o.add_argument("--backward", help="backward/optimiser model spec (default: the forward model)")
     add_model_args(o)
     o.add_argument("--backward-base-url", help="base URL for the backward model (default --base-url)")
-    o.add_argument("--preset", help="ProTeGi paper | quick | AutoMedPrompt paper")
+    o.add_argument("--preset", help="ProTeGi paper | quick | AutoMedPrompt paper | recommended")
+    o.add_argument("--gate-batch", type=int, default=50, help="adaptive gate: validation questions per look (50)")
+    o.add_argument("--gate-cap", type=int, default=200, help="adaptive gate: at most this many questions (200)")
     o.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a preset setting, e.g. minibatch=16")
     o.add_argument("--steps", type=int, default=3)
-    o.add_argument("--policy", default="strict", help="strict | tie | significant | always")
+    o.add_argument("--policy", help="strict | tie | significant | always | adaptive (default: adaptive for the "
+                                    "recommended preset, else strict)")
     o.add_argument("--patience", type=int, default=3)
     o.add_argument("--budget-usd", type=float)
     o.add_argument("--budget-calls", type=int)

@@ -47,6 +47,10 @@ PRESETS: dict[str, ProtegiConfig] = {
     "quick": ProtegiConfig(beam=1, minibatch=16, n_groups=2, errors_per_group=3, reasons_per_group=1,
                            edits_per_reason=1, paraphrases=1, max_successors=4,
                            bandit="successive-halving", bandit_budget=32, samples_per_eval=8, arms_per_round=2),
+    # the product's preset: "quick"'s method settings; sessions start with the adaptive gate (session.default_policy)
+    "recommended": ProtegiConfig(beam=1, minibatch=16, n_groups=2, errors_per_group=3, reasons_per_group=1,
+                                 edits_per_reason=1, paraphrases=1, max_successors=4,
+                                 bandit="successive-halving", bandit_budget=32, samples_per_eval=8, arms_per_round=2),
 }
 
 

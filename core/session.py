@@ -24,6 +24,7 @@ from .checks import CheckError, check_session_values, check_settings
 from .engine import Cancelled, PhaseProgress, Spend, StepContext, forward_batch, normalise
 from .evaluate import EvalReport
 from .gate import POLICIES, GateResult, gate
+from .sequential import look_schedule
 from .lineage import Proposal
 from .llm import ChatModel, ClientOptions, LLMError, make_model, price_for, estimate_tokens, parse_spec
 from .meta_prompts import TEMPLATE_VERSION, Templates
@@ -68,6 +69,8 @@ class SessionConfig:
     budget_usd: float | None = None
     budget_calls: int | None = None
     val_limit: int | None = None  # validate on the first N validation questions
+    gate_batch: int = 50  # adaptive gate: validation questions per look
+    gate_cap: int = 200  # adaptive gate: at most this many validation questions per gate
     forward_max_tokens: int = 512
     params: dict = field(default_factory=dict)  # overrides of the preset's fields
     templates: dict = field(default_factory=dict)  # meta-prompt overrides {name: {"system","user"}}
@@ -95,6 +98,10 @@ class SessionConfig:
             check_session_values(self)
         except CheckError as exc:
             raise SessionError(str(exc)) from None
+        if not (isinstance(self.gate_batch, int) and isinstance(self.gate_cap, int) and 1 <= self.gate_batch
+                <= self.gate_cap <= 100_000):
+            raise SessionError(f"The adaptive gate needs 1 <= gate_batch <= gate_cap <= 100000 (got "
+                               f"{self.gate_batch!r}, {self.gate_cap!r}).")
         if not self.seed_prompt.strip():
             raise SessionError("The seed prompt is empty: write one (the AutoMedPrompt seed is a good start).")
         for spec, url in ((self.forward, self.forward_base_url), (self.backward, self.backward_base_url)):
@@ -518,7 +525,8 @@ class Session:
     def val_examples(self) -> list[Example]:
         val = self.task.split("val")
         limit = self.config.val_limit or getattr(self.config.engine_config(), "val_questions", None)
-        return val[:limit] if limit else val
+        val = val[:limit] if limit else val
+        return val[: self.config.gate_cap] if self.config.policy == "adaptive" else val
 
     def rejections_in_a_row(self) -> int:
         n = 0
@@ -579,6 +587,8 @@ class Session:
     def _validation_calls(self) -> int:
         """The candidate's validation calls, plus the current prompt's unless the cache has them."""
         n = len(self.val_examples())
+        if self.config.policy == "adaptive" and self.versions:  # at most the cap; known answers are free
+            return n + sum(1 for e in self.val_examples() if e.id not in self._known_current())
         cached = self.models is not None and self.models.runner.cache is not None
         return n if cached else 2 * n
 
@@ -773,6 +783,8 @@ class Session:
             raise SessionError("Choose a candidate (or edit one) before validating.")
         if st.gate is not None:
             return st.gate
+        if self.config.policy == "adaptive":
+            return self._validate_adaptive(st, progress, cancel)
         n_val = self._validation_calls()
         self.check_budget({"calls": n_val, "cost_usd": self._cost(n_val, forward=True)})
         ctx = self._ctx(st.index, st.attempt, cancel, progress)
@@ -794,6 +806,57 @@ class Session:
         self._emit({"type": "validation", "step": st.index, "candidate_report": compact_report(new),
                     "current_report": compact_report(cur), "gate": g.to_json(), "spend": ctx.spend.to_json(),
                     "keys": ctx.keys})
+        return g
+
+    def _known_current(self) -> dict[str, Any]:
+        """The current prompt's validation answers already recorded (its own and earlier gates' reports)."""
+        prompt, known = self.current.prompt, {}
+        reports = [self.current.report] + [r for st in self.steps for r in (st.current_report, st.candidate_report) if r]
+        for rep in reports:
+            if rep.prompt == prompt:
+                known.update({r.id: r for r in rep.rows if not r.error})
+        return known
+
+    def _validate_adaptive(self, st: Step, progress: PhaseProgress | None, cancel: CancelToken | None) -> GateResult:
+        """The adaptive gate: score a batch for the candidate (the current prompt's answers are reused when
+        known), look, and extend batch by batch until the sequential test decides or the cap is reached."""
+        pool, batch, new_prompt = self.val_examples(), self.config.gate_batch, st.decision["prompt"]
+        known, labels = self._known_current(), list(self.task.labels)
+        ctx = self._ctx(st.index, st.attempt, cancel, progress)
+        cur_rows: list = []
+        new_rows: list = []
+        for n in look_schedule(batch, len(pool)):
+            part = pool[len(new_rows):n]
+            missing = [e for e in part if e.id not in known]
+            try:
+                self.check_budget({"calls": len(part) + len(missing),
+                                   "cost_usd": self._cost(len(part) + len(missing), forward=True)})
+            except BudgetExceeded as exc:
+                self._record_unfinished(ctx, "validation", exc)
+                raise
+
+            async def go(part=part, missing=missing):
+                cur, new = await asyncio.gather(
+                    forward_batch(ctx, [self.current.prompt] * len(missing), missing, phase="validation"),
+                    forward_batch(ctx, [new_prompt] * len(part), part, phase="validation"))
+                return EvalReport(self.current.prompt, cur, labels), EvalReport(new_prompt, new, labels)
+
+            def check(reports):
+                for r in reports:
+                    self._check_errors(r, "validation", partial=False)
+
+            cur, new = self._run(go, ctx, "validation", check=check)
+            known.update({r.id: r for r in cur.rows})
+            cur_rows += [known[e.id] for e in part]
+            new_rows += new.rows
+            g = gate("adaptive", {r.id: r.correct for r in cur_rows}, {r.id: r.correct for r in new_rows},
+                     self.config.alpha, batch=batch, cap=len(pool))
+            if g.decided:
+                break
+        self._emit({"type": "validation", "step": st.index,
+                    "candidate_report": compact_report(EvalReport(new_prompt, new_rows, labels)),
+                    "current_report": compact_report(EvalReport(self.current.prompt, cur_rows, labels)),
+                    "gate": g.to_json(), "spend": ctx.spend.to_json(), "keys": ctx.keys})
         return g
 
     def confirm(self, accept: bool | None = None) -> Step:
@@ -856,6 +919,11 @@ class Session:
             raise
         self._emit({"type": "auto", "steps": None, "policy": self.config.policy})
         return "done"
+
+
+def default_policy(preset: str) -> str:
+    """The gate policy a new session starts with: adaptive for the "recommended" presets, else strict."""
+    return "adaptive" if preset == "recommended" else "strict"
 
 
 def make_engine(cfg: SessionConfig) -> ProtegiEngine | TextGradEngine:

@@ -7,7 +7,7 @@ gradient, update. TextGrad's own loop makes 13 sequential calls for a batch of 5
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .engine import StepContext, normalise
 from .evaluate import EvalReport
@@ -35,8 +35,6 @@ class TextGradConfig:
 
     def for_task(self, name: str | None) -> "TextGradConfig":
         """This config with the task-specific batch size and role applied."""
-        from dataclasses import replace
-
         return replace(self, batch_size=self.batch_by_task.get(name or "", self.batch_size),
                        role=self.role_by_task.get(name or "", self.role))
 
@@ -57,6 +55,9 @@ PRESETS: dict[str, TextGradConfig] = {
                       "medqa": _AMP_ROLE.format(kind="multiple-choice")}),
     "quick": TextGradConfig(batch_size=3, memory=2, candidates=3, constraints=["Keep the prompt under 120 words."]),
 }
+# The product's preset: the paper's method settings, gated by the adaptive gate on up to gate_cap questions
+# (no fixed 50-question validation set); sessions start with the `adaptive` policy (session.default_policy).
+PRESETS["recommended"] = replace(PRESETS["AutoMedPrompt paper"], val_questions=None)
 # Sessions created before template version 2 keep the presets they ran with (so they replay identically).
 LEGACY_PRESETS: dict[int, dict[str, TextGradConfig]] = {1: {
     "AutoMedPrompt paper": TextGradConfig(batch_size=5),

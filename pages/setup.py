@@ -8,7 +8,8 @@ import streamlit as st
 from core.baselines import SEED_PROMPT, strategy_prompt
 from core.gate import POLICIES, POLICY_HELP
 from core.llm import LLMError, parse_spec, price_for
-from core.session import METHODS, PRESETS, Session, SessionConfig, SessionError, delete_session, list_sessions
+from core.session import (METHODS, PRESETS, Session, SessionConfig, SessionError, default_policy, delete_session,
+                          list_sessions)
 from core.tasks import TaskError, builtin_spec
 from ui import actions, boot, state
 from ui import setup_helpers as H
@@ -41,6 +42,11 @@ tab_new, tab_sessions, tab_import = st.tabs(["New session", "Sessions", "Import 
 def split_seed(col) -> int:
     return int(col.number_input("Split seed", min_value=0, value=0, step=1, key="split_seed",
                                 help="the same seed gives the same train/validation/test split on every machine"))
+
+
+def _policy_for_preset(preset_key: str) -> None:
+    """Choosing a preset sets its gate policy (adaptive for "recommended"); the person may still change it."""
+    st.session_state["policy"] = default_policy(st.session_state[preset_key])
 
 
 with tab_new:
@@ -219,7 +225,8 @@ with tab_new:
     method = st.radio("Method", METHODS, horizontal=True, key="method", index=METHODS.index("textgrad"),
                       format_func={"textgrad": "AutoMedPrompt / TextGrad", "protegi": "ProTeGi"}.get)
     presets = list(PRESETS[method])
-    preset = st.selectbox("Preset", presets, key=f"preset_{method}")
+    preset = st.selectbox("Preset", presets, key=f"preset_{method}", on_change=_policy_for_preset,
+                          args=(f"preset_{method}",), help="\"recommended\" starts with the adaptive gate")
     with st.expander("All settings of this preset"):
         st.dataframe(H.preset_rows(method, preset), hide_index=True)
     params = H.preset_params(method, preset, key=f"p_{method}_{preset}")
@@ -263,6 +270,13 @@ with tab_new:
         budget_usd = st.number_input("Budget in USD", min_value=0.0, value=5.0, step=1.0, key="budget_usd")
     elif budget_kind == "calls":
         budget_calls = int(st.number_input("Budget in calls", min_value=1, value=2000, step=100, key="budget_calls"))
+    gate_batch, gate_cap = 50, 200
+    if policy == "adaptive":
+        ac = st.columns(4)
+        gate_batch = int(ac[0].number_input("Questions per look", min_value=1, max_value=1000, value=50, step=10,
+                                            key="gate_batch", help="the adaptive gate scores this many, then looks"))
+        gate_cap = int(ac[1].number_input("At most (cap)", min_value=1, max_value=100_000, value=200, step=50,
+                                          key="gate_cap", help="or all the task's validation questions, if fewer"))
     st.caption(md_escape(POLICY_HELP[policy]))
     title = st.text_input("Title (optional)", key="session_title", placeholder="e.g. PubMedQA, textgrad, first try")
 
@@ -271,6 +285,7 @@ with tab_new:
                         backward_base_url=specs["backward"][1], seed_prompt=seed_prompt, seed=int(seed),
                         policy=policy, alpha=float(alpha), patience=int(patience), budget_usd=budget_usd,
                         budget_calls=budget_calls, forward_max_tokens=fwd_max_tokens, params=params,
+                        gate_batch=gate_batch, gate_cap=max(gate_cap, gate_batch),
                         templates=dict(state.ss("template_overrides", {})), title=title.strip())
     st.subheader("6 · Estimate and create")
     if task is not None and not errors:

@@ -213,9 +213,17 @@ def gate_view(s: Session, st_: Step) -> None:
     c[0].metric("Current prompt", pct(g.old_accuracy), help=ci(g.old_ci) + f" · n={g.n}")
     c[1].metric("Chosen prompt", pct(g.new_accuracy), delta=f"{100 * (g.new_accuracy - g.old_accuracy):+.1f} pts",
                 help=ci(g.new_ci) + f" · n={g.n}")
-    c[2].metric("McNemar p", f"{g.p_value:.3g}", help="exact paired test on the same validation questions")
+    if g.policy == "adaptive":
+        stat = ("e-value", f"{g.e_value:.3g}") if g.e_value is not None else ("Sequential p", f"{g.p_value:.3g}")
+        c[2].metric(*stat, help=f"{g.test}; accept when p <= the alpha spent ({g.questions_used} questions, "
+                                f"looks at {', '.join(map(str, g.looks))})")
+    else:
+        c[2].metric("McNemar p", f"{g.p_value:.3g}", help="exact paired test on the same validation questions")
     c[3].metric("Fixed / broke", f"{len(g.fixed)} / {len(g.broke)}")
     st.caption(f"{ci(g.old_ci)} → {ci(g.new_ci)} · policy **{md_escape(g.policy)}**: {md_escape(POLICY_HELP.get(g.policy, ''))}")
+    if g.policy == "adaptive":
+        st.caption(f"Took **{g.questions_used}** validation questions in {len(g.looks)} look(s) "
+                   f"({md_escape(', '.join(map(str, g.looks)))}) · test: {md_escape(g.test)}")
     leaks = s.heldout_leaks((st_.decision or {}).get("prompt") or "")
     passed = g.passed and not leaks
     verdict = f"Gate verdict: {'accept' if passed else 'reject'} — {md_escape(g.reason)}"
