@@ -20,7 +20,7 @@ FORMAT = "prompt-gradient-studio/bundle"
 VERSION = 1
 MAX_BUNDLE_BYTES = 200 * 1024 * 1024
 EVENT_TYPES = {"created", "baseline", "step_started", "forward", "proposal", "decision", "validation", "gate",
-               "auto", "stopped", "spend"}
+               "auto", "stopped", "spend", "repointed"}
 _KEY = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -113,7 +113,8 @@ def import_bundle(data: bytes, *, root: Path | str = DEFAULT_ROOT, cache: Respon
             if safe != events[0]["config"]["task"]["file"]:
                 raise BundleError("The bundle's data file name does not match its task.")
             (tmp / safe).write_text(b["data"]["content"], encoding="utf-8")
-        events = [{**events[0], "imported": {"from_session": b.get("session"), "at": round(time.time(), 3)}}] + events[1:]
+        events = [{**events[0], "imported": {"from_session": b.get("session"), "at": round(time.time(), 3),
+                                             "events": len(events)}}] + events[1:]  # later events are the user's
         with open(tmp / "events.jsonl", "w", encoding="utf-8") as f:
             for ev in events:
                 f.write(json.dumps(ev, ensure_ascii=False) + "\n")
@@ -190,21 +191,30 @@ def replay_bundle(data: bytes, *, root: Path | str | None = None) -> ReplayResul
         replay = Session.create(cfg_copy, root=Path(root or work / "replayed"), models=models, data=content,
                                 offline=True)
         out = ReplayResult(session=recorded.id)
+
+        def point(*when) -> None:  # the servers the recorded calls went to (a 'repointed' event changes them)
+            (f, fu), (bk, bu) = recorded.servers_when(*when)
+            fwd.spec, bwd.spec = _offline_spec(f, fu), _offline_spec(bk, bu)
+
         try:
             if recorded.versions:
+                point("baseline")
                 replay.run_baseline()
                 out.baseline = (recorded.versions[0].accuracy, replay.versions[0].accuracy)
             for st in recorded.steps:
                 if st.decision is None and st.outcome is None:
                     break
+                point("step_started", st.index, 0)
                 rs = replay.start_step()
                 while rs.attempt < st.attempt:
+                    point("step_started", st.index, rs.attempt + 1)
                     rs = replay.start_step(regenerate=True)
                 d = st.decision or {}
                 replay.decide(d["action"], candidate=d.get("candidate"),
                               prompt=d.get("prompt") if d["action"] == "edit" else None)
                 row = {"step": st.index, "action": d["action"], "recorded_outcome": st.outcome}
                 if d["action"] in ("accept", "edit") and st.gate is not None:
+                    point("validation", st.index)
                     g = replay.validate()
                     override = next((e for e in recorded.events if e["type"] == "gate" and e["step"] == st.index), None)
                     replay.confirm(None if override is None or not override.get("override") else override["accepted"])
