@@ -114,6 +114,7 @@ def test_replay_of_a_repointed_session_is_identical(pgs_env, stubs):
     s = _optimize(old.base_url)
     assert pgs("resume", s["session"], "--steps", "1", "--base-url", new.base_url, "--quiet",
                env={"OPENAI_API_KEY": KEY}).returncode == 0
+    assert new.count_path(OPENAI_PATH) > 0  # the second step went to the new server
     bundle = pgs_env / "b.json"
     assert pgs("export", s["session"], "-o", str(bundle)).returncode == 0
     rep = pgs("replay", str(bundle), env={"PGS_PROVIDERS": ""})
