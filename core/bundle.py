@@ -170,7 +170,7 @@ def import_bundle(data: bytes, *, root: Path | str = DEFAULT_ROOT, cache: Respon
             (tmp / safe).write_text(b["data"]["content"], encoding="utf-8")
         checked = "checked" if b.get("hashes") is not None else "none (exported before content hashes)"
         events = [{**events[0], "imported": {"from_session": b.get("session"), "at": round(time.time(), 3),
-                                             "hashes": checked}}] + events[1:]
+                                             "hashes": checked, "events": len(events)}}] + events[1:]  # later events are the user's
         with open(tmp / "events.jsonl", "w", encoding="utf-8") as f:
             for ev in events:
                 f.write(json.dumps(ev, ensure_ascii=False) + "\n")
@@ -184,7 +184,8 @@ def import_bundle(data: bytes, *, root: Path | str = DEFAULT_ROOT, cache: Respon
             for k, v in b.get("responses", {}).items():
                 cache.put_raw(k, {"text": v["text"], "input_tokens": int(v.get("input_tokens", 0)),
                                   "output_tokens": int(v.get("output_tokens", 0)),
-                                  "cost_usd": float(v.get("cost_usd", 0.0)), "model": str(v.get("model", ""))})
+                                  "cost_usd": float(v.get("cost_usd", 0.0)), "model": str(v.get("model", "")),
+                                  "finish_reason": str(v.get("finish_reason", ""))})
         tmp.rename(root / sid)
     except BundleError:
         discard()
@@ -265,15 +266,23 @@ def replay_bundle(data: bytes, *, root: Path | str | None = None) -> ReplayResul
         replay = Session.create(cfg_copy, root=Path(root or work / "replayed"), models=models, data=content,
                                 offline=True)
         out = ReplayResult(session=recorded.id)
+
+        def point(*when) -> None:  # the servers the recorded calls went to (a 'repointed' event changes them)
+            (f, fu), (bk, bu) = recorded.servers_when(*when)
+            fwd.spec, bwd.spec = _offline_spec(f, fu), _offline_spec(bk, bu)
+
         try:
             if recorded.versions:
+                point("baseline")
                 replay.run_baseline()
                 out.baseline = (recorded.versions[0].accuracy, replay.versions[0].accuracy)
             for st in recorded.steps:
                 if st.decision is None and st.outcome is None and st.proposal is None:
                     break  # a step cut off before its proposal: nothing of it to reproduce
+                point("step_started", st.index, 0)
                 rs = replay.start_step()
                 while rs.attempt < st.attempt:
+                    point("step_started", st.index, rs.attempt + 1)
                     rs = replay.start_step(regenerate=True)
                 if st.decision is None and st.outcome is None:
                     break  # proposed, not yet decided: the proposal is compared below
@@ -282,6 +291,7 @@ def replay_bundle(data: bytes, *, root: Path | str | None = None) -> ReplayResul
                               prompt=d.get("prompt") if d["action"] == "edit" else None)
                 row = {"step": st.index, "action": d["action"], "recorded_outcome": st.outcome}
                 if d["action"] in ("accept", "edit") and st.gate is not None:
+                    point("validation", st.index)
                     g = replay.validate()
                     gate_ev = next((e for e in recorded.events if e["type"] == "gate" and e["step"] == st.index), None)
                     if gate_ev is not None:

@@ -54,10 +54,11 @@ def _summary(s, result: str) -> dict:
             "final_prompt": s.versions[-1].prompt if s.versions else None}
 
 
-def _drive(s, a, steps: int) -> int:
+def _drive(s, a, steps: int, more: bool = False) -> int:
     from .session import BudgetExceeded
 
     print(f"session {s.id}", flush=True)
+    s.plan_auto(steps, more=more)  # logged before the baseline, so a crash during it keeps the run for resume
     if s.versions:
         v0 = s.versions[0]
         print(f"baseline: val {v0.accuracy:.3f} on {v0.report.n} questions", flush=True)
@@ -149,7 +150,6 @@ def cmd_resume(a) -> int:
 
     try:
         s = Session.open(a.id, root=_root(a))
-        s.models = _models(s.config, a)
     except SessionError as exc:
         raise ConfigError(str(exc)) from None
     for w in s.warnings:
@@ -166,7 +166,32 @@ def cmd_resume(a) -> int:
             if a.json:
                 print(json.dumps(_summary(s, "idle")))
             return 0
-        return _drive(s, a, steps)
+        try:
+            _repoint(s, a)  # before any model exists: an imported session's servers need the user's word
+            s.models = _models(s.config, a)
+        except SessionError as exc:
+            raise ConfigError(str(exc)) from None
+        return _drive(s, a, steps, more=a.steps is not None)
+
+
+def _repoint(s, a) -> None:
+    """--base-url / --forward-base-url / --backward-base-url re-point the session (a 'repointed' event); an
+    imported session must be re-pointed before any call, so a bundle never chooses where the key goes."""
+    from .cli import ConfigError
+
+    fwd = a.forward_base_url or a.base_url
+    bwd = a.backward_base_url or a.base_url
+    if not s.servers_confirmed and (fwd is None or bwd is None):
+        raise ConfigError(f"session {s.id} came from a bundle, which names its servers ({s.servers_text()}); "
+                          f"your key is not sent there until you name them: pass --base-url URL (or "
+                          f"--forward-base-url / --backward-base-url; 'default' = the provider's own endpoint).")
+    c = s.config
+    new_f = c.forward_base_url if fwd is None else (None if fwd.strip() == "default" else fwd.strip())
+    new_b = c.backward_base_url if bwd is None else (None if bwd.strip() == "default" else bwd.strip())
+    if s.servers_confirmed and (new_f, new_b) == (c.forward_base_url, c.backward_base_url):
+        return
+    s.repoint(new_f, new_b)
+    print(f"session {s.id} re-pointed: {s.servers_text()}", file=sys.stderr)
 
 
 def cmd_export(a) -> int:
@@ -285,6 +310,8 @@ def add_commands(sub, add_task_args, add_model_args) -> None:
     r.add_argument("id")
     r.add_argument("--steps", type=int, help="run N more steps (default: finish the interrupted run)")
     add_model_args(r)
+    r.add_argument("--forward-base-url", help="re-point the forward model ('default': the provider's endpoint)")
+    r.add_argument("--backward-base-url", help="re-point the backward model ('default': the provider's endpoint)")
     common(r)
     r.set_defaults(fn=cmd_resume)
 

@@ -16,7 +16,7 @@ import random
 import re
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,7 +26,7 @@ from .evaluate import EvalReport
 from .gate import POLICIES, GateResult, gate
 from .sequential import look_schedule
 from .lineage import Proposal
-from .llm import ChatModel, ClientOptions, LLMError, make_model, price_for, estimate_tokens, parse_spec
+from .llm import OLLAMA_BASE_URL, ChatModel, ClientOptions, LLMError, make_model, price_for, estimate_tokens, parse_spec
 from .meta_prompts import TEMPLATE_VERSION, Templates
 from .protegi import PRESETS as PROTEGI_PRESETS, ProtegiConfig, ProtegiEngine, calls_per_parent
 from .runner import CancelToken, Runner, run_sync
@@ -213,6 +213,8 @@ class Session:
         self.spend = Spend()
         self.stopped: str | None = None
         self.auto: dict | None = None  # the automatic run in progress: {"steps", "policy"}
+        self.bundle_events: int | None = None  # imported: how many of the events came from the bundle
+        self.servers_confirmed = True  # False for an imported session until the user names its servers
         self.events: list[dict] = []
         self.models: Models | None = None
         self.warnings: list[str] = []
@@ -435,6 +437,20 @@ class Session:
             self.config = SessionConfig.from_json(ev["config"])
             self._check_stored_config()
             self.task = self._task_from(self.config.task)
+            marker = ev.get("imported")
+            if marker:  # written by import_bundle, never by the bundle: events before its count are the bundle's
+                n = marker.get("events") if isinstance(marker, dict) else None
+                self.bundle_events = n if isinstance(n, int) and n > 0 else 1
+                self.servers_confirmed = False
+        elif t == "repointed":
+            if not (isinstance(ev["forward"], str) and isinstance(ev["backward"], str) and all(
+                    isinstance(ev.get(k), (str, type(None))) for k in ("forward_base_url", "backward_base_url"))):
+                raise ValueError("repointed: specs and base URLs must be text")
+            self.config = replace(self.config, forward=ev["forward"], backward=ev["backward"],
+                                  forward_base_url=ev.get("forward_base_url"),
+                                  backward_base_url=ev.get("backward_base_url"))
+            if self.bundle_events is None or len(self.events) > self.bundle_events:
+                self.servers_confirmed = True  # the user named them here, after the import
         elif t == "baseline":
             rep = self._report(ev["report"])
             self.versions = [Version(0, ev["prompt"], 0, rep, "seed")]
@@ -629,6 +645,9 @@ class Session:
 
     # ---------- actions ----------
     def _need_models(self) -> Models:
+        if not self.servers_confirmed:
+            raise SessionError("This session came from a bundle: confirm or change the servers it would contact "
+                               f"({self.servers_text()}) before any call.")
         if self.models is None:
             raise SessionError("No models are connected to this session (read-only, or replay without a bundle).")
         return self.models
@@ -873,18 +892,59 @@ class Session:
     def stop(self, reason: str) -> None:
         self._emit({"type": "stopped", "reason": reason})
 
+    # ---------- servers ----------
+    def servers_text(self) -> str:
+        """The models and servers this session would contact, as one line of plain text."""
+        c = self.config
+        return (f"forward {_printable(c.forward)} at {_printable(server_text(c.forward, c.forward_base_url))}, "
+                f"backward {_printable(c.backward)} at {_printable(server_text(c.backward, c.backward_base_url))}")
+
+    def repoint(self, forward_base_url: str | None, backward_base_url: str | None, *,
+                forward: str | None = None, backward: str | None = None) -> None:
+        """Name the servers (and optionally the models) the next calls go to; logged as a 'repointed' event.
+        For an imported session this is the confirmation its calls wait for."""
+        f, b = (forward or self.config.forward).strip(), (backward or self.config.backward).strip()
+        fu, bu = ((u or "").strip() or None for u in (forward_base_url, backward_base_url))
+        for spec, url in ((f, fu), (b, bu)):
+            try:
+                parse_spec(spec, url)
+            except LLMError as exc:
+                raise SessionError(str(exc)) from None
+        self._emit({"type": "repointed", "forward": f, "forward_base_url": fu, "backward": b, "backward_base_url": bu})
+        self.models = None  # models built for the old servers must not be used
+
+    def servers_when(self, kind: str, step: int | None = None, attempt: int | None = None) -> tuple[tuple, tuple]:
+        """((forward, url), (backward, url)) in effect when the last recorded `kind` event (of this step and
+        attempt) was written; the current ones when there is none. Replay keys its responses with them."""
+        c = self.events[0]["config"]
+        now = ((c["forward"], c.get("forward_base_url")), (c["backward"], c.get("backward_base_url")))
+        found = None
+        for ev in self.events[1:]:
+            if ev["type"] == "repointed":
+                now = ((ev["forward"], ev.get("forward_base_url")), (ev["backward"], ev.get("backward_base_url")))
+            elif ev["type"] == kind and (step is None or ev.get("step") == step) and (
+                    attempt is None or ev.get("attempt") == attempt):
+                found = now
+        cfg = self.config
+        return found or ((cfg.forward, cfg.forward_base_url), (cfg.backward, cfg.backward_base_url))
+
     # ---------- automatic policy ----------
+    def plan_auto(self, steps: int, *, more: bool = False) -> None:
+        """Record the automatic run to finish: `steps` more finished steps. An interrupted run keeps its
+        target unless `more` (resume --steps N: N more from now)."""
+        if self.auto is None or more:
+            done = sum(1 for s in self.steps if s.outcome)
+            self._emit({"type": "auto", "steps": done + steps, "policy": self.config.policy})
+
     def run_auto(self, steps: int, *, policy: str | None = None, on_step: Callable[["Session", Step], None] | None = None,
                  progress: PhaseProgress | None = None, cancel: CancelToken | None = None) -> str:
         """Run until `steps` steps are done (counting earlier ones of this run), patience, budget or cancel.
         The automatic policy accepts the top-ranked unflagged candidate and applies the gate's verdict."""
         if policy and policy != self.config.policy:
             raise SessionError("The gate policy is fixed when the session is created.")
+        self.plan_auto(steps)  # before the baseline: a crash during it keeps the requested run for resume
         if not self.versions:
             self.run_baseline(progress=progress, cancel=cancel)
-        if self.auto is None:
-            done = sum(1 for s in self.steps if s.outcome)
-            self._emit({"type": "auto", "steps": done + steps, "policy": self.config.policy})
         target = self.auto["steps"]
         try:
             while sum(1 for s in self.steps if s.outcome) < target:
@@ -924,6 +984,28 @@ class Session:
 def default_policy(preset: str) -> str:
     """The gate policy a new session starts with: adaptive for the "recommended" presets, else strict."""
     return "adaptive" if preset == "recommended" else "strict"
+
+
+def _printable(text: str, limit: int = 200) -> str:
+    """Text from a bundle fit for one line: control characters shown as '?', cut to `limit`."""
+    out = "".join(ch if ch.isprintable() else "?" for ch in str(text))
+    return out if len(out) <= limit else out[: limit - 1] + "…"
+
+
+def server_text(spec: str, base_url: str | None) -> str:
+    """Where calls for a model spec go, as plain text (a provider's own endpoint when no base URL is set)."""
+    if base_url:
+        return base_url
+    provider = (spec or "").partition(":")[0].strip().lower()
+    if provider == "ollama":
+        return os.environ.get("OLLAMA_BASE_URL") or OLLAMA_BASE_URL
+    if provider == "openai-compatible":
+        return os.environ.get("OPENAI_BASE_URL") or "(no base URL)"
+    if provider == "openai":  # the SDK reads OPENAI_BASE_URL itself
+        return os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1 (OpenAI)"
+    if provider == "anthropic":
+        return os.environ.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com (Anthropic)"
+    return f"no server (local '{provider}' provider)"
 
 
 def make_engine(cfg: SessionConfig) -> ProtegiEngine | TextGradEngine:

@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from core.session import SessionError
-from ui import actions, boot, state, step_view
+from ui import actions, boot, servers, state, step_view
 from ui.estimate import step_estimate
 from ui.jobs import job_panel
 from ui.render import ci, empty_state, md_escape, money, pct, plain
@@ -24,6 +24,7 @@ can_act = not readonly and not missing and job is None
 
 for kind, msg in st.session_state.pop("flash", []):
     getattr(st, kind)(msg)
+can_act = servers.server_gate(s, enabled=can_act) and can_act  # an imported session: servers confirmed first
 
 # ---------- actions queued by buttons (callbacks) ----------
 pending = st.session_state.pop("pending_action", None)

@@ -14,6 +14,9 @@ from .render import md_escape
 
 def _start(s: Session, kind: str, label: str, work) -> Job | None:
     """Attach fresh models to the session and run work(job) as a job; errors shown with st.error."""
+    if not s.servers_confirmed:
+        st.error("Confirm the servers of this imported session on the Optimize page first.", icon=":material/shield:")
+        return None
     problems = state.missing_for(s.config)
     if problems:
         st.error("Cannot run models: " + md_escape("; ".join(problems)) + ".", icon=":material/key:")
