@@ -102,7 +102,7 @@ def _models(cfg, a):
 
 def cmd_optimize(a) -> int:
     from .cli import ConfigError, custom_file_options, load_task_from_args, tell_file_format
-    from .session import Session, SessionConfig, SessionError
+    from .session import DEFAULT_PRESET, Session, SessionConfig, SessionError
     from .tasks import BUILTIN_TASKS, builtin_spec
 
     task = load_task_from_args(a)  # validates the task and custom file up front
@@ -121,7 +121,7 @@ def cmd_optimize(a) -> int:
         data = (os.path.basename(a.task), Path(a.task).read_bytes())
     tell_file_format(a, task)
     del task
-    preset = a.preset or ("AutoMedPrompt paper" if a.method == "textgrad" else "quick")
+    preset = a.preset or DEFAULT_PRESET
     from .cli import _read_prompt, parse_settings
     from .session import default_policy
 
@@ -289,7 +289,7 @@ def add_commands(sub, add_task_args, add_model_args) -> None:
     o.add_argument("--backward", help="backward/optimiser model spec (default: the forward model)")
     add_model_args(o)
     o.add_argument("--backward-base-url", help="base URL for the backward model (default --base-url)")
-    o.add_argument("--preset", help="ProTeGi paper | quick | AutoMedPrompt paper | recommended")
+    o.add_argument("--preset", help="recommended (default: the adaptive gate) | ProTeGi paper | quick | AutoMedPrompt paper")
     o.add_argument("--gate-batch", type=int, default=50, help="adaptive gate: validation questions per look (50)")
     o.add_argument("--gate-cap", type=int, default=200, help="adaptive gate: at most this many questions (200)")
     o.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a preset setting, e.g. minibatch=16")

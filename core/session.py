@@ -981,6 +981,9 @@ class Session:
         return "done"
 
 
+DEFAULT_PRESET = "recommended"  # what a new session starts with, for either method (the paper presets stay faithful)
+
+
 def default_policy(preset: str) -> str:
     """The gate policy a new session starts with: adaptive for the "recommended" presets, else strict."""
     return "adaptive" if preset == "recommended" else "strict"

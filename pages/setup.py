@@ -8,8 +8,8 @@ import streamlit as st
 from core.baselines import SEED_PROMPT, strategy_prompt
 from core.gate import POLICIES, POLICY_HELP
 from core.llm import LLMError, parse_spec, price_for
-from core.session import (METHODS, PRESETS, Session, SessionConfig, SessionError, default_policy, delete_session,
-                          list_sessions)
+from core.session import (DEFAULT_PRESET, METHODS, PRESETS, Session, SessionConfig, SessionError, default_policy,
+                          delete_session, list_sessions)
 from core.tasks import TaskError, builtin_spec
 from ui import actions, boot, state
 from ui import setup_helpers as H
@@ -225,6 +225,8 @@ with tab_new:
     method = st.radio("Method", METHODS, horizontal=True, key="method", index=METHODS.index("textgrad"),
                       format_func={"textgrad": "AutoMedPrompt / TextGrad", "protegi": "ProTeGi"}.get)
     presets = list(PRESETS[method])
+    st.session_state.setdefault(f"preset_{method}", DEFAULT_PRESET)  # the product's preset: the adaptive gate
+    st.session_state.setdefault("policy", default_policy(DEFAULT_PRESET))
     preset = st.selectbox("Preset", presets, key=f"preset_{method}", on_change=_policy_for_preset,
                           args=(f"preset_{method}",), help="\"recommended\" starts with the adaptive gate")
     with st.expander("All settings of this preset"):

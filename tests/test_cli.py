@@ -162,7 +162,8 @@ def kind_for(stage: str) -> str:
 
 def test_sigkill_during_validation_then_resume_uses_cache(pgs_env):
     common = ["optimize", "--task", "pubmedqa", "--method", "textgrad", "--forward", "fake:f", "--backward", "fake:b",
-              "--steps", "1", "--val-limit", "50", "--json", "--quiet"]
+              "--steps", "1", "--val-limit", "50", "--json", "--quiet",
+              "--preset", "AutoMedPrompt paper", "--set", "batch_size=5"]  # strict gate, a 5-question minibatch
     proc = subprocess.Popen(pgs_cmd() + common, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PGS_FAKE_DELAY": "0.2"})
     sessions = pgs_env / "sessions"

@@ -98,7 +98,7 @@ def test_full_sessions_disk_stops_with_one_line_and_resumes(pgs_env, small_disk)
     assert_one_line_exit_2(out, "Cannot write session", "resume")
     (sid,) = [p.name for p in root.iterdir()]
     events = assert_whole_lines(root / sid / "events.jsonl")  # no torn last line
-    assert [e["type"] for e in events][:2] == ["created", "baseline"]
+    assert [e["type"] for e in events][:3] == ["created", "auto", "baseline"]  # the requested run, then step 0
     again = run_limited(["resume", sid, "--quiet", "--sessions-dir", str(root)], None if small_disk else 200 * 1024)
     assert_one_line_exit_2(again, "Cannot write session")  # still full: refused again, nothing damaged
     assert assert_whole_lines(root / sid / "events.jsonl") == events

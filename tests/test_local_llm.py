@@ -57,7 +57,7 @@ def test_textgrad_two_steps_real_model(local_llm_url, pgs_env):
     assert s["steps"] == 2 and s["baseline_val"] is not None
     ev = events(pgs_env, s["session"])
     types = [e["type"] for e in ev if e["type"] != "spend"]  # interim spend events land between
-    assert types[:2] == ["created", "baseline"]
+    assert types[:3] == ["created", "auto", "baseline"]  # the requested run is logged before the baseline
     assert types.count("proposal") >= 2 and types.count("step_started") >= 2
     for e in ev:
         if e["type"] == "proposal":
@@ -78,7 +78,7 @@ def test_protegi_one_round_real_model(local_llm_url, pgs_env):
     assert s["steps"] == 1
     ev = events(pgs_env, s["session"])
     types = [e["type"] for e in ev if e["type"] != "spend"]  # interim spend events land between
-    assert types[:3] == ["created", "baseline", "auto"]
+    assert types[:3] == ["created", "auto", "baseline"]  # the requested run is logged before the baseline
     assert {"step_started", "forward", "proposal", "decision"} <= set(types)
     prop = next(e for e in ev if e["type"] == "proposal")["proposal"]
     fwd = next(e for e in ev if e["type"] == "forward")["reports"][0]["rows"]
