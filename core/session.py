@@ -33,11 +33,16 @@ from .runner import CancelToken, Runner, run_sync
 from .tasks import Example, Task, TaskError, load_custom, load_task
 from .textgrad import LEGACY_PRESETS as TEXTGRAD_LEGACY, PRESETS as TEXTGRAD_PRESETS, MemoryItem, TextGradConfig, TextGradEngine
 from . import candidate_checks as checks
+from . import paths
 
-DEFAULT_ROOT = Path(os.environ.get("PGS_SESSIONS_DIR") or Path(__file__).resolve().parent.parent / "sessions")
 METHODS = ("protegi", "textgrad")
 PRESETS = {"protegi": PROTEGI_PRESETS, "textgrad": TEXTGRAD_PRESETS}
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
+
+
+def sessions_root(root: Path | str | None = None) -> Path:
+    """The sessions folder given, else the default one (core/paths.py), looked up now."""
+    return Path(root) if root is not None else paths.sessions_dir()
 
 
 class SessionError(RuntimeError):
@@ -296,7 +301,7 @@ class Session:
 
     # ---------- construction ----------
     @classmethod
-    def create(cls, config: SessionConfig, *, root: Path | str = DEFAULT_ROOT, models: Models | None = None,
+    def create(cls, config: SessionConfig, *, root: Path | str | None = None, models: Models | None = None,
                data: tuple[str, bytes] | None = None, sid: str | None = None, offline: bool = False) -> "Session":
         """Validate config, load the task (custom data is copied into the session folder), log 'created'.
         `offline` (replay) skips checking that the model providers exist here."""
@@ -304,7 +309,7 @@ class Session:
         sid = sid or new_session_id()
         if not _ID.match(sid):
             raise SessionError(f"'{sid}' is not a session id.")
-        s = cls(Path(root), sid)
+        s = cls(sessions_root(root), sid)
         if s.events_path.exists():
             raise SessionError(f"Session {sid} already exists.")
         fresh = not s.dir.exists()
@@ -342,11 +347,11 @@ class Session:
         return s
 
     @classmethod
-    def open(cls, sid: str, *, root: Path | str = DEFAULT_ROOT, models: Models | None = None,
+    def open(cls, sid: str, *, root: Path | str | None = None, models: Models | None = None,
              readonly: bool = False) -> "Session":
         if not _ID.match(sid or ""):
             raise SessionError(f"'{sid}' is not a session id.")
-        s = cls(Path(root), sid, readonly)
+        s = cls(sessions_root(root), sid, readonly)
         if not s.events_path.exists():
             raise SessionError(f"No session '{sid}' in {s.root}.")
         if not readonly:
@@ -1020,10 +1025,10 @@ def hash_seed(*parts: Any) -> int:
     return int(hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:12], 16)
 
 
-def list_sessions(root: Path | str = DEFAULT_ROOT) -> list[dict]:
+def list_sessions(root: Path | str | None = None) -> list[dict]:
     """Sessions on disk, newest first, read from their first and last events only."""
     out = []
-    root = Path(root)
+    root = sessions_root(root)
     if not root.is_dir():
         return out
     for d in root.iterdir():
@@ -1043,13 +1048,14 @@ def list_sessions(root: Path | str = DEFAULT_ROOT) -> list[dict]:
     return sorted(out, key=lambda x: -x["created"])
 
 
-def delete_session(sid: str, root: Path | str = DEFAULT_ROOT) -> None:
+def delete_session(sid: str, root: Path | str | None = None) -> None:
     import shutil
 
     if not _ID.match(sid or ""):
         raise SessionError(f"'{sid}' is not a session id.")
-    d = Path(root) / sid
-    s = Session(Path(root), sid)
+    root = sessions_root(root)
+    d = root / sid
+    s = Session(root, sid)
     s._acquire()  # refuses while another writer has it
     s.close()
     shutil.rmtree(d)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import streamlit as st
 
-import core.session as session_mod
+from core import paths
 from core.cache import CacheError, ResponseCache
 from core.engine import task_text
 from core.llm import ClientOptions, LLMError, parse_spec, price_for
@@ -35,7 +35,8 @@ def ss(name: str, default):
 
 # ---------- paths ----------
 def sessions_root() -> Path:
-    return Path(os.environ.get("PGS_SESSIONS_DIR") or session_mod.DEFAULT_ROOT)
+    """PGS_SESSIONS_DIR, else $PGS_HOME/sessions, else ./sessions where the app was started."""
+    return paths.sessions_dir()
 
 
 # ---------- keys and providers ----------
