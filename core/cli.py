@@ -374,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pgs: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except RuntimeError as exc:  # SessionError, CacheError: a state the user must see, one line
-        if type(exc).__name__ not in ("SessionError", "SessionLocked", "BudgetExceeded", "CacheError", "Cancelled"):
+        if type(exc).__name__ not in ("SessionError", "SessionLocked", "BudgetExceeded", "UnpricedBudget",
+                                      "CacheError", "Cancelled"):
             raise
         print(f"pgs: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -101,6 +101,20 @@ def _models(cfg, a):
     return models
 
 
+def _refuse_unpriced_budget(cfg) -> None:
+    """--budget-usd with a model of unknown price: one line saying how to price it (PGS_PRICES), exit 2."""
+    from .cli import ConfigError
+    from .session import UnpricedBudget
+
+    try:
+        cfg.check_budget_priced()
+    except UnpricedBudget as exc:
+        model = exc.specs[0].partition(":")[2].partition(" @ ")[0]
+        raise ConfigError(f"No price is known for {', '.join(exc.specs)}, so --budget-usd cannot be kept: set it "
+                          f"with PGS_PRICES='{{\"{model}\": [input, output]}}' (USD per 1M tokens), or drop "
+                          f"--budget-usd.") from None
+
+
 def cmd_optimize(a) -> int:
     from .cli import ConfigError, custom_file_options, load_task_from_args, tell_file_format
     from .session import Session, SessionConfig, SessionError
@@ -137,6 +151,7 @@ def cmd_optimize(a) -> int:
                         forward_max_tokens=a.max_tokens, gate_batch=a.gate_batch, gate_cap=a.gate_cap)
     try:
         cfg.validate()
+        _refuse_unpriced_budget(cfg)  # before any model, warning or call
         models = _models(cfg, a)
         s = Session.create(cfg, root=_root(a), models=models, data=data)
     except SessionError as exc:
