@@ -16,7 +16,7 @@ from .cache import ResponseCache
 from .llm import Completion, ModelSpec, Request
 from .report import markdown_report  # noqa: F401 - the report lives beside the bundle for callers
 from .runner import Runner
-from .session import DEFAULT_ROOT, PRESETS, Models, Session, SessionConfig, SessionError, new_session_id
+from .session import PRESETS, Models, Session, SessionConfig, SessionError, new_session_id, sessions_root
 
 FORMAT = "prompt-gradient-studio/bundle"
 VERSION = 1
@@ -138,11 +138,11 @@ def _check_loaded(s: Session) -> None:
             raise BundleError(f"The bundle's events do not load: step {st.index} is decided without a proposal.")
 
 
-def import_bundle(data: bytes, *, root: Path | str = DEFAULT_ROOT, cache: ResponseCache | None = None) -> str:
+def import_bundle(data: bytes, *, root: Path | str | None = None, cache: ResponseCache | None = None) -> str:
     """Write the bundle as a new session under root (atomically) and its responses into the cache.
     A bundle that fails any check writes nothing: no session folder, no cache entry."""
     b = _checked(data)
-    root = Path(root)
+    root = sessions_root(root)
     made_root = not root.exists()
     try:
         root.mkdir(parents=True, exist_ok=True)

@@ -177,7 +177,7 @@ CONFIG = Record({"task": TASK}, {
     "backward_base_url": OSTR, "seed_prompt": STR, "seed": INT, "policy": STR, "alpha": FRAC, "patience": COUNT,
     "budget_usd": Opt(NUM), "budget_calls": Opt(COUNT), "val_limit": Opt(COUNT), "forward_max_tokens": COUNT,
     "params": MapOf(Spec()), "templates": MapOf(MapOf(STR)), "title": STR, "template_version": COUNT,
-    "gate_batch": COUNT, "gate_cap": COUNT})
+    "gate_batch": COUNT, "gate_cap": COUNT, "prices": MapOf(ListOf(NUM, 2))})
 
 SCORE = Record({"name": STR, "accuracy": Opt(FRAC)}, {"version": Opt(COUNT), "correct": COUNT, "n": COUNT,
                                                      "errors": COUNT})
@@ -199,7 +199,8 @@ EVENTS: dict[str, Record] = {
     "auto": Record({"steps": Opt(COUNT)}, {"policy": STR}),
     "stopped": Record({"reason": STR}),
     "spend": Record({"spend": SPEND}, {"step": COUNT, "phase": STR, "reason": STR}),
-    "repointed": Record({}, {"forward": STR, "backward": STR, "forward_base_url": OSTR, "backward_base_url": OSTR}),
+    "repointed": Record({}, {"forward": STR, "backward": STR, "forward_base_url": OSTR, "backward_base_url": OSTR,
+                             "prices": MapOf(ListOf(NUM, 2))}),
     "test_revealed": LOOK,
     "confirmation_scored": LOOK,
 }

@@ -15,9 +15,8 @@ from typing import Any, Callable, Iterable
 
 import diskcache
 
+from . import paths
 from .llm import Completion, ModelSpec, Request, anthropic_sends_temperature
-
-DEFAULT_DIR = Path(__file__).resolve().parent.parent / "cache"
 
 
 class CacheError(RuntimeError):
@@ -62,7 +61,7 @@ class ResponseCache:
     """Completed, successful responses by cache key. Errors are never stored."""
 
     def __init__(self, directory: str | os.PathLike | None = None):
-        self.directory = Path(directory or os.environ.get("PGS_CACHE_DIR") or DEFAULT_DIR)
+        self.directory = Path(directory) if directory else paths.cache_dir()
         self.write_error: str | None = None  # set at the first answer that could not be stored
         self.on_write_error: Callable[[str], None] | None = None  # told once, with a one-line message
         try:

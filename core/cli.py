@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 from .checks import BUDGET, COUNT, COUNT0, TOKENS, CheckError, Range, check_number, parse_setting
 from .llm import ClientOptions, LLMError, make_model
+from .paths import CACHE_HELP, SESSIONS_HELP
 from .runner import Progress
 
 EXIT_CONFIG = 2
@@ -308,7 +309,9 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="pgs", description="Prompt Gradient Studio (headless)")
+    p = OneLineParser(prog="pgs", description="Prompt Gradient Studio (headless). Sessions and the response cache "
+                                             "go in ./sessions and ./cache of the current folder, or under PGS_HOME; "
+                                             "PGS_SESSIONS_DIR and PGS_CACHE_DIR name each folder.")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     t = sub.add_parser("tasks", help="list built-in tasks and split sizes")
@@ -326,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--session", help="score this session's versions; test and confirmation scores are logged")
     e.add_argument("--versions", help="with --session: comma-separated version numbers or 'all' "
                                       "(default: the seed and the current version)")
-    e.add_argument("--sessions-dir", help="sessions folder (default ./sessions or PGS_SESSIONS_DIR)")
+    e.add_argument("--sessions-dir", help=SESSIONS_HELP)
     e.add_argument("--reveal-test", action="store_true",
                    help="allow scoring on the sealed test split (recorded in the session's log as a reveal)")
     _add_model_args(e)
@@ -354,7 +357,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per call (default 60)")
     p.add_argument("--retries", type=int, default=4, help="SDK retries on 429/5xx (default 4)")
     p.add_argument("--no-cache", action="store_true", help="bypass the response cache")
-    p.add_argument("--cache-dir", help="cache folder (default ./cache or PGS_CACHE_DIR)")
+    p.add_argument("--cache-dir", help=CACHE_HELP)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -371,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pgs: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except RuntimeError as exc:  # SessionError, CacheError: a state the user must see, one line
-        if type(exc).__name__ not in ("SessionError", "SessionLocked", "BudgetExceeded", "CacheError", "Cancelled"):
+        if type(exc).__name__ not in ("SessionError", "SessionLocked", "BudgetExceeded", "UnpricedBudget",
+                                      "CacheError", "Cancelled"):
             raise
         print(f"pgs: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -9,12 +9,13 @@ import sys
 from pathlib import Path
 
 from .llm import ClientOptions
+from .paths import CACHE_HELP, SESSIONS_HELP
 
 
 def _root(a) -> Path:
-    from .session import DEFAULT_ROOT
+    from .paths import sessions_dir
 
-    return Path(a.sessions_dir or os.environ.get("PGS_SESSIONS_DIR") or DEFAULT_ROOT)
+    return Path(a.sessions_dir) if a.sessions_dir else sessions_dir()
 
 
 def _phase_bar(quiet: bool):
@@ -100,6 +101,20 @@ def _models(cfg, a):
     return models
 
 
+def _refuse_unpriced_budget(cfg) -> None:
+    """--budget-usd with a model of unknown price: one line saying how to price it (PGS_PRICES), exit 2."""
+    from .cli import ConfigError
+    from .session import UnpricedBudget
+
+    try:
+        cfg.check_budget_priced()
+    except UnpricedBudget as exc:
+        model = exc.specs[0].partition(":")[2].partition(" @ ")[0]
+        raise ConfigError(f"No price is known for {', '.join(exc.specs)}, so --budget-usd cannot be kept: set it "
+                          f"with PGS_PRICES='{{\"{model}\": [input, output]}}' (USD per 1M tokens), or drop "
+                          f"--budget-usd.") from None
+
+
 def cmd_optimize(a) -> int:
     from .cli import ConfigError, custom_file_options, load_task_from_args, tell_file_format
     from .session import DEFAULT_PRESET, Session, SessionConfig, SessionError
@@ -136,6 +151,7 @@ def cmd_optimize(a) -> int:
                         forward_max_tokens=a.max_tokens, gate_batch=a.gate_batch, gate_cap=a.gate_cap)
     try:
         cfg.validate()
+        _refuse_unpriced_budget(cfg)  # before any model, warning or call
         models = _models(cfg, a)
         s = Session.create(cfg, root=_root(a), models=models, data=data)
     except SessionError as exc:
@@ -278,7 +294,7 @@ def cmd_replay(a) -> int:
 
 def add_commands(sub, add_task_args, add_model_args) -> None:
     def common(p):
-        p.add_argument("--sessions-dir", help="sessions folder (default ./sessions or PGS_SESSIONS_DIR)")
+        p.add_argument("--sessions-dir", help=SESSIONS_HELP)
         p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -319,13 +335,13 @@ def add_commands(sub, add_task_args, add_model_args) -> None:
     e.add_argument("id")
     e.add_argument("--format", choices=("bundle", "markdown"), default="bundle")
     e.add_argument("--output", "-o", help="file to write (default stdout)")
-    e.add_argument("--cache-dir")
+    e.add_argument("--cache-dir", help=CACHE_HELP)
     common(e)
     e.set_defaults(fn=cmd_export)
 
     i = sub.add_parser("import", help="import a bundle as a new session")
     i.add_argument("bundle")
-    i.add_argument("--cache-dir")
+    i.add_argument("--cache-dir", help=CACHE_HELP)
     common(i)
     i.set_defaults(fn=cmd_import)
 

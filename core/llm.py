@@ -17,8 +17,11 @@ from typing import Any, Callable, Protocol
 OLLAMA_BASE_URL = "http://localhost:11434/v1"
 PROVIDERS = ("openai", "anthropic", "ollama", "openai-compatible")
 
-# USD per 1M tokens (input, output), as published by the providers on this date.
-PRICES_DATE = "2025-10-15"  # override in Settings (or set_price_overrides) when the providers change them
+# USD per 1M tokens (input, output), standard tier, as listed on the providers' pricing pages
+# (https://platform.openai.com/docs/pricing, https://platform.claude.com/docs/en/about-claude/pricing).
+# A model is priced by its exact entry first (DATED_PRICES, then PRICES), then by the longest PRICES entry
+# its name starts with (gpt-4o-mini-2024-07-18 -> gpt-4o-mini, claude-3-5-haiku-latest -> claude-3-5-haiku).
+PRICES_DATE = "2025-10-15"  # override in Settings (or PGS_PRICES for pgs) when the providers change them
 PRICES: dict[str, tuple[float, float]] = {
     "gpt-4o": (2.50, 10.00),
     "gpt-4o-mini": (0.15, 0.60),
@@ -33,6 +36,17 @@ PRICES: dict[str, tuple[float, float]] = {
     "claude-3-7-sonnet": (3.00, 15.00),
     "claude-sonnet-4": (3.00, 15.00),
     "claude-opus-4": (15.00, 75.00),
+    # added 2026-12-01 from Anthropic's model pages: later Opus 4 models list for a third of claude-opus-4's price
+    "claude-opus-4-5": (5.00, 25.00),
+    "claude-opus-4-6": (5.00, 25.00),
+    "claude-opus-4-8": (5.00, 25.00),
+}
+# Snapshots whose list price differs from their family's (OpenAI pricing page, older models; checked 2026-12-01).
+DATED_PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o-2024-05-13": (5.00, 15.00),
+    "gpt-3.5-turbo-1106": (1.00, 2.00),
+    "gpt-3.5-turbo-0613": (1.50, 2.00),
+    "gpt-3.5-turbo-16k-0613": (3.00, 4.00),
 }
 _price_overrides: dict[str, tuple[float, float]] = {}
 
@@ -158,26 +172,36 @@ class Completion:
 
 
 def set_price_overrides(prices: dict[str, tuple[float, float]]) -> None:
-    """USD per 1M tokens (input, output) by model name; replaces earlier overrides."""
+    """Process-wide USD per 1M tokens (input, output) by model name (pgs: PGS_PRICES); replaces earlier ones.
+    The app passes each browser session's overrides to `price_for` instead."""
     _price_overrides.clear()
     _price_overrides.update({k: (float(v[0]), float(v[1])) for k, v in prices.items()})
 
 
-def price_for(spec: ModelSpec) -> tuple[float, float] | None:
-    """(input, output) USD per 1M tokens; local servers are free; None when unknown."""
-    if spec.model in _price_overrides:
-        return _price_overrides[spec.model]
+def price_for(spec: ModelSpec, overrides: dict | None = None) -> tuple[float, float] | None:
+    """(input, output) USD per 1M tokens: an override by model name, $0 for local servers, a registered
+    provider's price, the exact table entry, then the longest entry the name starts with; None when unknown."""
+    for table in (overrides or {}, _price_overrides):
+        if spec.model in table:
+            return (float(table[spec.model][0]), float(table[spec.model][1]))
     if spec.is_local or (spec.provider == "openai" and spec.base_url):
         return (0.0, 0.0)
+    if spec.provider in _provider_prices:
+        return _provider_prices[spec.provider]
+    exact = DATED_PRICES.get(spec.model) or PRICES.get(spec.model)
+    if exact is not None:
+        return exact
     best = None
-    for name, price in PRICES.items():  # longest prefix wins: dated names share a price
+    for name, price in PRICES.items():  # longest prefix wins: dated names share their family's price
         if spec.model.startswith(name) and (best is None or len(name) > len(best[0])):
             best = (name, price)
     return best[1] if best else None
 
 
-def cost_of(spec: ModelSpec, input_tokens: int, output_tokens: int) -> float:
-    price = price_for(spec)
+def cost_of(spec: ModelSpec, input_tokens: int, output_tokens: int,
+            price: tuple[float, float] | None = None) -> float:
+    """USD for a call: at `price` (a session's snapshot) when given, else at `price_for(spec)`; $0 when unknown."""
+    price = price if price is not None else price_for(spec)
     if price is None:
         return 0.0
     return (input_tokens * price[0] + output_tokens * price[1]) / 1_000_000
@@ -215,10 +239,12 @@ class ClientOptions:
 class _ProviderBase:
     """Lazily builds one async SDK client per event loop; keys are read, never stored elsewhere."""
 
-    def __init__(self, spec: ModelSpec, api_key: str | None = None, options: ClientOptions | None = None):
+    def __init__(self, spec: ModelSpec, api_key: str | None = None, options: ClientOptions | None = None,
+                 price: tuple[float, float] | None = None):
         self.spec = spec
         self._api_key = api_key
         self.options = options or ClientOptions()
+        self.price = price  # USD per 1M tokens this session pays (its snapshot); None: the table's
         self._client: Any = None
         self._loop: Any = None
 
@@ -259,7 +285,7 @@ class _ProviderBase:
                                 f"Check {self._key_env()} or the key in Settings.") from None
             return self._error(exc)
         return Completion(text=text, input_tokens=tin, output_tokens=tout,
-                          cost_usd=cost_of(self.spec, tin, tout),
+                          cost_usd=cost_of(self.spec, tin, tout, self.price),
                           latency_s=time.perf_counter() - t0, model=str(self.spec), finish_reason=reason)
 
     def _key_env(self) -> str:
@@ -396,10 +422,14 @@ class AnthropicModel(_ProviderBase):
 
 # Extra providers (tests register a scripted fake through PGS_PROVIDERS="module:function").
 _registry: dict[str, Callable[..., ChatModel]] = {}
+_provider_prices: dict[str, tuple[float, float]] = {}
 
 
-def register_provider(name: str, factory: Callable[..., ChatModel]) -> None:
+def register_provider(name: str, factory: Callable[..., ChatModel], price: tuple[float, float] | None = None) -> None:
+    """Add a provider; `price` (USD per 1M tokens) is what its models charge, so USD budgets can be kept."""
     _registry[name] = factory
+    if price is not None:
+        _provider_prices[name] = (float(price[0]), float(price[1]))
 
 
 _plugins_loaded = False
@@ -427,15 +457,16 @@ class ModelConfig:
 
 
 def make_model(spec: str | ModelSpec, base_url: str | None = None, api_key: str | None = None,
-               options: ClientOptions | None = None) -> ChatModel:
-    """Build a ChatModel from a spec string (keys come from api_key or the environment)."""
+               options: ClientOptions | None = None, price: tuple[float, float] | None = None) -> ChatModel:
+    """Build a ChatModel from a spec string (keys come from api_key or the environment); `price` fixes what
+    its calls cost (a session's snapshot), else the price table decides."""
     _load_plugins()
     s = spec if isinstance(spec, ModelSpec) else parse_spec(spec, base_url)
     if s.provider in _registry:
         return _registry[s.provider](s)
     if s.provider == "anthropic":
-        return AnthropicModel(s, api_key, options)
-    return OpenAIModel(s, api_key, options)
+        return AnthropicModel(s, api_key, options, price)
+    return OpenAIModel(s, api_key, options, price)
 
 
 def configured_providers() -> dict[str, bool]:

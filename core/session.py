@@ -33,11 +33,16 @@ from .runner import CancelToken, Runner, run_sync
 from .tasks import Example, Task, TaskError, load_custom, load_task
 from .textgrad import LEGACY_PRESETS as TEXTGRAD_LEGACY, PRESETS as TEXTGRAD_PRESETS, MemoryItem, TextGradConfig, TextGradEngine
 from . import candidate_checks as checks
+from . import paths
 
-DEFAULT_ROOT = Path(os.environ.get("PGS_SESSIONS_DIR") or Path(__file__).resolve().parent.parent / "sessions")
 METHODS = ("protegi", "textgrad")
 PRESETS = {"protegi": PROTEGI_PRESETS, "textgrad": TEXTGRAD_PRESETS}
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
+
+
+def sessions_root(root: Path | str | None = None) -> Path:
+    """The sessions folder given, else the default one (core/paths.py), looked up now."""
+    return Path(root) if root is not None else paths.sessions_dir()
 
 
 class SessionError(RuntimeError):
@@ -50,6 +55,23 @@ class SessionLocked(SessionError):
 
 class BudgetExceeded(SessionError):
     pass
+
+
+class UnpricedBudget(SessionError):
+    """A USD budget with a model whose price is unknown: its calls would count as $0, so it could never stop."""
+
+    def __init__(self, specs: list[str]):
+        self.specs = specs
+        names = ", ".join(specs)
+        model = specs[0].partition(":")[2].partition(" @ ")[0] if specs else "model"
+        super().__init__(f"No price is known for {names}, so a USD budget cannot be kept: set its price (USD per 1M "
+                         f"tokens; pgs: PGS_PRICES='{{\"{model}\": [input, output]}}', the app: Settings, Prices) "
+                         f"or drop the USD budget.")
+
+
+def price_key(spec: str, base_url: str | None) -> str:
+    """How a model is named in a config's price snapshot: its spec, and its server when one is set."""
+    return f"{spec} @ {base_url}" if base_url else spec
 
 
 @dataclass
@@ -77,11 +99,51 @@ class SessionConfig:
     title: str = ""
     # meta-prompt templates and paper presets this session runs with; a config recorded without it is version 1
     template_version: int = TEMPLATE_VERSION
+    # USD per 1M tokens [input, output] by price_key(spec, base_url), fixed when the session is created or
+    # re-pointed; a model missing here (a log from before snapshots) is priced by the table
+    prices: dict = field(default_factory=dict)
 
     @staticmethod
     def from_json(d: dict) -> "SessionConfig":
         """A recorded config (event log, bundle): one written before template versions is version 1."""
         return SessionConfig(**{"template_version": 1, **d})
+
+    def model_price(self, spec: str, base_url: str | None, overrides: dict | None = None) -> tuple[float, float] | None:
+        """USD per 1M tokens (input, output) for a model of this config: the snapshot, else the table (with
+        `overrides` by model name); None when unknown or the provider is missing here."""
+        snap = self.prices.get(price_key(spec, base_url)) if isinstance(self.prices, dict) else None
+        if snap is not None:
+            return (float(snap[0]), float(snap[1]))
+        try:
+            return price_for(parse_spec(spec, base_url), overrides)
+        except LLMError:
+            return None
+
+    def _models(self) -> list[tuple[str, str | None]]:
+        return [(self.forward, self.forward_base_url), (self.backward, self.backward_base_url)]
+
+    def snapshot_prices(self, overrides: dict | None = None) -> dict:
+        """The snapshot to record: this config's own prices, plus the table's for its models that have one."""
+        out = dict(self.prices)
+        for spec, url in self._models():
+            price = self.model_price(spec, url, overrides)
+            if price is not None:
+                out.setdefault(price_key(spec, url), [price[0], price[1]])
+        return out
+
+    def unpriced(self, overrides: dict | None = None) -> list[str]:
+        """This config's models with no known price (their calls would count as $0)."""
+        out: list[str] = []
+        for spec, url in self._models():
+            if self.model_price(spec, url, overrides) is None and price_key(spec, url) not in out:
+                out.append(price_key(spec, url))
+        return out
+
+    def check_budget_priced(self, overrides: dict | None = None) -> None:
+        """A USD budget needs every model priced; raises UnpricedBudget before any call otherwise."""
+        missing = self.unpriced(overrides) if self.budget_usd is not None else []
+        if missing:
+            raise UnpricedBudget(missing)
 
     def validate(self, check_models: bool = True) -> None:
         if self.method not in METHODS:
@@ -102,6 +164,11 @@ class SessionConfig:
                 <= self.gate_cap <= 100_000):
             raise SessionError(f"The adaptive gate needs 1 <= gate_batch <= gate_cap <= 100000 (got "
                                f"{self.gate_batch!r}, {self.gate_cap!r}).")
+        if not (isinstance(self.prices, dict) and all(
+                isinstance(k, str) and isinstance(v, (list, tuple)) and len(v) == 2 and all(
+                    isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x < float("inf") for x in v)
+                for k, v in self.prices.items())):
+            raise SessionError("The session's prices must map model specs to [input, output] USD per 1M tokens.")
         if not self.seed_prompt.strip():
             raise SessionError("The seed prompt is empty: write one (the AutoMedPrompt seed is a good start).")
         for spec, url in ((self.forward, self.forward_base_url), (self.backward, self.backward_base_url)):
@@ -176,17 +243,21 @@ class Models:
     forward: ChatModel
     backward: ChatModel
     runner: Runner
+    price_overrides: dict = field(default_factory=dict)  # by model name, for models the snapshot lacks
 
     @staticmethod
     def from_config(cfg: SessionConfig, runner: Runner, keys: dict[str, str] | None = None,
-                    options: ClientOptions | None = None) -> "Models":
+                    options: ClientOptions | None = None, price_overrides: dict | None = None) -> "Models":
+        """Models whose calls cost what the config's price snapshot says (the table for a model it lacks)."""
         keys = keys or {}
 
         def build(spec: str, url: str | None) -> ChatModel:
             s = parse_spec(spec, url)
-            return make_model(s, api_key=keys.get(s.provider), options=options)
+            return make_model(s, api_key=keys.get(s.provider), options=options,
+                              price=cfg.model_price(spec, url, price_overrides))
 
-        return Models(build(cfg.forward, cfg.forward_base_url), build(cfg.backward, cfg.backward_base_url), runner)
+        return Models(build(cfg.forward, cfg.forward_base_url), build(cfg.backward, cfg.backward_base_url), runner,
+                      dict(price_overrides or {}))
 
 
 def new_session_id() -> str:
@@ -296,15 +367,19 @@ class Session:
 
     # ---------- construction ----------
     @classmethod
-    def create(cls, config: SessionConfig, *, root: Path | str = DEFAULT_ROOT, models: Models | None = None,
-               data: tuple[str, bytes] | None = None, sid: str | None = None, offline: bool = False) -> "Session":
-        """Validate config, load the task (custom data is copied into the session folder), log 'created'.
-        `offline` (replay) skips checking that the model providers exist here."""
+    def create(cls, config: SessionConfig, *, root: Path | str | None = None, models: Models | None = None,
+               data: tuple[str, bytes] | None = None, sid: str | None = None, offline: bool = False,
+               price_overrides: dict | None = None) -> "Session":
+        """Validate config, snapshot its prices, load the task (custom data is copied into the session folder),
+        log 'created'. `offline` (replay) keeps the recorded config and skips checking the model providers."""
         config.validate(check_models=not offline)
+        if not offline:
+            config = replace(config, prices=config.snapshot_prices(price_overrides))
+            config.check_budget_priced()  # before anything is written or paid
         sid = sid or new_session_id()
         if not _ID.match(sid):
             raise SessionError(f"'{sid}' is not a session id.")
-        s = cls(Path(root), sid)
+        s = cls(sessions_root(root), sid)
         if s.events_path.exists():
             raise SessionError(f"Session {sid} already exists.")
         fresh = not s.dir.exists()
@@ -342,11 +417,11 @@ class Session:
         return s
 
     @classmethod
-    def open(cls, sid: str, *, root: Path | str = DEFAULT_ROOT, models: Models | None = None,
+    def open(cls, sid: str, *, root: Path | str | None = None, models: Models | None = None,
              readonly: bool = False) -> "Session":
         if not _ID.match(sid or ""):
             raise SessionError(f"'{sid}' is not a session id.")
-        s = cls(Path(root), sid, readonly)
+        s = cls(sessions_root(root), sid, readonly)
         if not s.events_path.exists():
             raise SessionError(f"No session '{sid}' in {s.root}.")
         if not readonly:
@@ -448,7 +523,8 @@ class Session:
                 raise ValueError("repointed: specs and base URLs must be text")
             self.config = replace(self.config, forward=ev["forward"], backward=ev["backward"],
                                   forward_base_url=ev.get("forward_base_url"),
-                                  backward_base_url=ev.get("backward_base_url"))
+                                  backward_base_url=ev.get("backward_base_url"),
+                                  prices=ev["prices"] if isinstance(ev.get("prices"), dict) else self.config.prices)
             if self.bundle_events is None or len(self.events) > self.bundle_events:
                 self.servers_confirmed = True  # the user named them here, after the import
         elif t == "baseline":
@@ -614,12 +690,12 @@ class Session:
 
     def _cost(self, calls: int, forward: bool) -> float:
         cfg = self.config
+        spec, url = (cfg.forward, cfg.forward_base_url) if forward else (cfg.backward, cfg.backward_base_url)
         try:
-            spec = parse_spec(cfg.forward if forward else cfg.backward,
-                              cfg.forward_base_url if forward else cfg.backward_base_url)
+            parse_spec(spec, url)
         except LLMError:  # a provider this machine lacks (offline replay): no estimate
             return 0.0
-        price = price_for(spec)
+        price = cfg.model_price(spec, url, self._price_overrides())  # the session's snapshot
         if not price or calls == 0:
             return 0.0
         sample = self.task.split("val")[:20] or self.task.split("train")[:20]
@@ -630,8 +706,12 @@ class Session:
             tin, tout = tin * 4, 400.0
         return calls * (tin * price[0] + tout * price[1]) / 1e6
 
+    def _price_overrides(self) -> dict | None:
+        return getattr(self.models, "price_overrides", None)
+
     def check_budget(self, estimate: dict) -> None:
         cfg = self.config
+        cfg.check_budget_priced(self._price_overrides())  # a log from before snapshots, or an unpriced re-point
         if cfg.budget_calls is not None and self.spend.calls + estimate["calls"] > cfg.budget_calls:
             self._stop_for_budget(f"calls: {self.spend.calls} made + about {estimate['calls']} for the next "
                                   f"stage > budget {cfg.budget_calls}")
@@ -900,7 +980,7 @@ class Session:
                 f"backward {_printable(c.backward)} at {_printable(server_text(c.backward, c.backward_base_url))}")
 
     def repoint(self, forward_base_url: str | None, backward_base_url: str | None, *,
-                forward: str | None = None, backward: str | None = None) -> None:
+                forward: str | None = None, backward: str | None = None, price_overrides: dict | None = None) -> None:
         """Name the servers (and optionally the models) the next calls go to; logged as a 'repointed' event.
         For an imported session this is the confirmation its calls wait for."""
         f, b = (forward or self.config.forward).strip(), (backward or self.config.backward).strip()
@@ -910,7 +990,10 @@ class Session:
                 parse_spec(spec, url)
             except LLMError as exc:
                 raise SessionError(str(exc)) from None
-        self._emit({"type": "repointed", "forward": f, "forward_base_url": fu, "backward": b, "backward_base_url": bu})
+        moved = replace(self.config, forward=f, backward=b, forward_base_url=fu, backward_base_url=bu, prices={})
+        moved.check_budget_priced(price_overrides)
+        self._emit({"type": "repointed", "forward": f, "forward_base_url": fu, "backward": b, "backward_base_url": bu,
+                    "prices": moved.snapshot_prices(price_overrides)})
         self.models = None  # models built for the old servers must not be used
 
     def servers_when(self, kind: str, step: int | None = None, attempt: int | None = None) -> tuple[tuple, tuple]:
@@ -1023,10 +1106,10 @@ def hash_seed(*parts: Any) -> int:
     return int(hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:12], 16)
 
 
-def list_sessions(root: Path | str = DEFAULT_ROOT) -> list[dict]:
+def list_sessions(root: Path | str | None = None) -> list[dict]:
     """Sessions on disk, newest first, read from their first and last events only."""
     out = []
-    root = Path(root)
+    root = sessions_root(root)
     if not root.is_dir():
         return out
     for d in root.iterdir():
@@ -1046,13 +1129,14 @@ def list_sessions(root: Path | str = DEFAULT_ROOT) -> list[dict]:
     return sorted(out, key=lambda x: -x["created"])
 
 
-def delete_session(sid: str, root: Path | str = DEFAULT_ROOT) -> None:
+def delete_session(sid: str, root: Path | str | None = None) -> None:
     import shutil
 
     if not _ID.match(sid or ""):
         raise SessionError(f"'{sid}' is not a session id.")
-    d = Path(root) / sid
-    s = Session(Path(root), sid)
+    root = sessions_root(root)
+    d = root / sid
+    s = Session(root, sid)
     s._acquire()  # refuses while another writer has it
     s.close()
     shutil.rmtree(d)

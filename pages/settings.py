@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from core.llm import PRICES, PRICES_DATE, set_price_overrides
+from core.llm import DATED_PRICES, PRICES, PRICES_DATE
 from core.meta_prompts import TEMPLATES
 from ui import boot, state
 from ui.probe import OLLAMA, ProbeError, probe_models
@@ -71,9 +71,11 @@ opts["max_retries"] = int(oc[2].number_input("Retries (by the SDK, with backoff)
 # ---------- prices ----------
 st.subheader("Prices")
 st.caption(f"USD per 1M tokens, as published on {PRICES_DATE}. Edit a row or add a model name to override "
-           "(applies to this app process; local servers cost $0).")
+           "(applies to this browser session only, and to sessions it creates: a session keeps the prices it was "
+           "created with; local servers cost $0).")
 saved = state.ss("price_overrides", {})
-base_rows = {k: v for k, v in PRICES.items()}
+table = {**PRICES, **DATED_PRICES}
+base_rows = dict(table)
 base_rows.update(saved)
 version = state.ss("price_version", 0)
 edited = st.data_editor(pd.DataFrame([{"model": k, "input": v[0], "output": v[1]} for k, v in base_rows.items()]),
@@ -89,15 +91,13 @@ if pb[0].button("Apply prices", key="apply_prices"):
             pin, pout = float(row.get("input")), float(row.get("output"))
         except (TypeError, ValueError):
             continue
-        if name and PRICES.get(name) != (pin, pout):
+        if name and table.get(name) != (pin, pout):
             overrides[name] = (pin, pout)
     st.session_state["price_overrides"] = overrides
-    set_price_overrides(overrides)
     st.session_state["price_version"] = version + 1
     st.rerun()
 if pb[1].button("Reset prices", key="reset_prices", disabled=not saved):
     st.session_state["price_overrides"] = {}
-    set_price_overrides({})
     st.session_state["price_version"] = version + 1
     st.rerun()
 if saved:

@@ -1,13 +1,14 @@
 """Setup: create a session (task, models, method, seed prompt, gate, budget), or open/delete/import one."""
 
 import time
+from dataclasses import replace
 
 import pandas as pd
 import streamlit as st
 
 from core.baselines import SEED_PROMPT, strategy_prompt
 from core.gate import POLICIES, POLICY_HELP
-from core.llm import LLMError, parse_spec, price_for
+from core.llm import LLMError, parse_spec
 from core.session import (DEFAULT_PRESET, METHODS, PRESETS, Session, SessionConfig, SessionError, default_policy,
                           delete_session, list_sessions)
 from core.tasks import TaskError, builtin_spec
@@ -210,7 +211,7 @@ with tab_new:
                                 placeholder="http://localhost:11434/v1")
             try:
                 ms = parse_spec(spec, url or None)
-                price = price_for(ms)
+                price = state.model_price(ms)
                 st.caption(f"price: ${price[0]:.2f} in / ${price[1]:.2f} out per 1M tokens" if price else
                            "price: unknown (cost shows as $0; set one in Settings)")
             except LLMError as exc:
@@ -293,7 +294,13 @@ with tab_new:
     if task is not None and not errors:
         try:
             cfg.validate()
-            est = estimate(cfg, task, cached=state.response_cache() is not None)
+            if budget_usd is not None and state.unpriced(cfg):  # its calls would count as $0: refused before any
+                st.error(f"No price is known for {md_escape(', '.join(state.unpriced(cfg)))}, so a USD budget "
+                         "cannot be kept: set its price in Settings (Prices), or choose another budget.",
+                         icon=":material/payments:")
+                errors.append("price")
+            priced = replace(cfg, prices=cfg.snapshot_prices(state.price_overrides()))  # this browser's prices
+            est = estimate(priced, task, cached=state.response_cache() is not None)
             b, s1 = est["baseline"], est["step"]
             ec = st.columns(4)
             ec[0].metric("Baseline calls", f"{b['calls']:,}", help="the seed prompt on every validation question")
@@ -318,7 +325,7 @@ with tab_new:
     if st.button("Create session and score the seed prompt", type="primary", key="create_session",
                  disabled=bool(errors or missing)):
         try:
-            s = Session.create(cfg, root=state.sessions_root(), data=data)
+            s = Session.create(cfg, root=state.sessions_root(), data=data, price_overrides=state.price_overrides())
         except SessionError as exc:
             st.error(md_escape(exc), icon=":material/error:")
         else:

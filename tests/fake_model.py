@@ -127,7 +127,7 @@ def register() -> None:
     import os
 
     delay = float(os.environ.get("PGS_FAKE_DELAY", "0") or 0)
-    register_provider("fake", lambda spec: FakeModel(spec=spec, delay_s=delay))
+    register_provider("fake", lambda spec: FakeModel(spec=spec, delay_s=delay), price=(1.0, 2.0))  # as acomplete charges
 
 
 def infer_tag(messages: list[dict]) -> str:

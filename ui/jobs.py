@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import streamlit as st
 
+from core import paths
 from core.cache import CacheError, ResponseCache
 from core.engine import Cancelled
 from core.llm import LLMError, redact
@@ -189,12 +190,12 @@ class Registry:
 
     # ---------- caches ----------
     def cache(self, directory: str | None = None) -> ResponseCache:
-        """The response cache for a directory (default: PGS_CACHE_DIR or cache/); raises CacheError."""
-        d = directory or os.environ.get("PGS_CACHE_DIR") or ""
+        """The response cache for a directory (default: core/paths.py, looked up now); raises CacheError."""
+        d = str(directory or paths.cache_dir())
         with self.lock:
             c = self.caches.get(d)
             if c is None:
-                c = self.caches[d] = ResponseCache(d or None)
+                c = self.caches[d] = ResponseCache(d)
             return c
 
 

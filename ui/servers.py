@@ -14,7 +14,8 @@ def _confirm(s: Session) -> None:
     ss = st.session_state
     try:
         s.repoint(ss.get("repoint_forward_url"), ss.get("repoint_backward_url"),
-                  forward=ss.get("repoint_forward"), backward=ss.get("repoint_backward"))
+                  forward=ss.get("repoint_forward"), backward=ss.get("repoint_backward"),
+                  price_overrides=ss.get("price_overrides") or {})
     except SessionError as exc:
         ss["flash"] = [("error", f"Cannot use these servers: {md_escape(exc)}")]
         return

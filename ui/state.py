@@ -11,7 +11,7 @@ from pathlib import Path
 
 import streamlit as st
 
-import core.session as session_mod
+from core import paths
 from core.cache import CacheError, ResponseCache
 from core.engine import task_text
 from core.llm import ClientOptions, LLMError, parse_spec, price_for
@@ -35,7 +35,8 @@ def ss(name: str, default):
 
 # ---------- paths ----------
 def sessions_root() -> Path:
-    return Path(os.environ.get("PGS_SESSIONS_DIR") or session_mod.DEFAULT_ROOT)
+    """PGS_SESSIONS_DIR, else $PGS_HOME/sessions, else ./sessions where the app was started."""
+    return paths.sessions_dir()
 
 
 # ---------- keys and providers ----------
@@ -160,8 +161,20 @@ def runner() -> Runner:
 
 
 def models_for(cfg: SessionConfig) -> Models:
-    """Fresh models for one job (SDK clients are created inside the job's event loop)."""
-    return Models.from_config(cfg, runner(), keys=api_keys(), options=client_options())
+    """Fresh models for one job (SDK clients are created inside the job's event loop), priced by the
+    session's snapshot (this browser's overrides for a model it lacks)."""
+    return Models.from_config(cfg, runner(), keys=api_keys(), options=client_options(),
+                              price_overrides=price_overrides())
+
+
+def price_overrides() -> dict[str, tuple[float, float]]:
+    """Prices set in Settings, for this browser session only: {model name: (input, output) USD per 1M}."""
+    return ss("price_overrides", {})
+
+
+def model_price(spec) -> tuple[float, float] | None:
+    """A parsed spec's price as this browser session sees it (its overrides, then the table)."""
+    return price_for(spec, price_overrides())
 
 
 def secrets() -> list[str]:
@@ -238,15 +251,9 @@ def is_replay(s: Session) -> bool:
 
 
 def unpriced(cfg: SessionConfig) -> list[str]:
-    """Model specs of this config with no known price (their cost shows as $0)."""
-    out = []
-    for spec, url in ((cfg.forward, cfg.forward_base_url), (cfg.backward, cfg.backward_base_url)):
-        try:
-            if price_for(parse_spec(spec, url)) is None and spec not in out:
-                out.append(spec)
-        except LLMError:
-            pass
-    return out
+    """Model specs of this config with no known price (their cost shows as $0): its snapshot, else this
+    browser's overrides and the table."""
+    return cfg.unpriced(price_overrides())
 
 
 def cost_text(cfg: SessionConfig, usd: float) -> str:
