@@ -177,7 +177,7 @@ def test_setup_step_gate_history(app, stub, page):
         assert key(page, "cancel_optimize").count() >= 1
         sid = sid_of(page)
         nav(page, "History")  # leave the page while the job runs…
-        assert "is running; its progress is in Optimize" in body_text(page)
+        wait_for(page, "text=is running; its progress is in Optimize", 30)  # the page may still be drawing
         assert page.locator('[data-testid="stSidebar"]').get_by_text("running").count() >= 1
         nav(page, "Overview")
         nav(page, "Optimize")  # …and come back: still running, with its progress and cancel button
