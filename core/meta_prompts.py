@@ -100,6 +100,20 @@ TEXTGRAD_GRADIENT = MetaPrompt(
     placeholders=("role", "feedback", "prompt"),
 )
 
+def _tgd_update_user(context_slot: str) -> str:
+    """The TGD update's user message; version 1 put the bare gradient in <CONTEXT>, version 2 the conversations
+    with the gradient in <FEEDBACK> tags (the text is otherwise the same, so old sessions replay identically)."""
+    return ("Here is the role of the variable you will improve: <ROLE>{role}</ROLE>.\n\n"
+            "The variable is the text within the following span: <VARIABLE> {prompt} </VARIABLE>\n\n"
+            "Here is the context and feedback we got for the variable:\n\n<CONTEXT>{" + context_slot + "}</CONTEXT>\n\n"
+            "{memory}"
+            "Improve the variable ({role}) using the feedback provided in <FEEDBACK> tags.\n"
+            "{constraints}"
+            "Send the improved variable in the following format:\n\n"
+            "<IMPROVED_VARIABLE>{{the improved variable}}</IMPROVED_VARIABLE>\n\n"
+            "Send ONLY the improved variable between the <IMPROVED_VARIABLE> tags, and nothing else.")
+
+
 TEXTGRAD_UPDATE_V1 = MetaPrompt(
     "textgrad.update", "textgrad", "Textual Gradient Descent: rewrite the prompt under constraints.",
     system=("You are part of an optimization system that improves text (i.e., variable). You will be asked to "
@@ -109,15 +123,7 @@ TEXTGRAD_UPDATE_V1 = MetaPrompt(
             "of the variable, and the context in which it is used. This is very important: You MUST give your "
             "response by sending the improved variable between <IMPROVED_VARIABLE> {{improved variable}} "
             "</IMPROVED_VARIABLE> tags. The text you send between the tags will directly replace the variable."),
-    user=("Here is the role of the variable you will improve: <ROLE>{role}</ROLE>.\n\n"
-          "The variable is the text within the following span: <VARIABLE> {prompt} </VARIABLE>\n\n"
-          "Here is the context and feedback we got for the variable:\n\n<CONTEXT>{gradient}</CONTEXT>\n\n"
-          "{memory}"
-          "Improve the variable ({role}) using the feedback provided in <FEEDBACK> tags.\n"
-          "{constraints}"
-          "Send the improved variable in the following format:\n\n"
-          "<IMPROVED_VARIABLE>{{the improved variable}}</IMPROVED_VARIABLE>\n\n"
-          "Send ONLY the improved variable between the <IMPROVED_VARIABLE> tags, and nothing else."),
+    user=_tgd_update_user("gradient"),
     placeholders=("role", "prompt", "gradient", "memory", "constraints"),
 )
 
@@ -136,15 +142,7 @@ TEXTGRAD_MEMORY_V1 = MetaPrompt(
 TEXTGRAD_UPDATE = MetaPrompt(
     "textgrad.update", "textgrad", "Textual Gradient Descent: rewrite the prompt under constraints.",
     system=TEXTGRAD_UPDATE_V1.system,
-    user=("Here is the role of the variable you will improve: <ROLE>{role}</ROLE>.\n\n"
-          "The variable is the text within the following span: <VARIABLE> {prompt} </VARIABLE>\n\n"
-          "Here is the context and feedback we got for the variable:\n\n<CONTEXT>{context}</CONTEXT>\n\n"
-          "{memory}"
-          "Improve the variable ({role}) using the feedback provided in <FEEDBACK> tags.\n"
-          "{constraints}"
-          "Send the improved variable in the following format:\n\n"
-          "<IMPROVED_VARIABLE>{{the improved variable}}</IMPROVED_VARIABLE>\n\n"
-          "Send ONLY the improved variable between the <IMPROVED_VARIABLE> tags, and nothing else."),
+    user=_tgd_update_user("context"),
     placeholders=("role", "prompt", "context", "memory", "constraints"),
 )
 

@@ -52,3 +52,15 @@ def pgs_env(tmp_path, monkeypatch):
 def pgs_cmd() -> list[str]:
     exe = shutil.which("pgs")
     return [exe] if exe else [sys.executable, "-m", "core.cli"]
+
+
+@pytest.fixture
+def app_test_env(tmp_path, monkeypatch):
+    """An AppTest run with the fake provider, its own folders, jobs inline and no keys from the environment."""
+    monkeypatch.setenv("PGS_PROVIDERS", "tests.fake_model:register")
+    monkeypatch.setenv("PGS_SESSIONS_DIR", str(tmp_path / "sessions"))
+    monkeypatch.setenv("PGS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PGS_INLINE_JOBS", "1")
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path

@@ -24,14 +24,8 @@ XSS = "<script>alert(1)</script> **bold**"
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("PGS_PROVIDERS", "tests.fake_model:register")
-    monkeypatch.setenv("PGS_SESSIONS_DIR", str(tmp_path / "sessions"))
-    monkeypatch.setenv("PGS_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("PGS_INLINE_JOBS", "1")
-    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL"):
-        monkeypatch.delenv(name, raising=False)
-    return tmp_path
+def env(app_test_env):
+    return app_test_env
 
 
 def new_app() -> AppTest:

@@ -214,14 +214,8 @@ def test_cli_test_scoring_needs_reveal_test_one_line_no_calls_then_records(count
 
 
 @pytest.fixture
-def app_env(tmp_path, monkeypatch):
-    monkeypatch.setenv("PGS_PROVIDERS", "tests.fake_model:register")
-    monkeypatch.setenv("PGS_SESSIONS_DIR", str(tmp_path / "sessions"))
-    monkeypatch.setenv("PGS_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("PGS_INLINE_JOBS", "1")
-    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL"):
-        monkeypatch.delenv(name, raising=False)
-    return tmp_path
+def app_env(app_test_env):
+    return app_test_env
 
 
 def _run(at: AppTest) -> AppTest:
