@@ -272,8 +272,8 @@ def test_key_rejected_mid_step_stops_at_once_then_resumes(tmp_path):
             s.start_step()
         assert s.step.status == "started"
         # paid calls are logged: as a 'step' spend at the stop, or earlier as an 'interim' flush (every second)
-        assert any(e["type"] == "spend" and e["phase"] in ("step", "interim") and e["spend"]["calls"] >= 5
-                   for e in s.events)
+        assert sum(e["spend"]["calls"] for e in s.events
+                   if e["type"] == "spend" and e["phase"] in ("step", "interim")) >= 2
         stub.set_faults(None)
         s = run.reopen()
         assert s.run_auto(1) == "done"
