@@ -1,0 +1,44 @@
+"""`pgs`: the same engine as the app, headless. Configuration errors exit 2 with one line.
+
+common.py holds what every subcommand shares; evaluate.py (tasks, evaluate), sessions.py (optimize, resume)
+and bundles.py (export, import, replay) each add their subcommands to the parser built here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import bundles, evaluate, sessions
+from .common import (EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_PARTIAL, ConfigError, OneLineParser, check_arg_ranges,
+                     load_price_overrides, one_line_error)
+
+__all__ = ["EXIT_CONFIG", "EXIT_PARTIAL", "ConfigError", "build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="pgs", description="Prompt Gradient Studio (headless). Sessions and the response cache "
+                                             "go in ./sessions and ./cache of the current folder, or under PGS_HOME; "
+                                             "PGS_SESSIONS_DIR and PGS_CACHE_DIR name each folder.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for group in (evaluate, sessions, bundles):
+        group.add_commands(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; a known error is one line on stderr and its exit code (see common.ONE_LINE_ERRORS)."""
+    a = build_parser().parse_args(argv)
+    try:
+        check_arg_ranges(a)
+        load_price_overrides()
+        return int(a.fn(a) or 0)
+    except KeyboardInterrupt:
+        print("pgs: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        known = one_line_error(exc)
+        if known is None:
+            raise
+        message, code = known
+        print(f"pgs: error: {message}", file=sys.stderr)
+        return code
