@@ -95,7 +95,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="pgs-pages-"))
     os.environ.update(PGS_SESSIONS_DIR=str(tmp / "sessions"), PGS_CACHE_DIR=str(tmp / "cache"),
-                      PGS_INLINE_JOBS="1", PGS_PROVIDERS="tests.fake_model:register")
+                      PGS_INLINE_JOBS="1")
     for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL"):
         os.environ.pop(name, None)
     register()

@@ -7,11 +7,13 @@ Caching and concurrency live in `core/runner.py`; keys never leave this module's
 from __future__ import annotations
 
 import functools
-import importlib
 import os
 import re
+import sys
+import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from importlib.metadata import entry_points
 from typing import Any, Callable, Protocol
 
 OLLAMA_BASE_URL = "http://localhost:11434/v1"
@@ -69,7 +71,7 @@ class AuthError(LLMError):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    provider: str  # one of PROVIDERS (or a registered test provider)
+    provider: str  # one of PROVIDERS, or one a plugin registered
     model: str
     base_url: str | None = None
 
@@ -420,7 +422,8 @@ class AnthropicModel(_ProviderBase):
         return text, tin, tout, str(getattr(resp, "stop_reason", "") or "")
 
 
-# Extra providers (tests register a scripted fake through PGS_PROVIDERS="module:function").
+# Providers beyond PROVIDERS: added by `register_provider`, which plugins call from an entry point.
+PLUGIN_GROUP = "prompt_gradient_studio.providers"
 _registry: dict[str, Callable[..., ChatModel]] = {}
 _provider_prices: dict[str, tuple[float, float]] = {}
 
@@ -432,28 +435,31 @@ def register_provider(name: str, factory: Callable[..., ChatModel], price: tuple
         _provider_prices[name] = (float(price[0]), float(price[1]))
 
 
+def registered_providers() -> tuple[str, ...]:
+    """The providers plugins (or callers) registered, beyond the built-in PROVIDERS."""
+    _load_plugins()
+    return tuple(sorted(_registry))
+
+
+_plugins_lock = threading.RLock()
 _plugins_loaded = False
 
 
 def _load_plugins() -> None:
+    """Call each PLUGIN_GROUP entry point's object once; one that fails is one warning line naming it."""
     global _plugins_loaded
-    if _plugins_loaded:
-        return
-    _plugins_loaded = True
-    for entry in filter(None, os.environ.get("PGS_PROVIDERS", "").split(",")):
-        mod, _, fn = entry.strip().partition(":")
-        getattr(importlib.import_module(mod), fn or "register")()
-
-
-@dataclass
-class ModelConfig:
-    """What the UI/CLI says about a model; `api_key` lives in memory only."""
-
-    spec: str
-    base_url: str | None = None
-    api_key: str | None = field(default=None, repr=False)
-    timeout_s: float = 60.0
-    max_retries: int = 4
+    with _plugins_lock:
+        if _plugins_loaded:
+            return
+        _plugins_loaded = True
+        for ep in entry_points(group=PLUGIN_GROUP):
+            try:
+                ep.load()()
+            except Exception as exc:  # noqa: BLE001 - a broken plugin must not stop the app or the CLI
+                reason = redact(" ".join(f"{type(exc).__name__}: {exc}".split()),
+                                [os.environ.get("OPENAI_API_KEY"), os.environ.get("ANTHROPIC_API_KEY")])[:300]
+                print(f"pgs: warning: provider plugin '{ep.name}' ({ep.value}) was not loaded: {reason}",
+                      file=sys.stderr, flush=True)
 
 
 def make_model(spec: str | ModelSpec, base_url: str | None = None, api_key: str | None = None,
@@ -468,9 +474,3 @@ def make_model(spec: str | ModelSpec, base_url: str | None = None, api_key: str 
         return AnthropicModel(s, api_key, options, price)
     return OpenAIModel(s, api_key, options, price)
 
-
-def configured_providers() -> dict[str, bool]:
-    """Which providers have a key in the environment (never the key itself)."""
-    return {"openai": bool(os.environ.get("OPENAI_API_KEY")),
-            "anthropic": bool(os.environ.get("ANTHROPIC_API_KEY")),
-            "openai-compatible": bool(os.environ.get("OPENAI_BASE_URL"))}

@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from tests.conftest import subprocess_pythonpath
+
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
@@ -112,9 +114,9 @@ def app_env(tmp: Path, **extra: str) -> dict[str, str]:
     """The server's environment: its own sessions and cache folders, threaded jobs, no keys."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("PGS_INLINE_JOBS", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL",
-                        "PGS_PROVIDERS", "PGS_FAKE_DELAY")}
+                        "PGS_FAKE_DELAY")}
     env.update(PGS_SESSIONS_DIR=str(tmp / "sessions"), PGS_CACHE_DIR=str(tmp / "cache"),
-               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               PYTHONPATH=subprocess_pythonpath(fake_provider=False),  # real SDKs against the stub servers only
                STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
     env.update(extra)
     return env

@@ -1,4 +1,5 @@
-"""Shared test set-up: the scripted fake provider (`fake:<name>` specs) is registered for every test."""
+"""Shared test set-up: the scripted fake provider (`fake:<name>` specs) is registered for every test, in this
+process by calling its `register()`, in subprocesses by the entry point in tests/plugins (subprocess_pythonpath)."""
 
 import os
 import sys
@@ -17,6 +18,19 @@ import shutil  # noqa: E402
 import subprocess  # noqa: E402
 
 import pytest  # noqa: E402
+
+FAKE_PLUGIN_DIR = ROOT / "tests" / "plugins"  # pgs_test_fake-0.dist-info: the `fake` provider's entry point
+
+
+def subprocess_pythonpath(fake_provider: bool = True) -> str:
+    """PYTHONPATH for a `pgs` or Streamlit subprocess: this repo and, unless fake_provider=False (only the real
+    providers), the test-only distribution whose entry point registers the fake provider."""
+    parts = [str(ROOT)] + ([str(FAKE_PLUGIN_DIR)] if fake_provider else [])
+    for p in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+        if p and p not in parts and Path(p).resolve() != FAKE_PLUGIN_DIR:
+            parts.append(p)
+    return os.pathsep.join(parts)
+
 
 LOCAL_LLM = ROOT.parent / "shared" / "tools" / "local-llm"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -44,8 +58,7 @@ def pgs_env(tmp_path, monkeypatch):
     """Isolated sessions and cache folders for a test, also for subprocesses."""
     monkeypatch.setenv("PGS_SESSIONS_DIR", str(tmp_path / "sessions"))
     monkeypatch.setenv("PGS_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("PGS_PROVIDERS", "tests.fake_model:register")
-    monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    monkeypatch.setenv("PYTHONPATH", subprocess_pythonpath())  # the fake provider for `pgs` subprocesses
     return tmp_path
 
 
@@ -56,8 +69,8 @@ def pgs_cmd() -> list[str]:
 
 @pytest.fixture
 def app_test_env(tmp_path, monkeypatch):
-    """An AppTest run with the fake provider, its own folders, jobs inline and no keys from the environment."""
-    monkeypatch.setenv("PGS_PROVIDERS", "tests.fake_model:register")
+    """An AppTest run (in this process, so with the fake provider registered above), its own folders, jobs
+    inline and no keys from the environment."""
     monkeypatch.setenv("PGS_SESSIONS_DIR", str(tmp_path / "sessions"))
     monkeypatch.setenv("PGS_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("PGS_INLINE_JOBS", "1")

@@ -123,7 +123,8 @@ def _between(text: str, start: str, end: str) -> str:
 
 
 def register() -> None:
-    """Entry for PGS_PROVIDERS="tests.fake_model:register": `fake:<anything>` specs build a FakeModel."""
+    """`fake:<anything>` specs build a FakeModel. Called by tests/conftest.py, and in subprocesses by the
+    test-only entry point in tests/plugins (group prompt_gradient_studio.providers)."""
     import os
 
     delay = float(os.environ.get("PGS_FAKE_DELAY", "0") or 0)

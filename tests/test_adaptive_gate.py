@@ -189,8 +189,8 @@ def test_cli_recommended_preset_uses_the_adaptive_gate(pgs_env):
 def test_app_recommended_preset_sets_adaptive_and_the_gate_card_shows_the_test(tmp_path, monkeypatch):
     from tests.test_app import check, goto, markdowns, new_app
 
-    for k, v in {"PGS_PROVIDERS": "tests.fake_model:register", "PGS_SESSIONS_DIR": str(tmp_path / "sessions"),
-                 "PGS_CACHE_DIR": str(tmp_path / "cache"), "PGS_INLINE_JOBS": "1"}.items():
+    for k, v in {"PGS_SESSIONS_DIR": str(tmp_path / "sessions"), "PGS_CACHE_DIR": str(tmp_path / "cache"),
+                 "PGS_INLINE_JOBS": "1"}.items():
         monkeypatch.setenv(k, v)
     at = new_app()
     goto(at, "setup")

@@ -1,6 +1,6 @@
 """App tests with streamlit.testing.v1.AppTest: every page, the human-in-the-loop walk, escaping, jobs.
 
-The scripted fake model (`fake:scripted`, registered by conftest and PGS_PROVIDERS) stands in for
+The scripted fake model (`fake:scripted`, registered in this process by conftest) stands in for
 the LLMs. Jobs run inline (PGS_INLINE_JOBS=1) because AppTest runs scripts synchronously; one test
 exercises the default threaded path by polling.
 """
@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core import llm
 from core.llm import register_provider
 from core.session import Session, SessionConfig, list_sessions
 from tests.fake_model import FakeModel
@@ -87,7 +88,7 @@ def open_session(env: Path, sid: str) -> Session:
 
 
 def test_every_page_renders_with_no_session_and_no_provider(env, monkeypatch):
-    monkeypatch.delenv("PGS_PROVIDERS")
+    monkeypatch.setattr(llm, "_registry", {})  # not even the fake: no provider at all
     at = check(new_app())
     assert any("No session yet" in m.value for m in at.subheader)
     for page in PAGES:

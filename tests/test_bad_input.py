@@ -25,7 +25,7 @@ from core.runner import Runner
 from core.session import Models, Session, SessionConfig, SessionError
 from core.tables import MAX_BYTES, MAX_ROWS
 from core.tasks import TaskError, load_custom, load_task, load_task_from_path
-from tests.conftest import pgs_cmd
+from tests.conftest import pgs_cmd, subprocess_pythonpath
 from tests.fake_model import FakeModel, stub_responder
 from tests.stub_server import Fault, StubServer, _content_text
 
@@ -133,8 +133,7 @@ def test_200_mb_file_is_refused_before_it_is_read(tmp_path, monkeypatch):
     assert not read and peak < 5 * 2**20  # the size came from stat(), not from reading the file
     monkeypatch.undo()
     out = pgs("evaluate", "--task", str(big), "--input-cols", "question", "--label-col", "answer",
-              "--model", "fake:x", env={"PGS_PROVIDERS": "tests.fake_model:register",
-                                        "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+              "--model", "fake:x", env={"PYTHONPATH": subprocess_pythonpath()})
     assert_one_line_exit_2(out, "size limit is 50 MB")
 
 
@@ -302,8 +301,7 @@ def test_empty_seed_prompt_and_empty_edit(tmp_path):
     s.close()
     out = pgs("optimize", "--task", "pubmedqa", "--forward", "fake:f", "--prompt", " ",
               "--sessions-dir", str(tmp_path / "cli"),
-              env={"PGS_PROVIDERS": "tests.fake_model:register", "PGS_CACHE_DIR": str(tmp_path / "c"),
-                   "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+              env={"PGS_CACHE_DIR": str(tmp_path / "c"), "PYTHONPATH": subprocess_pythonpath()})
     assert_one_line_exit_2(out, "seed prompt is empty")
     assert visible(tmp_path / "cli") == []
 
@@ -610,8 +608,7 @@ def test_cache_folder_that_cannot_be_used(tmp_path):
         with pytest.raises(CacheError, match="cannot be used"):
             ResponseCache(ro / "cache")
     assert afile.read_text() == "not a folder"
-    env = {"PGS_PROVIDERS": "tests.fake_model:register", "PGS_SESSIONS_DIR": str(tmp_path / "sessions"),
-           "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env = {"PGS_SESSIONS_DIR": str(tmp_path / "sessions"), "PYTHONPATH": subprocess_pythonpath()}
     for args in (["evaluate", "--task", "pubmedqa", "--model", "fake:x", "--limit", "2", "--cache-dir", str(afile / "c")],
                  ["optimize", "--task", "pubmedqa", "--forward", "fake:x", "--steps", "1", "--val-limit", "2",
                   "--cache-dir", str(afile / "c")]):
@@ -627,16 +624,15 @@ def test_sessions_folder_that_cannot_be_used(tmp_path):
     afile.write_text("x")
     out = pgs("optimize", "--task", "pubmedqa", "--forward", "fake:x", "--steps", "1", "--val-limit", "2",
               "--sessions-dir", str(afile / "sessions"),
-              env={"PGS_PROVIDERS": "tests.fake_model:register", "PGS_CACHE_DIR": str(tmp_path / "c"),
-                   "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+              env={"PGS_CACHE_DIR": str(tmp_path / "c"), "PYTHONPATH": subprocess_pythonpath()})
     assert_one_line_exit_2(out, "Cannot write the session folder")
 
 
 def test_prompt_file_that_cannot_be_read(tmp_path):
     binary = tmp_path / "p.txt"
     binary.write_bytes(bytes(range(128, 256)))
-    env = {"PGS_PROVIDERS": "tests.fake_model:register", "PGS_CACHE_DIR": str(tmp_path / "c"),
-           "PGS_SESSIONS_DIR": str(tmp_path / "s"), "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env = {"PGS_CACHE_DIR": str(tmp_path / "c"), "PGS_SESSIONS_DIR": str(tmp_path / "s"),
+           "PYTHONPATH": subprocess_pythonpath()}
     for f in (binary, tmp_path / "missing.txt"):
         out = pgs("optimize", "--task", "pubmedqa", "--forward", "fake:x", "--prompt-file", str(f), env=env)
         assert_one_line_exit_2(out, "Cannot read --prompt-file")

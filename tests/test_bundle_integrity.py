@@ -18,7 +18,7 @@ from core.diffs import unified
 from core.llm import ModelSpec
 from core.runner import Runner
 from core.session import Models, Session, SessionConfig
-from tests.conftest import ROOT, pgs_cmd
+from tests.conftest import ROOT, pgs_cmd, subprocess_pythonpath
 from tests.fake_model import FakeModel
 
 pytestmark = pytest.mark.timeout(180)
@@ -97,14 +97,14 @@ def test_tampered_decision_prompts_are_refused_as_modified(pgs_env, exported):
     err = one_line_error(imp)
     assert f"modified after export: event {first} ('decision')" in err, err
     assert tree(sessions) == []  # nothing was imported
-    rep = pgs("replay", bad, env={"PGS_PROVIDERS": ""})
+    rep = pgs("replay", bad, env={"PYTHONPATH": subprocess_pythonpath(fake_provider=False)})
     assert f"event {first} ('decision')" in one_line_error(rep) and "identical" not in rep.stdout
 
 
 def test_tampered_bundle_without_hashes_replays_different_naming_the_first_event(pgs_env, exported):
     b = tamper_decision_prompts(exported)
     b.pop("hashes", None)  # as a bundle of the earlier version, or a tamperer who strips them
-    rep = pgs("replay", write(pgs_env / "stripped.json", b), env={"PGS_PROVIDERS": ""})
+    rep = pgs("replay", write(pgs_env / "stripped.json", b), env={"PYTHONPATH": subprocess_pythonpath(fake_provider=False)})
     assert rep.returncode == 1, rep.stdout + rep.stderr
     assert "DIFFERENT" in rep.stdout and "identical" not in rep.stdout
     first = idx(exported, "decision")
@@ -173,7 +173,7 @@ def test_untampered_export_has_a_hash_per_event_and_replays_identical(exported):
 
 def test_fixture_bundle_of_the_earlier_version_still_imports_and_replays_identical(pgs_env):
     assert "hashes" not in json.loads(FIXTURE.read_bytes())
-    rep = pgs("replay", str(FIXTURE), env={"PGS_PROVIDERS": ""})
+    rep = pgs("replay", str(FIXTURE), env={"PYTHONPATH": subprocess_pythonpath(fake_provider=False)})
     assert rep.returncode == 0, rep.stdout + rep.stderr
     assert "identical; responses missing from the bundle: 0" in rep.stdout
     imp = pgs("import", str(FIXTURE))

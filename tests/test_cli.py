@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.conftest import pgs_cmd
+from tests.conftest import pgs_cmd, subprocess_pythonpath
 
 
 def pgs(*args: str, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -105,7 +105,7 @@ def test_optimize_json_summary_and_export_replay(pgs_env):
     assert pgs("export", s["session"], "-o", str(bundle)).returncode == 0
     md = pgs("export", s["session"], "--format", "markdown")
     assert "# Prompt Gradient Studio" in md.stdout
-    rep = pgs("replay", str(bundle), env={"PGS_PROVIDERS": ""})  # no fake provider, no key: offline only
+    rep = pgs("replay", str(bundle), env={"PYTHONPATH": subprocess_pythonpath(fake_provider=False)})  # no fake provider, no key: offline only
     assert rep.returncode == 0, rep.stdout + rep.stderr
     assert "identical; responses missing from the bundle: 0" in rep.stdout
     imp = pgs("import", str(bundle), "--sessions-dir", str(pgs_env / "other"))

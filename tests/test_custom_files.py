@@ -245,7 +245,6 @@ def test_app_header_switch_guess_option_columns_and_exact_preview(tmp_path, monk
 
     from tests.test_app import APP, check
 
-    monkeypatch.setenv("PGS_PROVIDERS", "tests.fake_model:register")
     monkeypatch.setenv("PGS_SESSIONS_DIR", str(tmp_path / "sessions"))
     monkeypatch.setenv("PGS_CACHE_DIR", str(tmp_path / "cache"))
     content = "\n".join(";".join(r) for r in mcq_rows(40)).encode()

@@ -13,7 +13,7 @@ import pytest
 
 from core.llm import PRICES, Request, make_model, parse_spec, price_for, set_price_overrides
 from core.runner import Runner
-from tests.conftest import ROOT, pgs_cmd
+from tests.conftest import ROOT, pgs_cmd, subprocess_pythonpath
 from tests.fake_model import stub_responder
 from tests.stub_server import StubServer
 
@@ -36,8 +36,7 @@ def _hermetic(monkeypatch):
 def plain_env(**extra: str) -> dict:
     """The environment of a user's shell: no PGS_* folders (conftest's pgs_env sets them), the fake provider."""
     env = {k: v for k, v in os.environ.items() if k not in ("PGS_SESSIONS_DIR", "PGS_CACHE_DIR", "PGS_HOME")}
-    env.update(PGS_PROVIDERS="tests.fake_model:register",
-               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), **extra)
+    env.update(PYTHONPATH=subprocess_pythonpath(), **extra)
     return env
 
 
@@ -166,7 +165,6 @@ def test_old_config_without_prices_loads_and_an_unpriced_budget_stops_before_cal
 def test_two_browser_sessions_keep_their_own_price_overrides(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    monkeypatch.setenv("PGS_PROVIDERS", "tests.fake_model:register")
     monkeypatch.setenv("PGS_SESSIONS_DIR", str(tmp_path / "sessions"))
     monkeypatch.setenv("PGS_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("PGS_INLINE_JOBS", "1")

@@ -26,7 +26,7 @@ from core.cache import JSONOnlyDisk, ResponseCache
 from core.llm import ClientOptions, Completion, ModelSpec, Request
 from core.runner import Runner
 from core.session import Models, Session, SessionConfig, SessionError
-from tests.conftest import ROOT, pgs_cmd
+from tests.conftest import ROOT, pgs_cmd, subprocess_pythonpath
 from tests.fake_model import FakeModel, stub_responder
 from tests.stub_server import Fault, StubServer
 
@@ -59,8 +59,8 @@ def assert_no_key(*texts: str) -> None:
 def test_planted_key_never_written_logged_exported_or_shown(tmp_path):
     sessions, cache = tmp_path / "sessions", tmp_path / "cache"
     env = {**os.environ, "OPENAI_API_KEY": KEY, "ANTHROPIC_API_KEY": AKEY, "PGS_SESSIONS_DIR": str(sessions),
-           "PGS_CACHE_DIR": str(cache), "PYTHONPATH": str(ROOT), "NO_PROXY": "127.0.0.1,localhost",
-           "OPENAI_LOG": "debug", "ANTHROPIC_LOG": "debug", "PGS_PROVIDERS": ""}  # SDK debug logs on stderr too
+           "PGS_CACHE_DIR": str(cache), "PYTHONPATH": subprocess_pythonpath(fake_provider=False),  # real SDKs only
+           "NO_PROXY": "127.0.0.1,localhost", "OPENAI_LOG": "debug", "ANTHROPIC_LOG": "debug"}  # SDK debug logs too
     for var in ("OPENAI_BASE_URL", "ANTHROPIC_BASE_URL", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
         env.pop(var, None)
     outputs: list[str] = []

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from core.bundle_integrity import content_hashes
-from tests.conftest import pgs_cmd
+from tests.conftest import pgs_cmd, subprocess_pythonpath
 from tests.fake_model import stub_responder
 from tests.stub_server import OPENAI_PATH, StubServer
 from tests.test_cli import _count, last_json, pgs
@@ -124,7 +124,7 @@ def test_replay_of_a_repointed_session_is_identical(pgs_env, stubs):
     assert new.count_path(OPENAI_PATH) > 0  # the second step went to the new server
     bundle = pgs_env / "b.json"
     assert pgs("export", s["session"], "-o", str(bundle)).returncode == 0
-    rep = pgs("replay", str(bundle), env={"PGS_PROVIDERS": ""})
+    rep = pgs("replay", str(bundle), env={"PYTHONPATH": subprocess_pythonpath(fake_provider=False)})
     assert rep.returncode == 0, rep.stdout + rep.stderr
     assert "identical; responses missing from the bundle: 0" in rep.stdout
 
@@ -182,7 +182,6 @@ def test_app_imported_session_waits_for_confirmed_servers(tmp_path, monkeypatch)
     from core.session import Models, Session, SessionConfig
     from tests.fake_model import FakeModel
 
-    monkeypatch.setenv("PGS_PROVIDERS", "tests.fake_model:register")
     monkeypatch.setenv("PGS_SESSIONS_DIR", str(tmp_path / "sessions"))
     monkeypatch.setenv("PGS_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("PGS_INLINE_JOBS", "1")

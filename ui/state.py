@@ -14,7 +14,7 @@ import streamlit as st
 from core import paths
 from core.cache import CacheError, ResponseCache
 from core.engine import task_text
-from core.llm import ClientOptions, LLMError, parse_spec, price_for
+from core.llm import ClientOptions, LLMError, parse_spec, price_for, registered_providers
 from core.runner import Runner
 from core.session import Models, Session, SessionConfig, SessionError
 from core.tasks import Example
@@ -93,8 +93,9 @@ def provider_status() -> list[tuple[str, bool, str]]:
     if other or base or typed:
         how = f"{other[0]}" if other else "OPENAI_BASE_URL" if base else f"{typed[0]} (base URL in use)"
         rows.append(("openai-compatible", True, how))
-    if os.environ.get("PGS_PROVIDERS"):
-        rows.append(("test providers", True, "PGS_PROVIDERS (scripted fake models)"))
+    plugins = registered_providers()
+    if plugins:
+        rows.append(("plugins", True, ", ".join(plugins) + " (registered providers)"))
     return rows
 
 
