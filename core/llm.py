@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 from importlib.metadata import entry_points
 from typing import Any, Callable, Protocol
 
+from .checks import CheckError, check_base_url
+
 OLLAMA_BASE_URL = "http://localhost:11434/v1"
 PROVIDERS = ("openai", "anthropic", "ollama", "openai-compatible")
 
@@ -106,8 +108,6 @@ def parse_spec(spec: str, base_url: str | None = None) -> ModelSpec:
         if not base_url:
             raise LLMError("openai-compatible models need a base URL (--base-url, or OPENAI_BASE_URL).")
     if base_url:
-        from .checks import CheckError, check_base_url
-
         try:
             check_base_url(base_url)
         except CheckError as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from core.cli import build_parser
 from tests.conftest import ROOT
 
 CORE = ROOT / "core"
@@ -93,3 +94,19 @@ def test_core_never_imports_streamlit():
     users = sorted(module_name(p) for p in CORE.rglob("*.py")
                    if any(n == "streamlit" or n.startswith("streamlit.") for n in imported_names(p)))
     assert users == [], f"core/ must not import streamlit: {users}"
+
+
+def test_the_cli_imports_at_the_top_and_swallows_no_import_error():
+    """A subcommand cannot vanish: core/cli imports every module at its top and catches no ImportError."""
+    local, swallowed = [], []
+    for path in sorted((CORE / "cli").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for fn in (n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
+            local += [f"{path.name}:{n.lineno}" for n in ast.walk(fn) if isinstance(n, (ast.Import, ast.ImportFrom))]
+        for handler in (n for n in ast.walk(tree) if isinstance(n, ast.ExceptHandler)):
+            caught = ast.unparse(handler.type) if handler.type is not None else "everything"
+            if any(name in caught for name in ("ImportError", "ModuleNotFoundError", "everything")):
+                swallowed.append(f"{path.name}:{handler.lineno} except {caught}")
+    assert local == [] and swallowed == [], (local, swallowed)
+    sub = next(a for a in build_parser()._actions if a.dest == "cmd")
+    assert set(sub.choices) == {"tasks", "evaluate", "optimize", "resume", "export", "import", "replay"}
