@@ -149,7 +149,7 @@ class JobProgress:
         """Say how many calls `phase` will make, before it starts (the engine knows); `add_plan` corrects it."""
         def f(p: PhaseCount) -> None:
             p.planned = max(0, int(calls))
-        self._change(phase, f, current=False)
+        self._change(phase, f, current=self._last == "starting")  # the job's first plan is what it starts with
 
     def add_plan(self, phase: str, delta: int) -> None:
         """Fewer (or more) calls than planned: e.g. a gradient gave fewer reasons, so fewer edits follow."""

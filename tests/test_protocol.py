@@ -554,7 +554,8 @@ def test_cancel_from_progress_keeps_finished_results(provider, tmp_path):
     skipped = [c for c in res.completions if c.error == CANCELLED]
     assert len(ok) >= stop_after
     assert len(ok) + len(skipped) == n and skipped
-    assert seen < n and seen == len(ok)  # in-flight calls finished; nothing new was launched
+    # nothing new was launched; the calls in flight (at most `concurrency`) were aborted, not waited for (issue 11)
+    assert seen < n and len(ok) <= seen <= len(ok) + 2
     assert res.progress.done == len(ok)
 
 
