@@ -13,7 +13,7 @@ from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
 from .cache import ResponseCache, cache_key
 from .llm import AuthError, ChatModel, Completion, LLMError, Request, redact
-from .progress import JobProgress, Progress, ProgressFn, Spend  # noqa: F401 - Progress, Spend re-exported
+from .progress import JobProgress, Progress, ProgressFn  # noqa: F401 - Progress re-exported (ui, cli, tests)
 
 T = TypeVar("T")
 
