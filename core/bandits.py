@@ -2,8 +2,11 @@
 
 An *arm* is a candidate prompt; a *pull* ``(arm, example)`` evaluates that prompt on one training
 example and yields a reward in [0, 1] (1 = correct).  Pulls are expensive LLM calls, so every
-algorithm asks for them in *batches* through one callback, ``evaluate(list_of_pulls) -> rewards``,
-which the caller is expected to run concurrently (and to cache per (prompt, example)).
+algorithm asks for them in *batches*.  ``Bandit`` is an ask/tell object: ``next_pulls()`` hands out
+the next batch, ``tell(rewards)`` takes its rewards back, ``result()`` / ``best(k)`` rank the arms
+once ``next_pulls()`` is empty.  The caller evaluates each batch however it likes (ProTeGi: one
+concurrent forward batch on the job's event loop).  ``select(..., evaluate)`` is the same thing
+driven by a synchronous callback ``evaluate(list_of_pulls) -> rewards``.
 
 Algorithms (``ALGORITHMS``):
 
@@ -59,10 +62,11 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Generator
 
 Pull = tuple[int, int]  # (arm index, example index)
 EvaluateBatch = Callable[[list[Pull]], list["float | None"]]  # one reward per pull, same order; None = failed
+Plan = Generator[list[Pull], list["float | None"], list[int]]  # yields batches, is sent rewards, returns a ranking
 
 ALGORITHMS = ("brute-force", "ucb", "ucb-e", "successive-rejects", "successive-halving")
 DEFAULT_GAP = 0.1  # assumed gap between arms for UCB-E's default exploration parameter
@@ -86,8 +90,8 @@ class BanditResult:
 class _Run:
     """Book-keeping shared by the algorithms: budget, per-arm statistics, paired batches."""
 
-    def __init__(self, n_arms: int, n_examples: int, budget: int, evaluate: EvaluateBatch, seed: int):
-        self.n_arms, self.n_examples, self.budget, self.evaluate = n_arms, n_examples, budget, evaluate
+    def __init__(self, n_arms: int, n_examples: int, budget: int, seed: int):
+        self.n_arms, self.n_examples, self.budget = n_arms, n_examples, budget
         self.rng = random.Random(seed)
         self.sums = [0.0] * n_arms
         self.pulls = [0] * n_arms
@@ -108,8 +112,8 @@ class _Run:
         """Arms sorted best first: higher empirical mean, then lower index."""
         return sorted(arms, key=lambda i: (-self.mean(i), i))
 
-    def batch(self, arms: list[int], m: int, partial: bool = False) -> int:
-        """Pull every arm in ``arms`` on the same ``m`` examples, in ONE call to ``evaluate``.
+    def batch(self, arms: list[int], m: int, partial: bool = False) -> Generator[list[Pull], list, int]:
+        """Pull every arm in ``arms`` on the same ``m`` examples, as ONE batch (yielded; its rewards are sent back).
 
         ``m`` shrinks to fit the budget; if not even one pull per arm fits, the first arms get one
         pull each when ``partial`` is true, otherwise nothing happens.  Examples are drawn at
@@ -136,9 +140,7 @@ class _Run:
         pulls = [(a, e) for a in arms for e in sample if e not in self.seen[a]]
         if not pulls:
             return 0
-        rewards = list(self.evaluate(pulls))
-        if len(rewards) != len(pulls):
-            raise ValueError(f"evaluate returned {len(rewards)} rewards for {len(pulls)} pulls")
+        rewards = yield pulls
         for (a, e), r in zip(pulls, rewards):
             if r is None:  # the call failed: not a wrong answer; retried later unless tried too often
                 self.failed[a] += 1
@@ -160,19 +162,19 @@ class _Run:
         return BanditResult(algorithm, means, list(self.pulls), self.spent, ranking, self.rounds, list(self.failed))
 
 
-def _brute_force(run: _Run) -> list[int]:
+def _brute_force(run: _Run) -> Plan:
     arms = list(range(run.n_arms))
-    run.log(run.batch(arms, run.budget // run.n_arms), arms)
+    run.log((yield from run.batch(arms, run.budget // run.n_arms)), arms)
     return run.by_mean(arms)
 
 
-def _successive_rejects(run: _Run) -> list[int]:
+def _successive_rejects(run: _Run) -> Plan:
     K = run.n_arms
     logbar = 0.5 + sum(1.0 / i for i in range(2, K + 1))
     active, rejected, n_prev = list(range(K)), [], 0
     for k in range(1, K):
         n_k = max(1, math.ceil((run.budget - K) / (logbar * (K + 1 - k))))
-        pulled = run.batch(active, n_k - n_prev)
+        pulled = yield from run.batch(active, n_k - n_prev)
         n_prev = n_k
         worst = run.by_mean(active)[-1]
         run.log(pulled, active, eliminated=[worst])
@@ -181,12 +183,12 @@ def _successive_rejects(run: _Run) -> list[int]:
     return run.by_mean(active) + rejected[::-1]
 
 
-def _successive_halving(run: _Run) -> list[int]:
+def _successive_halving(run: _Run) -> Plan:
     K = run.n_arms
     n_rounds = math.ceil(math.log2(K))
     active, dropped = list(range(K)), []
     for _ in range(n_rounds):
-        pulled = run.batch(active, max(1, run.budget // (len(active) * n_rounds)))
+        pulled = yield from run.batch(active, max(1, run.budget // (len(active) * n_rounds)))
         ranked = run.by_mean(active)
         keep = ranked[: math.ceil(len(active) / 2)]
         run.log(pulled, active, eliminated=ranked[len(keep):])
@@ -195,14 +197,14 @@ def _successive_halving(run: _Run) -> list[int]:
     return run.by_mean(active) + [i for group in reversed(dropped) for i in group]
 
 
-def _ucb(run: _Run, index: Callable[[int], float], samples_per_eval: int, arms_per_round: int) -> list[int]:
+def _ucb(run: _Run, index: Callable[[int], float], samples_per_eval: int, arms_per_round: int) -> Plan:
     while run.left > 0:
         eligible = [i for i in range(run.n_arms) if len(run.seen[i]) < run.n_examples]
         if not eligible:
             break
         score = {i: index(i) if run.pulls[i] else math.inf for i in eligible}
         chosen = sorted(eligible, key=lambda i: (-score[i], i))[:arms_per_round]
-        pulled = run.batch(chosen, samples_per_eval, partial=True)
+        pulled = yield from run.batch(chosen, samples_per_eval, partial=True)
         if not pulled:
             break
         run.log(pulled, chosen)
@@ -212,6 +214,88 @@ def _ucb(run: _Run, index: Callable[[int], float], samples_per_eval: int, arms_p
 def default_ucb_e_a(n_arms: int, budget: int) -> float:
     """UCB-E's a = 25/36 * (B - K) / H1 with H1 = (K - 1) / DEFAULT_GAP**2, floored at 1."""
     return max(1.0, 25 / 36 * (budget - n_arms) * DEFAULT_GAP**2 / max(1, n_arms - 1))
+
+
+def _check(algorithm: str, n_arms: int, n_examples: int, budget: int, samples_per_eval: int,
+           arms_per_round: int) -> None:
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
+    if n_arms < 1:
+        raise ValueError("n_arms must be >= 1")
+    if n_examples < 1 or budget < 0 or samples_per_eval < 1 or arms_per_round < 1:
+        raise ValueError("need n_examples >= 1, budget >= 0, samples_per_eval >= 1, arms_per_round >= 1")
+
+
+def _plan(run: _Run, algorithm: str, c: float, a: float | None, samples_per_eval: int, arms_per_round: int) -> Plan:
+    """The algorithm as a generator of batches: yields pulls, is sent their rewards, returns the ranking."""
+    n_arms = run.n_arms
+    if n_arms == 1:
+        return [0]
+    if run.budget < n_arms:
+        arms = list(range(run.budget))
+        run.log((yield from run.batch(arms, 1)), arms)
+        return run.by_mean(range(n_arms))
+    if algorithm == "brute-force":
+        return (yield from _brute_force(run))
+    if algorithm == "successive-rejects":
+        return (yield from _successive_rejects(run))
+    if algorithm == "successive-halving":
+        return (yield from _successive_halving(run))
+    if algorithm == "ucb":
+        def index(i: int) -> float:
+            return run.mean(i) + c * math.sqrt(math.log(max(run.spent, 1)) / run.pulls[i])
+    else:
+        a_ = default_ucb_e_a(n_arms, run.budget) if a is None else a
+
+        def index(i: int) -> float:
+            return run.mean(i) + math.sqrt(a_ / run.pulls[i])
+    return (yield from _ucb(run, index, samples_per_eval, arms_per_round))
+
+
+class Bandit:
+    """Ask/tell best-arm identification: ``next_pulls()`` gives a batch, ``tell(rewards)`` answers it, until
+    ``next_pulls()`` is empty; then ``result()`` / ``best(k)``.  No callbacks, no threads: drive it from any loop."""
+
+    def __init__(self, algorithm: str, n_arms: int, n_examples: int, budget: int, *, seed: int = 0,
+                 c: float = 1.0, a: float | None = None, samples_per_eval: int = 8, arms_per_round: int = 2):
+        _check(algorithm, n_arms, n_examples, budget, samples_per_eval, arms_per_round)
+        self.algorithm = algorithm
+        self._run = _Run(n_arms, n_examples, budget, seed)
+        self._plan = _plan(self._run, algorithm, c, a, samples_per_eval, arms_per_round)
+        self._pending: list[Pull] = []
+        self._ranking: list[int] | None = None
+        self._advance(None)
+
+    def _advance(self, rewards: list | None) -> None:
+        try:
+            self._pending = self._plan.send(rewards)
+        except StopIteration as stop:
+            self._pending, self._ranking = [], stop.value
+
+    @property
+    def done(self) -> bool:
+        return self._ranking is not None
+
+    def next_pulls(self) -> list[Pull]:
+        """The batch waiting for rewards (the same until `tell`); empty when the selection is finished."""
+        return list(self._pending)
+
+    def tell(self, rewards: list["float | None"]) -> None:
+        """Rewards for `next_pulls()`, same order; None = the call failed (retried later or given up)."""
+        rewards = list(rewards)
+        if self.done:
+            raise ValueError("the selection is finished; there are no pulls to reward")
+        if len(rewards) != len(self._pending):
+            raise ValueError(f"evaluate returned {len(rewards)} rewards for {len(self._pending)} pulls")
+        self._advance(rewards)
+
+    def result(self) -> BanditResult:
+        if self._ranking is None:
+            raise ValueError("the selection is not finished: answer next_pulls() first")
+        return self._run.result(self.algorithm, self._ranking)
+
+    def best(self, k: int = 1) -> list[int]:
+        return self.result().best(k)
 
 
 def select(
@@ -232,37 +316,13 @@ def select(
     ``c`` is UCB's exploration constant (ProTeGi's default 1.0); ``a`` is UCB-E's exploration
     parameter (default ``default_ucb_e_a``); ``samples_per_eval`` and ``arms_per_round`` shape the
     UCB / UCB-E rounds.  See the module docstring for the algorithms and sampling rules.
+    A ``Bandit`` driven by the synchronous ``evaluate`` callback.
     """
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
-    if n_arms < 1:
-        raise ValueError("n_arms must be >= 1")
-    if n_examples < 1 or budget < 0 or samples_per_eval < 1 or arms_per_round < 1:
-        raise ValueError("need n_examples >= 1, budget >= 0, samples_per_eval >= 1, arms_per_round >= 1")
-    run = _Run(n_arms, n_examples, budget, evaluate, seed)
-    if n_arms == 1:
-        return run.result(algorithm, [0])
-    if budget < n_arms:
-        arms = list(range(budget))
-        run.log(run.batch(arms, 1), arms)
-        return run.result(algorithm, run.by_mean(range(n_arms)))
-    if algorithm == "brute-force":
-        ranking = _brute_force(run)
-    elif algorithm == "successive-rejects":
-        ranking = _successive_rejects(run)
-    elif algorithm == "successive-halving":
-        ranking = _successive_halving(run)
-    else:
-        if algorithm == "ucb":
-            def index(i: int) -> float:
-                return run.mean(i) + c * math.sqrt(math.log(max(run.spent, 1)) / run.pulls[i])
-        else:
-            a_ = default_ucb_e_a(n_arms, budget) if a is None else a
-
-            def index(i: int) -> float:
-                return run.mean(i) + math.sqrt(a_ / run.pulls[i])
-        ranking = _ucb(run, index, samples_per_eval, arms_per_round)
-    return run.result(algorithm, ranking)
+    bandit = Bandit(algorithm, n_arms, n_examples, budget, seed=seed, c=c, a=a,
+                    samples_per_eval=samples_per_eval, arms_per_round=arms_per_round)
+    while pulls := bandit.next_pulls():
+        bandit.tell(evaluate(pulls))
+    return bandit.result()
 
 
 def budget_for(algorithm: str, n_arms: int, n_examples: int | None = None, *, per_arm: int = 32,

@@ -10,47 +10,16 @@ from typing import Callable, Sequence
 from .evaluate import EvalRow, forward_request, row_for
 from .llm import ChatModel, Completion, LLMError, Request
 from .meta_prompts import Templates
-from .runner import CancelToken, Progress, Runner
+from .progress import JobProgress, Progress, Spend  # noqa: F401 - Spend re-exported for the session
+from .runner import CancelToken, Runner
 from .tasks import Example, Task
 
-PhaseProgress = Callable[[str, Progress], None]
+# a step's progress: a callback (phase, counter), or a JobProgress shared by every phase of the job
+PhaseProgress = Callable[[str, "Progress | JobProgress"], None]
 
 
 class Cancelled(Exception):
     """The person pressed stop: finished calls are cached, nothing half-recorded."""
-
-
-@dataclass
-class Spend:
-    """Calls, tokens and cost actually made (cache hits count as saved, not spent)."""
-
-    calls: int = 0
-    cached: int = 0
-    failed: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float = 0.0
-    saved_usd: float = 0.0
-
-    def add(self, c: Completion) -> None:
-        if c.cached:
-            self.cached += 1
-            self.saved_usd += c.saved_usd
-            return
-        if c.error is not None and not c.input_tokens:
-            self.failed += 1
-            return
-        self.calls += 1
-        self.input_tokens += c.input_tokens
-        self.output_tokens += c.output_tokens
-        self.cost_usd += c.cost_usd
-
-    def merge(self, other: "Spend") -> None:
-        for k in self.__dataclass_fields__:
-            setattr(self, k, getattr(self, k) + getattr(other, k))
-
-    def to_json(self) -> dict:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
 def normalise(prompt: str) -> str:
@@ -77,7 +46,8 @@ class StepContext:
     attempt: int = 0
     prefix: str = ""
     cancel: CancelToken | None = None
-    on_progress: PhaseProgress | None = None
+    on_progress: "PhaseProgress | JobProgress | None" = None
+    job: JobProgress | None = None  # one counter for the whole job; from on_progress when it is one
     spend: Spend = field(default_factory=Spend)
     keys: list[str] = field(default_factory=list)
     forward_max_tokens: int = 512
@@ -87,6 +57,12 @@ class StepContext:
     _examples: dict[str, Example] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.job is None:
+            if isinstance(self.on_progress, JobProgress):  # the caller's counter spans every phase of its job
+                self.job = self.on_progress
+            else:
+                callback = self.on_progress
+                self.job = JobProgress(listener=(lambda jp: callback(jp.phase, jp)) if callback else None)
         for split in self.task.splits.values():
             for ex in split:
                 self._examples[ex.id] = ex
@@ -101,11 +77,15 @@ class StepContext:
     def example(self, example_id: str) -> Example:
         return self._examples[example_id]
 
+    def plan(self, phase: str, calls: int) -> None:
+        """Tell the progress how many calls `phase` will make (before it starts)."""
+        self.job.plan(phase, calls)
+
     async def _run(self, model: ChatModel, reqs: Sequence[Request], phase: str) -> list[Completion]:
         if self.cancelled:
             raise Cancelled()
         res = await self.runner.arun(model, reqs, cancel=self.cancel, on_result=self._account,
-                                     progress=(lambda p: self.on_progress(phase, p)) if self.on_progress else None)
+                                     job=self.job, phase=phase)
         if res.fatal:
             raise LLMError(res.fatal)
         if res.cancelled:

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Sequence
 from .llm import ChatModel, Completion, Request
 from .metrics import accuracy, macro_f1, wilson_interval
 from .parsing import parse_answer_detail
-from .runner import CancelToken, ProgressFn, Runner
+from .progress import JobProgress, ProgressFn
+from .runner import CancelToken, Runner, run_job
 from .tasks import Example, Task
 
 if TYPE_CHECKING:
@@ -161,9 +162,11 @@ def report_from(prompt: str, task: Task, examples: Sequence[Example], completion
 
 async def aevaluate(prompt: str, examples: Sequence[Example], model: ChatModel, *, task: Task,
                     runner: Runner, progress: ProgressFn | None = None, cancel: CancelToken | None = None,
-                    use_cache: bool = True, max_tokens: int = FORWARD_MAX_TOKENS) -> EvalReport:
+                    use_cache: bool = True, max_tokens: int = FORWARD_MAX_TOKENS,
+                    job: JobProgress | None = None, phase: str = "evaluate") -> EvalReport:
+    """Score `prompt` on `examples`; `job` (shared by the prompts of one job) counts the calls under `phase`."""
     reqs = [forward_request(prompt, task, ex, max_tokens=max_tokens, use_cache=use_cache) for ex in examples]
-    res = await runner.arun(model, reqs, progress=progress, cancel=cancel)
+    res = await runner.arun(model, reqs, progress=progress, cancel=cancel, job=job, phase=phase)
     return report_from(prompt, task, examples, res.completions, cancelled=res.cancelled, fatal=res.fatal)
 
 
@@ -171,16 +174,7 @@ def evaluate(prompt: str, examples: Sequence[Example], model: ChatModel, *, task
              runner: Runner | None = None, progress: ProgressFn | None = None,
              cancel: CancelToken | None = None, use_cache: bool = True,
              max_tokens: int = FORWARD_MAX_TOKENS) -> EvalReport:
-    """Score `prompt` on `examples` (synchronous; see `aevaluate`)."""
-    from .runner import run_sync
-
+    """Score `prompt` on `examples` (synchronous, one job: see `aevaluate`)."""
     runner = runner or Runner()
-
-    async def go() -> EvalReport:
-        try:
-            return await aevaluate(prompt, examples, model, task=task, runner=runner, progress=progress,
-                                   cancel=cancel, use_cache=use_cache, max_tokens=max_tokens)
-        finally:
-            await model.aclose()
-
-    return run_sync(go())
+    return run_job(lambda: aevaluate(prompt, examples, model, task=task, runner=runner, progress=progress,
+                                     cancel=cancel, use_cache=use_cache, max_tokens=max_tokens), model)

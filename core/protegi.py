@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass
 
 from . import bandits, candidate_checks as checks
-from .engine import Cancelled, StepContext, forward_batch, normalise
+from .engine import StepContext, forward_batch, normalise
 from .evaluate import EvalReport, EvalRow
 from .lineage import CallRecord, Candidate, Gradient, Proposal
 from .llm import Request, is_cut_off
@@ -104,6 +104,9 @@ class ProtegiEngine:
         flagged = not reasons and bool(reply.strip())
         if flagged:
             reasons = [reply.strip()]
+        missing = cfg.reasons_per_group - len(reasons)  # fewer reasons: fewer edits and paraphrases follow
+        ctx.job.add_plan("edit", -missing)
+        ctx.job.add_plan("paraphrase", -missing * cfg.edits_per_reason * cfg.paraphrases)
         grads = [Gradient(id=f"{ctx.prefix}g{gi}.{k}", text=t, failure_ids=ids, parent=parent,
                           flagged=flagged, call=rec if k == 1 else None) for k, t in enumerate(reasons, 1)]
 
@@ -133,8 +136,9 @@ class ProtegiEngine:
                                  flags=["cut off"] if is_cut_off(rec.finish_reason) else [])
 
             # a degenerate edit ("and") is dropped by checks.review; paraphrasing it would only pay for noise
-            paras = await asyncio.gather(*(para(e, j) for e in edits if not checks.degenerate(e.prompt)
-                                           for j in range(1, cfg.paraphrases + 1)))
+            kept = [e for e in edits if not checks.degenerate(e.prompt)]
+            ctx.job.add_plan("paraphrase", (len(kept) - cfg.edits_per_reason) * cfg.paraphrases)
+            paras = await asyncio.gather(*(para(e, j) for e in kept for j in range(1, cfg.paraphrases + 1)))
             return edits + [p for p in paras if p is not None]
 
         cands = [c for group in await asyncio.gather(*(edit(g) for g in grads)) for c in group]
@@ -165,7 +169,18 @@ class ProtegiEngine:
             cands = [c for c in cands if id(c) in keep]
         return grads, cands
 
+    def plan(self, ctx: StepContext, reports: list[EvalReport]) -> None:
+        """The optimiser calls this proposal will make, told to the progress before the first is sent."""
+        cfg = self.cfg
+        parents = sum(1 for r in reports if any(not x.correct and not x.error for x in r.rows))
+        gradients = parents * cfg.n_groups
+        edits = gradients * cfg.reasons_per_group
+        ctx.plan("gradient", gradients)
+        ctx.plan("edit", edits)
+        ctx.plan("paraphrase", edits * cfg.edits_per_reason * cfg.paraphrases)
+
     async def propose(self, ctx: StepContext, beam: list[str], reports: list[EvalReport]) -> Proposal:
+        self.plan(ctx, reports)
         results = await asyncio.gather(*(self._expand(ctx, i, p, r) for i, (p, r) in enumerate(zip(beam, reports))))
         prop = Proposal()
         seen = {normalise(p) for p in beam}
@@ -189,24 +204,17 @@ class ProtegiEngine:
     async def screen(self, ctx: StepContext, beam: list[str], prop: Proposal) -> None:
         """Bandit selection over beam ∪ candidates on training samples; scores land on the candidates."""
         arms = list(beam) + [c.prompt for c in prop.candidates]
-        train = ctx.train
-        loop = asyncio.get_running_loop()
+        train, cfg = ctx.train, self.cfg
         pulled: list[str] = []
-
-        def evaluate(pulls: list[tuple[int, int]]) -> list[float | None]:
-            if ctx.cancelled:
-                raise Cancelled()
-            exs = [train[e] for _, e in pulls]
-            prompts = [arms[a] for a, _ in pulls]
-            fut = asyncio.run_coroutine_threadsafe(forward_batch(ctx, prompts, exs, phase="bandit"), loop)
-            rows = fut.result()
+        bandit = bandits.Bandit(cfg.bandit, len(arms), len(train), cfg.bandit_budget, seed=ctx.seed, c=cfg.ucb_c,
+                                a=cfg.ucb_e_a, samples_per_eval=cfg.samples_per_eval, arms_per_round=cfg.arms_per_round)
+        ctx.plan("bandit", min(cfg.bandit_budget, len(arms) * len(train)) if len(arms) > 1 else 0)
+        while pulls := bandit.next_pulls():  # each batch is one concurrent forward batch on this loop
+            rows = await forward_batch(ctx, [arms[a] for a, _ in pulls], [train[e] for _, e in pulls], phase="bandit")
             pulled.extend(r.key for r in rows if r.key)
-            return [None if r.error else 1.0 if r.correct else 0.0 for r in rows]  # a failed call is no answer
-
-        cfg = self.cfg
-        res = await asyncio.to_thread(bandits.select, cfg.bandit, len(arms), len(train), cfg.bandit_budget, evaluate,
-                                      seed=ctx.seed, c=cfg.ucb_c, a=cfg.ucb_e_a, samples_per_eval=cfg.samples_per_eval,
-                                      arms_per_round=cfg.arms_per_round)
+            bandit.tell([None if r.error else 1.0 if r.correct else 0.0 for r in rows])  # a failed call is no answer
+        ctx.job.end("bandit")
+        res = bandit.result()
         nb = len(beam)
         for i, c in enumerate(prop.candidates):
             c.score, c.pulls = res.means[nb + i], res.pulls[nb + i]

@@ -12,10 +12,10 @@ import asyncio
 from dataclasses import dataclass
 from typing import Callable
 
-from .engine import Spend
 from .evaluate import EvalReport, aevaluate
-from .llm import ChatModel
-from .runner import CancelToken, Progress, Runner, run_sync
+from .llm import ChatModel, Completion
+from .progress import JobProgress, Spend
+from .runner import CancelToken, Runner, run_job
 from .session import Session, SessionError
 from .tasks import Example, Task
 
@@ -45,32 +45,23 @@ class Entry:
 
 
 def evaluate_entries(entries: list[Entry], examples: list[Example], model: ChatModel, *, task: Task, runner: Runner,
-                     on_progress: Callable[[str, Progress], None] | None = None, cancel: CancelToken | None = None,
-                     phase: str = "test", max_tokens: int | None = None) -> dict[str, EvalReport]:
-    """Every prompt on the same examples, concurrently, with one combined progress (no logging: see score_split)."""
-    parts: dict[str, Progress] = {}
-    total = len(entries) * len(examples)
+                     on_progress: "Callable[[str, JobProgress], None] | JobProgress | None" = None,
+                     cancel: CancelToken | None = None, phase: str = "test",
+                     max_tokens: int | None = None) -> dict[str, EvalReport]:
+    """Every prompt on the same examples, concurrently, as one job with ONE counter (no logging: see score_split).
+    `on_progress` is a callback (phase, JobProgress) or the job's own JobProgress."""
     kw = {} if max_tokens is None else {"max_tokens": max_tokens}
-
-    def prog(name: str) -> Callable[[Progress], None]:
-        def f(p: Progress) -> None:
-            parts[name] = p
-            agg = Progress(total=total)
-            for q in parts.values():
-                for k in ("done", "cached", "failed", "input_tokens", "output_tokens", "cost_usd", "saved_usd"):
-                    setattr(agg, k, getattr(agg, k) + getattr(q, k))
-            if on_progress:
-                on_progress(phase, agg)
-        return f
+    if isinstance(on_progress, JobProgress):
+        job = on_progress
+    else:
+        job = JobProgress(listener=(lambda jp: on_progress(jp.phase, jp)) if on_progress else None)
+    job.plan(phase, len(entries) * len(examples))
 
     async def go() -> list[EvalReport]:
-        try:
-            return await asyncio.gather(*(aevaluate(e.prompt, examples, model, task=task, runner=runner,
-                                                    progress=prog(e.name), cancel=cancel, **kw) for e in entries))
-        finally:
-            await model.aclose()
+        return await asyncio.gather(*(aevaluate(e.prompt, examples, model, task=task, runner=runner, cancel=cancel,
+                                                job=job, phase=phase, **kw) for e in entries))
 
-    reports = run_sync(go())
+    reports = run_job(go, model)
     return {e.name: r for e, r in zip(entries, reports)}
 
 
@@ -86,23 +77,17 @@ def version_entries(session: Session, numbers: list[int]) -> list[Entry]:
 
 
 def _spend(reports: dict[str, EvalReport]) -> Spend:
+    """What the scoring cost, by the ledger's rules (`Spend.add` on each row's call)."""
     sp = Spend()
     for rep in reports.values():
         for r in rep.rows:
-            if r.cached:
-                sp.cached += 1
-            elif r.error and not r.input_tokens:
-                sp.failed += 1
-            else:
-                sp.calls += 1
-                sp.input_tokens += r.input_tokens
-                sp.output_tokens += r.output_tokens
-                sp.cost_usd += r.cost_usd
+            sp.add(Completion(error=r.error, input_tokens=r.input_tokens, output_tokens=r.output_tokens,
+                              cost_usd=r.cost_usd, cached=r.cached))
     return sp
 
 
 def score_split(session: Session, entries: list[Entry], split: str, *, limit: int | None = None, reveal: bool = False,
-                on_progress: Callable[[str, Progress], None] | None = None,
+                on_progress: "Callable[[str, JobProgress], None] | JobProgress | None" = None,
                 cancel: CancelToken | None = None) -> dict[str, EvalReport]:
     """Score entries on a split with the session's forward model. Test needs reveal=True; test and confirmation
     scores are logged (the event is the record that they were looked at), so a read-only session refuses them."""

@@ -133,6 +133,11 @@ class TextGradEngine:
             prop.note = "Every forward call in this batch failed; nothing to learn from. Regenerate or check the model."
             return prop
 
+        k = max(1, int(cfg.candidates))
+        ctx.plan("loss", len(rows))  # the whole step's optimiser calls, known before the first is sent
+        ctx.plan("gradient", 1)
+        ctx.plan("update", k)
+
         # 1. the loss: one feedback call per example, all at once
         loss_msgs = [tpl.messages("textgrad.loss", task_title=ctx.task.title, question=ctx.task_text(r.id),
                                   answer=r.raw_output, gold=r.gold, parsed=r.parsed or "unparsed") for r in rows]
@@ -156,6 +161,7 @@ class TextGradEngine:
                                          tag="textgrad.gradient")], phase="gradient"))[0]
         if not g.ok:
             prop.note = f"The gradient call failed: {g.error}"
+            ctx.job.end("update")  # no update follows
             prop.calls += [CallRecord.of("textgrad.gradient", gmsgs, g)]
             return prop
         parts = extract_tagged(g.text, "<FEEDBACK>", "</FEEDBACK>")
@@ -170,7 +176,6 @@ class TextGradEngine:
         umsgs = tpl.messages("textgrad.update", role=self.role(ctx), prompt=prompt, gradient=grad.text,
                              context=context, memory=memory_text(ctx, memory or [], cfg.memory, cfg.memory_scores),
                              constraints=constraints_text(cfg.constraints))
-        k = max(1, int(cfg.candidates))
         if k == 1:  # as before: sample index = attempt (old sessions replay)
             draws = [(0.0 if ctx.attempt == 0 else SAMPLED_TEMPERATURE, ctx.attempt)]
         else:  # k distinct, reproducible samples per attempt; the first of attempt 0 is greedy
@@ -208,9 +213,4 @@ class TextGradEngine:
                 prop.note = ("; ".join(dict.fromkeys(problems)) + ". Its raw reply is shown under the call; "
                              "edit a prompt by hand, or regenerate.")
         return prop
-
-
-def dependent_rounds() -> int:
-    """Forward, loss, gradient, update: the calls a step must wait for one after another."""
-    return 4
 

@@ -324,13 +324,13 @@ def test_repeated_error_groups_get_distinct_sample_indices_and_keys(tmp_path):
 
 def test_ucb_e_exploration_parameter_reaches_the_bandit(tmp_path, monkeypatch):
     seen = {}
-    real = bandits.select
+    real = bandits.Bandit  # the ask/tell bandit ProTeGi's screen drives on the step's loop
 
     def spy(*a, **kw):
         seen.update(kw)
         return real(*a, **kw)
 
-    monkeypatch.setattr(bandits, "select", spy)
+    monkeypatch.setattr(bandits, "Bandit", spy)
     s, _, _ = make(tmp_path, method="protegi", val_limit=5, params={"bandit": "ucb-e", "ucb_e_a": 7.5})
     s.run_baseline()
     st = s.start_step()

@@ -180,7 +180,7 @@ def test_happy_path_text_usage_cost_and_system_placement(provider, tmp_path):
             assert "temperature" not in body
         assert r.system_text == SYSTEM
     p = res.progress
-    assert (p.done, p.cached, p.failed, p.calls) == (3, 0, 0, 3)
+    assert (p.done, p.cached, p.failed, p.requests) == (3, 0, 0, 3)
     assert p.cost_usd == pytest.approx(3 * want_cost)
 
 
@@ -223,7 +223,7 @@ def test_429_retry_after_is_honoured(provider):
     assert all(g >= wait - 0.01 for g in gaps), gaps  # each retry waited Retry-After
     assert elapsed >= n_faults * wait - 0.01
     assert c.latency_s >= n_faults * wait - 0.01
-    assert res.progress.calls == 1
+    assert res.progress.requests == 1
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -407,9 +407,9 @@ def test_progress_totals_equal_sums_and_calls_equal_requests_minus_retries(provi
     assert p.output_tokens == sum(c.output_tokens for c in cs)
     assert p.cost_usd == pytest.approx(sum(c.cost_usd for c in cs))
     assert p.saved_usd == pytest.approx(sum(c.saved_usd for c in cs)) and p.saved_usd > 0
-    assert p.calls == sum(not c.cached for c in cs) == len(reqs) - 5
+    assert p.requests == sum(not c.cached for c in cs) == len(reqs) - 5
     assert stub_retries == 2  # RATE once + FAIL once (max_retries=1)
-    assert p.calls == stub_count - stub_retries
+    assert p.requests == stub_count - stub_retries
 
 
 # ---------------------------------------------------------------- cache
@@ -433,7 +433,7 @@ def test_cached_rerun_makes_no_requests_and_reports_savings(provider, tmp_path):
         assert b.saved_usd == pytest.approx(a.cost_usd) and a.cost_usd > 0
         assert b.key == a.key
     p = second.progress
-    assert (p.done, p.cached, p.calls, p.cost_usd) == (6, 6, 0, 0.0)
+    assert (p.done, p.cached, p.requests, p.cost_usd) == (6, 6, 0, 0.0)
     assert p.saved_usd == pytest.approx(first.progress.cost_usd)
 
 
@@ -554,7 +554,8 @@ def test_cancel_from_progress_keeps_finished_results(provider, tmp_path):
     skipped = [c for c in res.completions if c.error == CANCELLED]
     assert len(ok) >= stop_after
     assert len(ok) + len(skipped) == n and skipped
-    assert seen < n and seen == len(ok)  # in-flight calls finished; nothing new was launched
+    # nothing new was launched; the calls in flight (at most `concurrency`) were aborted, not waited for (issue 11)
+    assert seen < n and len(ok) <= seen <= len(ok) + 2
     assert res.progress.done == len(ok)
 
 
