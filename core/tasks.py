@@ -5,6 +5,7 @@ Answer parsing lives in ``core.parsing`` (``Task.parse`` calls it).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import math
@@ -23,8 +24,12 @@ BUILTIN_TASKS: tuple[str, ...] = ("pubmedqa", "medqa", "liar")
 SPLITS: tuple[str, ...] = ("train", "val", "test", "confirmation")
 # How built-in tasks are carved. 1: the original carving (validation 50/100, no confirmation slice), kept for
 # task specs without "split_version" so that old sessions load the same questions. 2: a validation pool of up
-# to 200 for the adaptive gate, plus a held-out confirmation slice that no gate ever uses.
-SPLIT_VERSION = 2
+# to 200 for the adaptive gate, plus a held-out confirmation slice that no gate ever uses. 3: the same questions
+# as 2, each split in a seeded order, so its first N questions (--val-limit, a gate's first look) are a fair
+# sample: PubMedQA's official folds list their 'yes' questions first, so in 2 the first 20 validation
+# questions are all 'yes'.
+SPLIT_VERSION = 3
+SPLIT_VERSIONS = (1, 2, 3)
 VAL_POOL = 200
 CONFIRMATION_SIZE = 100
 
@@ -358,14 +363,23 @@ def load_task(name: str, *, seed: int = 0, val_size: int | None = None, train_si
     key = (name or "").strip().lower()
     if key not in _BUILDERS:
         raise TaskError(f"Unknown task '{name}'. Built-in tasks: {', '.join(BUILTIN_TASKS)}.")
-    if split_version not in (1, 2) or isinstance(split_version, bool):
-        raise TaskError(f"Unknown split version {split_version!r}; this app knows 1 and 2.")
+    if split_version not in SPLIT_VERSIONS or isinstance(split_version, bool):
+        raise TaskError(f"Unknown split version {split_version!r}; this app knows "
+                        f"{', '.join(map(str, SPLIT_VERSIONS))}.")
     if confirm_size is not None and split_version < 2:
-        raise TaskError("A confirmation slice needs split version 2.")
+        raise TaskError("A confirmation slice needs split version 2 or later.")
     for what, value in (("validation", val_size), ("training", train_size), ("test", test_size),
                         ("confirmation", confirm_size)):
         _check_size(what, value)
-    return _BUILDERS[key](int(seed), val_size, train_size, test_size, split_version, confirm_size)
+    task = _BUILDERS[key](int(seed), val_size, train_size, test_size, min(split_version, 2), confirm_size)
+    if split_version >= 3:  # same questions as version 2, each split in a seeded order (see SPLIT_VERSION)
+        task.splits = {name: seeded_order(exs, hash_parts(seed, key, name)) for name, exs in task.splits.items()}
+    return task
+
+
+def hash_parts(*parts: object) -> int:
+    """A seed from parts, the same on every machine (Python's hash() of a str is salted per process)."""
+    return int.from_bytes(hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()[:8], "big")
 
 
 def builtin_spec(name: str, seed: int = 0, **sizes: int | None) -> dict:

@@ -30,13 +30,14 @@ def test_default_split_sizes(name):
 
 
 def test_liar_counts_and_ids():
-    task = load_task("liar")
+    task = load_task("liar", split_version=2)  # version 3: the same questions per split, in a seeded order
     assert len(task.split("train")) + len(task.split("val")) + len(task.split("confirmation")) == 3681
     assert ids(task.split("test"))[:3] == ["test-0", "test-1", "test-2"]  # file order, as in ProTeGi
     assert all(e.id.startswith("train-") for e in task.split("train") + task.split("val") + task.split("confirmation"))
     assert task.labels == ["No", "Yes"]
-    first = load_task("liar", test_size=100).split("test")
+    first = load_task("liar", test_size=100, split_version=2).split("test")
     assert ids(first) == [f"test-{i}" for i in range(100)]
+    assert sorted(ids(load_task("liar", test_size=100).split("test"))) == sorted(ids(first))  # the same 100
 
 
 def test_liar_label_mapping_follows_protegi():
@@ -396,3 +397,18 @@ def test_multiple_input_columns_and_json_array():
     ex = task.split("train")[0]
     assert task.render(ex).startswith(f"title:\n{ex.inputs['title']}\n\nbody:\n{ex.inputs['body']}\n\n")
     assert ex.id.startswith("record-")
+
+
+@pytest.mark.parametrize("name", ["pubmedqa", "medqa", "liar"])
+def test_split_version_3_orders_each_split_so_its_first_questions_are_a_fair_sample(name):
+    """PubMedQA's official folds list 'yes' first, so in split version 2 the first 20 validation questions
+    (what --val-limit 20 scores on) are all 'yes': a prompt that always answers 'yes' would score 100 %.
+    Version 3 keeps the same questions per split, in a seeded order."""
+    v2, v3 = load_task(name, split_version=2), load_task(name, split_version=3)
+    for split in ("train", "val", "test", "confirmation"):
+        assert sorted(e.id for e in v3.split(split)) == sorted(e.id for e in v2.split(split))
+        assert len({e.label for e in v3.split(split)[:20]}) >= 2, split
+    assert [e.id for e in load_task(name).split("val")] == [e.id for e in v3.split("val")]  # the default
+    assert [e.id for e in load_task(name, seed=1).split("val")[:20]] != [e.id for e in v3.split("val")[:20]]
+    if name == "pubmedqa":  # what version 2 did, kept so that its sessions load the same questions in order
+        assert {e.label for e in v2.split("val")[:20]} == {"yes"}

@@ -54,13 +54,16 @@ def test_new_split_has_a_200_question_pool_and_a_disjoint_confirmation_slice(nam
 
 def test_pubmedqa_pool_is_whole_official_dev_folds():
     folds = json.loads((tasks.DATA_DIR / "pubmedqa" / "pqal_split_ids.json").read_text())["dev_folds"]
-    t = load_task("pubmedqa")
+    t = load_task("pubmedqa", split_version=2)
     fold_of = {pmid: i for i, f in enumerate(folds) for pmid in f}
     for split in ("val", "confirmation", "train"):
         chunk = ids(t.split(split))
         blocks = [chunk[i:i + 50] for i in range(0, len(chunk), 50)]
         assert all(len({fold_of[p] for p in b}) == 1 and set(b) == set(folds[fold_of[b[0]]]) for b in blocks)
     assert set(ids(t.split("test"))).isdisjoint(fold_of)
+    t3 = load_task("pubmedqa")  # version 3: the same whole folds per split, the questions in a seeded order
+    for split in ("val", "confirmation", "train"):
+        assert set(ids(t3.split(split))) == set(ids(t.split(split)))
 
 
 def test_old_task_specs_load_the_same_questions_and_the_fixture_replays_identical(tmp_path):
