@@ -28,14 +28,55 @@ def esc(text: object, limit: int = 60) -> str:
 def history_points(s: Session) -> pd.DataFrame:
     """One row per validated step: the candidate's validation accuracy with its interval and outcome."""
     rows = []
+    story = verdicts(s.events)
     for st in s.steps:
         if st.gate is None:
             continue
         g = st.gate
+        v = story.get(st.index)
         rows.append({"step": st.index, "accuracy": g.new_accuracy, "ci_low": g.new_ci[0], "ci_high": g.new_ci[1],
                      "before": g.old_accuracy, "p_value": g.p_value, "outcome": st.outcome or "pending",
+                     "override": bool(v and v.override), "who": v.text() if v else "",
                      "action": (st.decision or {}).get("action"), "fixed": len(g.fixed), "broke": len(g.broke)})
     return pd.DataFrame(rows)
+
+
+def steps_table(s: Session) -> pd.DataFrame:
+    """One row per step, the whole story: what was chosen, the validation change and who decided."""
+    story = verdicts(s.events)
+    names = {}
+    rows = []
+    for st in s.steps:
+        d, g, v = st.decision or {}, st.gate, story.get(st.index)
+        if st.proposal is not None:
+            names = _names(st.proposal)
+        action = d.get("action")
+        chosen = (names.get(d.get("candidate"), "a candidate") if action == "accept" else
+                  "your edit" if action == "edit" else "nothing (all rejected)" if action == "reject" else
+                  "skipped" if action == "skip" else "")
+        rows.append({"step": st.index, "chosen": chosen,
+                     "validation": f"{g.old_accuracy:.1%} → {g.new_accuracy:.1%}" if g else "",
+                     "p": g.p_value if g else None, "outcome": st.outcome or st.status,
+                     "decided": v.text() if v else ""})
+    return pd.DataFrame(rows, columns=["step", "chosen", "validation", "p", "outcome", "decided"])
+
+
+REPLAY_HEADERS = {"step": "step", "action": "decision", "recorded_outcome": "recorded outcome",
+                  "replayed_outcome": "replayed outcome", "recorded_val": "recorded validation accuracy",
+                  "replayed_val": "replayed validation accuracy", "error": "error"}
+
+
+def replay_table(steps: list[dict]) -> pd.DataFrame:
+    """A replay's per-step rows with human headers, and whether each step came out the same."""
+    df = pd.DataFrame(steps)
+    if df.empty:
+        return df
+    if "recorded_outcome" in df.columns:
+        same = df["recorded_outcome"] == df.get("replayed_outcome")
+        if "recorded_val" in df.columns:
+            same &= (df["recorded_val"].isna() & df["replayed_val"].isna()) | (df["recorded_val"] == df["replayed_val"])
+        df["same"] = same.map({True: "yes", False: "no"})
+    return df.rename(columns=REPLAY_HEADERS)
 
 
 def history_figure(s: Session) -> go.Figure:
@@ -58,20 +99,24 @@ def history_figure(s: Session) -> go.Figure:
         ys.append(s.current.accuracy)
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name="current prompt", line=dict(color=ACCEPT, shape="hv",
                                  width=1), opacity=0.5, hoverinfo="skip"))
-    for outcome, color, symbol in (("accepted", ACCEPT, "circle"), ("rejected", REJECT, "x"),
-                                   ("pending", "#f9a825", "diamond")):
-        part = pts[pts["outcome"] == outcome] if not pts.empty else pts
+    for outcome, override, name, color, symbol in (
+            ("accepted", False, "accepted", ACCEPT, "circle"),
+            ("accepted", True, "accepted by you (gate rejected)", ACCEPT, "star"),
+            ("rejected", False, "rejected", REJECT, "x"),
+            ("rejected", True, "rejected by you (gate accepted)", REJECT, "x-open"),
+            ("pending", False, "pending", "#f9a825", "diamond")):
+        part = pts[(pts["outcome"] == outcome) & (pts["override"] == override)] if not pts.empty else pts
         if part.empty:
             continue
         fig.add_trace(go.Scatter(
-            x=part["step"].tolist(), y=part["accuracy"].tolist(), mode="markers", name=outcome,
+            x=part["step"].tolist(), y=part["accuracy"].tolist(), mode="markers", name=name,
             marker=dict(color=color, symbol=symbol, size=12),
             error_y=dict(type="data", symmetric=False, array=(part["ci_high"] - part["accuracy"]).tolist(),
                          arrayminus=(part["accuracy"] - part["ci_low"]).tolist(), color=color, thickness=1.2),
-            customdata=part[["before", "p_value", "fixed", "broke", "action"]].values.tolist(),
+            customdata=part[["before", "p_value", "fixed", "broke", "who"]].values.tolist(),
             hovertemplate=("step %{x}: %{y:.1%} (was %{customdata[0]:.1%})<br>McNemar p=%{customdata[1]:.3g}"
                            "<br>fixed %{customdata[2]}, broke %{customdata[3]} · %{customdata[4]}<extra>"
-                           + outcome + "</extra>")))
+                           + html.escape(name) + "</extra>")))
     fig.update_layout(xaxis_title="step", yaxis_title="validation accuracy", yaxis_tickformat=".0%",
                       yaxis_range=[0, 1.06], height=380, margin=dict(l=10, r=10, t=30, b=10),
                       legend=dict(orientation="h", y=1.12),
@@ -97,32 +142,72 @@ def spend_table(s: Session) -> pd.DataFrame:
     return df
 
 
-def correctness_grid(s: Session) -> pd.DataFrame:
-    """Rows = validation questions, columns = versions and rejected candidates.
-    Cells: ✓ right, ✗ wrong, ✓+ fixed (wrong under its parent), ✗− broke (right under its parent)."""
+def grid_columns(s: Session) -> list[tuple[str, object, object]]:
+    """(column name, its validation report, the report of the prompt it was compared with) for the seed and
+    every validated step: accepted ones as their version, the others by step and outcome."""
     if not s.versions:
-        return pd.DataFrame()
-    cols: dict[str, dict[str, str]] = {}
-    base = s.versions[0].report.correct_by_id()
-    cols["v0 seed"] = {i: "✓" if ok else "✗" for i, ok in base.items()}
+        return []
+    cols = [("v0 seed", s.versions[0].report, None)]
     for st in s.steps:
         if st.candidate_report is None:
             continue
-        old = st.current_report.correct_by_id() if st.current_report else {}
-        new = st.candidate_report.correct_by_id()
         if st.outcome == "accepted":
             vnum = next((v.number for v in s.versions if v.step == st.index), None)
             name = f"v{vnum} (step {st.index})"
         else:
             name = f"step {st.index} {st.outcome or 'pending'}"
-        cells = {}
-        for i, ok in new.items():
-            was = old.get(i)
-            cells[i] = ("✓+" if was is False else "✓") if ok else ("✗−" if was else "✗")
-        cols[name] = cells
+        cols.append((name, st.candidate_report, st.current_report))
+    return cols
+
+
+def current_column(s: Session) -> str | None:
+    """The grid column of the current prompt."""
+    if not s.versions:
+        return None
+    cur = s.current
+    return "v0 seed" if cur.number == 0 else f"v{cur.number} (step {cur.step})"
+
+
+def correctness_grid(s: Session) -> pd.DataFrame:
+    """Rows = validation questions, columns = versions and rejected candidates.
+    Cells: ✓ right, ✗ wrong, ✓+ fixed (wrong under its parent), ✗− broke (right under its parent)."""
+    cols: dict[str, dict[str, str]] = {}
+    for name, rep, parent in grid_columns(s):
+        old = parent.correct_by_id() if parent is not None else {}
+        cols[name] = {i: ("✓+" if old.get(i) is False else "✓") if ok else ("✗−" if old.get(i) else "✗")
+                      for i, ok in rep.correct_by_id().items()}
     df = pd.DataFrame(cols)
     df.index.name = "question id"
     return df
+
+
+GRID_FILTERS = ("changed", "failing now", "fixed", "broken", "all")
+
+
+def filter_grid(grid: pd.DataFrame, how: str, current: str | None) -> pd.DataFrame:
+    """Questions that changed somewhere, fail under the current prompt, were fixed or broken by an edit, or all."""
+    if grid.empty or how == "all":
+        return grid
+    if how == "failing now":
+        col = grid[current] if current in grid.columns else grid.iloc[:, -1]
+        return grid[col.isin(("✗", "✗−"))]
+    marks = {"changed": ("✓+", "✗−"), "fixed": ("✓+",), "broken": ("✗−",)}[how]
+    return grid[grid.isin(marks).any(axis=1)]
+
+
+def question_answers(s: Session, qid: str) -> pd.DataFrame:
+    """One question across the grid's columns: each version's (or candidate's) answer, its status, and the
+    answer of the prompt it was compared with."""
+    rows = []
+    for name, rep, parent in grid_columns(s):
+        r = next((x for x in rep.rows if x.id == qid), None)
+        if r is None:
+            continue
+        p = next((x for x in parent.rows if x.id == qid), None) if parent is not None else None
+        rows.append({"prompt": name, "answer": _answer(r), "status": r.status, "gold": r.gold,
+                     "compared with": "" if p is None else f"{_answer(p)} ({p.status})",
+                     "raw output": r.error or r.raw_output})
+    return pd.DataFrame(rows, columns=["prompt", "answer", "status", "gold", "compared with", "raw output"])
 
 
 GRID_STYLE_CELLS = 1500  # pandas' Styler costs ~50 µs a cell on every rerun: colour small grids only
@@ -138,7 +223,7 @@ def grid_style(df: pd.DataFrame):
 
 LINEAGE_MIN_WIDTH = 600  # px of plot area the labels are cut for: the page at 700 px is wider than this
 LINEAGE_FONT_PX = 12
-CHAR_PX = 7.6  # a conservative average glyph width at 12 px (measured in Chromium: ~6.5 px)
+CHAR_PX = 6.8  # glyph width at 12 px with room to spare: Chromium measured 5.6 px on average, 6.0 at most
 LABEL_PAD_PX = 4
 ROW_PX = 26
 SPINE = 0.06  # the connector's vertical line sits this fraction of a column before the child column
@@ -224,7 +309,8 @@ def lineage_layout(s: Session, st: Step, width_px: int = LINEAGE_MIN_WIDTH) -> L
         k = names[c.id]
         score = f" · {c.score:.2f}" if c.score is not None else ""
         flags = f" · {', '.join(c.flags)}" if c.flags else ""
-        add(f"c:{c.id}", f"{k}{score}", f"{k} ({c.origin}){score}{flags}: {c.prompt}",
+        label = f"{k}{score}" if len(k + score) <= chars else k  # the score only where it fits whole
+        add(f"c:{c.id}", label, f"{k} ({c.origin}){score}{flags}: {c.prompt}",
             c_para if c.source_id and c.origin == "paraphrase" else c_cand, at, CAND)
 
     placed: set[str] = set()
@@ -322,6 +408,14 @@ def lineage_figure(s: Session, st: Step, width_px: int = LINEAGE_MIN_WIDTH) -> g
                       xaxis=dict(range=[0, len(lay.columns)], visible=False, fixedrange=True),
                       yaxis=dict(range=[lay.rows - 0.4, -1.6], visible=False, fixedrange=True))
     return fig
+
+
+def delta_text(delta: float | None) -> str:
+    """A head-to-head accuracy change as text: "reference" for the reference itself, "±0.0 pts" for none."""
+    if delta is None:
+        return "reference"
+    pts = 100 * delta
+    return "±0.0 pts" if round(pts, 1) == 0 else f"{pts:+.1f} pts"
 
 
 def eval_figure(rows: list[dict]) -> go.Figure:
