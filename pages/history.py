@@ -62,11 +62,11 @@ with tab_chart:
     story = _cached("steps", str(s.dir), len(s.events), 0, s)
     if not story.empty:
         st.markdown("**Every step, and who decided it**")
-        st.dataframe(story, hide_index=True, key="steps_story", column_config={
-            "step": st.column_config.NumberColumn(width="small"),
+        st.dataframe(story, hide_index=True, key="steps_story", placeholder="—", column_config={
+            "step": st.column_config.NumberColumn(width=50),
             "validation": st.column_config.TextColumn("validation (current → chosen)"),
             "p": st.column_config.NumberColumn("McNemar p", format="%.3g"),
-            "decided": st.column_config.TextColumn("decided by", width="large")})
+            "decided": st.column_config.TextColumn("outcome, and who decided", width="medium")})
     spend = _cached("spend", str(s.dir), len(s.events), 0, s)
     if not spend.empty:
         c = st.columns(3)
@@ -124,8 +124,9 @@ with tab_grid:
         qid = st.selectbox("Question", ids, key="grid_q")
         answers = charts.question_answers(s, qid)
         st.markdown(f"**Question {md_escape(qid)}** — gold answer {md_code(answers['gold'].iloc[0]) if len(answers) else ''}")
-        plain(state.question_text(s, qid), box=True)
         st.dataframe(answers.drop(columns=["gold", "raw output"]), hide_index=True, key="grid_answers")
+        with st.expander("The question as the model saw it", expanded=len(state.question_text(s, qid) or "") < 600):
+            plain(state.question_text(s, qid), box=True)
         with st.expander("Raw model output per version"):
             for _, row in answers.iterrows():
                 st.caption(md_escape(row["prompt"]))

@@ -200,3 +200,46 @@ def test_report_renders_a_hostile_gradient_inert(tmp_path):
     assert not re.search(r"<\s*(script|img)", text, re.I)
     assert not re.search(r"(?<!\\)\]\(javascript", text) and "\n# Heading" not in text
     assert "**bold**" not in text
+
+
+# ---------- the pages (AppTest) ----------
+
+def test_history_and_evaluate_pages_tell_the_story(app_test_env):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.test_app import APP, check, goto
+
+    s = story_session(app_test_env / "sessions", val=12)
+    sid, gate1 = s.id, s.steps[0].gate
+    s.close()
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["sid"] = sid
+    check(at.run())
+    goto(at, "history")
+    story = next(df.value for df in at.dataframe if "decided" in df.value.columns)
+    assert story["decided"].tolist()[0] == "rejected by the gate, accepted by you"
+    label = at.selectbox(key="hist_step")
+    assert label.options[-1] == "step 1 — accepted (rejected by the gate, accepted by you)"
+    label.set_value(len(label.options) - 1)  # step 1, the override
+    check(at.run())
+    assert any("Outcome: accepted — rejected by the gate, accepted by you" in w.value.replace("\\", "")
+               for w in at.warning)
+    at.segmented_control(key="grid_filter").set_value("broken")
+    check(at.run())
+    qid = next(q for q in gate1.broke)
+    at.selectbox(key="grid_q").set_value(qid)
+    check(at.run())
+    answers = next(df.value for df in at.dataframe if "compared with" in df.value.columns)
+    assert answers["status"].tolist()[:2] == ["correct", "wrong"]  # the seed right, the overridden v1 wrong
+    at.segmented_control(key="grid_filter").set_value("failing now")
+    check(at.run())
+    assert any("No questions match this filter." in c.value for c in at.caption)  # v2 answers every one right
+    goto(at, "evaluate")
+    at.number_input(key="eval_limit").set_value(10)
+    check(at.run())
+    check(at.button(key="run_eval").click().run())
+    check(at.button(key="reveal_test").click().run())
+    table = next(df.value for df in at.dataframe if "McNemar p" in df.value.columns)
+    assert table["Δ vs reference"].tolist()[0] == "reference"
+    assert re.fullmatch(r"[+-]\d+\.\d pts|±0\.0 pts", table["Δ vs reference"].tolist()[1])
+    assert "errors" not in table.columns and "None" not in table.astype(str).to_numpy().ravel().tolist()[:3]

@@ -54,11 +54,10 @@ def steps_table(s: Session) -> pd.DataFrame:
         chosen = (names.get(d.get("candidate"), "a candidate") if action == "accept" else
                   "your edit" if action == "edit" else "nothing (all rejected)" if action == "reject" else
                   "skipped" if action == "skip" else "")
-        rows.append({"step": st.index, "chosen": chosen,
+        rows.append({"step": st.index, "chosen": chosen, "decided": v.text() if v else st.outcome or st.status,
                      "validation": f"{g.old_accuracy:.1%} → {g.new_accuracy:.1%}" if g else "",
-                     "p": g.p_value if g else None, "outcome": st.outcome or st.status,
-                     "decided": v.text() if v else ""})
-    return pd.DataFrame(rows, columns=["step", "chosen", "validation", "p", "outcome", "decided"])
+                     "p": g.p_value if g else None})
+    return pd.DataFrame(rows, columns=["step", "chosen", "decided", "validation", "p"])
 
 
 REPLAY_HEADERS = {"step": "step", "action": "decision", "recorded_outcome": "recorded outcome",
@@ -118,7 +117,7 @@ def history_figure(s: Session) -> go.Figure:
                            "<br>fixed %{customdata[2]}, broke %{customdata[3]} · %{customdata[4]}<extra>"
                            + html.escape(name) + "</extra>")))
     fig.update_layout(xaxis_title="step", yaxis_title="validation accuracy", yaxis_tickformat=".0%",
-                      yaxis_range=[0, 1.06], height=380, margin=dict(l=10, r=10, t=30, b=10),
+                      yaxis_range=[-0.04, 1.06], height=380, margin=dict(l=10, r=10, t=30, b=10),
                       legend=dict(orientation="h", y=1.12),
                       xaxis=dict(dtick=1, range=[-0.3, max([st.index for st in s.steps] + [1]) + 0.3]))
     return fig
@@ -228,6 +227,7 @@ LABEL_PAD_PX = 4
 ROW_PX = 26
 SPINE = 0.06  # the connector's vertical line sits this fraction of a column before the child column
 FAIL, GRAD, CAND, EDIT = "#ef9a9a", "#b39ddb", "#90caf9", "#ffe082"
+DECIDED = {"accepted": "#a5d6a7", "rejected": "#e57373", "other": "#cfd8dc"}  # light: the label text is dark
 
 
 @dataclass
@@ -344,7 +344,8 @@ def lineage_layout(s: Session, st: Step, width_px: int = LINEAGE_MIN_WIDTH) -> L
     unused = [r.id for rep in st.forward for r in rep.failures if r.id not in used]
     unused = list(dict.fromkeys(unused))
     if unused:
-        add("unused", "no gradient", "failures no error group was built from", c_grad, row + (len(unused) - 1) / 2, SEED)
+        add("unused", "no gradient", "failures no error group was built from", c_grad, row + (len(unused) - 1) / 2,
+            "#cfd8dc")
         failures("unused", unused, row)
         row += len(unused)
     chosen = "edit" if d.get("action") == "edit" else f"c:{d['candidate']}" if d.get("candidate") else None
@@ -366,13 +367,13 @@ def _names(prop) -> dict[str, str]:
 def _decision_label(st: Step, v) -> tuple[str, str]:
     """A short label for the decision node and its colour."""
     if st.outcome == "accepted":
-        return ("✓ you accepted" if v and v.override else "✓ accepted"), ACCEPT
+        return ("✓ you accepted" if v and v.override else "✓ accepted"), DECIDED["accepted"]
     if st.outcome == "rejected":
         return ("✕ you rejected" if (v and v.override) or (st.decision or {}).get("action") == "reject"
-                else "✕ rejected"), REJECT
+                else "✕ rejected"), DECIDED["rejected"]
     if st.outcome == "skipped":
-        return "skipped", SEED
-    return ("validated" if st.gate else "chosen" if st.decision else "open"), SEED
+        return "skipped", DECIDED["other"]
+    return ("validated" if st.gate else "chosen" if st.decision else "open"), DECIDED["other"]
 
 
 def _decision_hover(st: Step, v) -> str:
