@@ -7,8 +7,8 @@ import math
 import re
 
 from .diffs import unified
-from .meta_prompts import TEMPLATES, Templates
 from .lineage import Proposal, Verdict, call_name, verdicts
+from .meta_prompts import TEMPLATES, Templates
 from .session import Session, Step
 from .testlock import reveal_summary
 
