@@ -88,3 +88,62 @@ class Proposal:
             candidates=[Candidate(**{**c, "call": call(c.get("call"))}) for c in d.get("candidates", [])],
             calls=[CallRecord(**c) for c in d.get("calls", [])],
             bandit=d.get("bandit"), note=d.get("note"))
+
+
+CALL_NAMES = {
+    "protegi.gradient": "gradient (why the prompt failed)", "protegi.edit": "edit (a prompt fixing one reason)",
+    "protegi.paraphrase": "paraphrase (a variation of an edit)", "textgrad.loss": "per-question feedback (the loss)",
+    "textgrad.gradient": "gradient (feedback on the prompt)", "textgrad.update": "update (the improved prompt)",
+}
+
+
+def call_name(template: object) -> str:
+    """What an optimiser call is for, in words ("gradient (why the prompt failed)"), not its template id."""
+    return CALL_NAMES.get(str(template), str(template))
+
+
+@dataclass
+class Verdict:
+    """Who decided a step: the gate's verdict, the final outcome, and whether the person overrode the gate."""
+
+    step: int
+    action: str | None = None  # the person's decision: accept | edit | reject | skip
+    gate_verdict: bool | None = None  # None: no gate recorded (not validated, or rejected before it)
+    accepted: bool | None = None
+    override: bool = False
+    validated: bool = False
+
+    def text(self) -> str:
+        """'rejected by the gate, accepted by you', 'accepted by the gate', 'rejected by you', …"""
+        if self.gate_verdict is not None and self.accepted is not None:
+            gate_word = "accepted" if self.gate_verdict else "rejected"
+            if self.override:
+                return f"{gate_word} by the gate, {'accepted' if self.accepted else 'rejected'} by you"
+            return f"{gate_word} by the gate"
+        if self.action == "reject":
+            return "rejected by you (no candidate taken)"
+        if self.action == "skip":
+            return "skipped by you"
+        if self.action in ("accept", "edit"):
+            return "validated, waiting for you to confirm the gate" if self.validated else "chosen, not yet validated"
+        return "no decision yet"
+
+
+def verdicts(events: list[dict]) -> dict[int, Verdict]:
+    """Per step index, from a session's events: the last decision and gate (a regenerated attempt replaces both)."""
+    out: dict[int, Verdict] = {}
+    for ev in events:
+        t, step = ev.get("type"), ev.get("step")
+        if not isinstance(step, int):
+            continue
+        if t == "step_started":
+            out[step] = Verdict(step)
+        elif t == "decision":
+            out[step] = Verdict(step, action=ev.get("action"))
+        elif t == "validation":
+            out.setdefault(step, Verdict(step)).validated = True
+        elif t == "gate":
+            v = out.setdefault(step, Verdict(step))
+            v.gate_verdict, v.accepted = bool(ev.get("verdict")), bool(ev.get("accepted"))
+            v.override = bool(ev.get("override"))
+    return out

@@ -79,14 +79,17 @@ if (note := failed_calls_note(rows)) is not None:
 table = pd.DataFrame([{
     "prompt": r["prompt"], "accuracy": r["accuracy"], "95% CI": f"{r['ci_low']:.0%}–{r['ci_high']:.0%}",
     "macro-F1": r["macro_f1"], "n": r["n"], "questions": f"{r['answered']} answered, {r['errors']} failed",
-    "unparsed": r["unparsed"], "errors": r["errors"],
-    "Δ vs reference": None if r["delta_vs_ref"] is None else 100 * r["delta_vs_ref"], "McNemar p": r["p_vs_ref"],
+    "unparsed": r["unparsed"],
+    "Δ vs reference": charts.delta_text(r["delta_vs_ref"]), "McNemar p": r["p_vs_ref"],
     "cost": r["cost_usd"]} for r in rows])
-st.dataframe(table, hide_index=True, column_config={
+st.dataframe(table, hide_index=True, placeholder="—", column_order=[  # what a narrow screen must show first
+    "prompt", "accuracy", "Δ vs reference", "McNemar p", "95% CI", "macro-F1", "n", "questions", "unparsed", "cost"],
+             column_config={
     "accuracy": st.column_config.NumberColumn(format="percent"),
     "macro-F1": st.column_config.NumberColumn(format="%.3f"),
-    "Δ vs reference": st.column_config.NumberColumn(format="%+.1f pts"),
-    "McNemar p": st.column_config.NumberColumn(format="%.3g"),
+    "Δ vs reference": st.column_config.TextColumn(help="accuracy change against the reference, on the questions "
+                                                         "both answered"),
+    "McNemar p": st.column_config.NumberColumn(format="%.3g", help="none for the reference itself"),
     "cost": st.column_config.NumberColumn(format="$%.4f")})
 dropped = sum(r["dropped_pairs"] or 0 for r in rows)
 st.caption(f"Accuracy and its interval are over the answered questions. McNemar: exact paired test against "

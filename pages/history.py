@@ -1,12 +1,15 @@
 """History: validation per step, spend, prompt versions with diffs, the correctness grid, each step's
 record and lineage; export and copy."""
 
+from functools import partial
+
 import streamlit as st
 
 from core.diffs import unified
 from core.testlock import AFTER_TEST, steps_after_reveal
-from ui import boot, charts, reveal, state, step_view
-from ui.render import diff, empty_state, md_escape, money, pct, plain
+from core.lineage import verdicts
+from ui import boot, charts, history_actions, reveal, state, step_view
+from ui.render import diff, empty_state, md_code, md_escape, money, pct, plain
 
 try:
     from core import bundle
@@ -25,6 +28,8 @@ def _cached(kind: str, sid: str, n_events: int, step: int, _s):
         return charts.spend_table(_s)
     if kind == "grid":
         return charts.correctness_grid(_s)
+    if kind == "steps":
+        return charts.steps_table(_s)
     return charts.lineage_figure(_s, _s.steps[step])
 
 
@@ -52,7 +57,16 @@ with tab_chart:
     st.plotly_chart(_cached("history", str(s.dir), len(s.events), 0, s), key="history_chart",
                     config={"displaylogo": False})
     st.caption("Each marker is a validated step: the chosen prompt's validation accuracy with its 95% Wilson "
-               "interval; ● accepted, ✕ rejected. The dashed line is the seed baseline.")
+               "interval; ● accepted, ✕ rejected, ★ accepted by you against the gate. The dashed line is the seed "
+               "baseline.")
+    story = _cached("steps", str(s.dir), len(s.events), 0, s)
+    if not story.empty:
+        st.markdown("**Every step, and who decided it**")
+        st.dataframe(story, hide_index=True, key="steps_story", placeholder="—", column_config={
+            "step": st.column_config.NumberColumn(width=50),
+            "validation": st.column_config.TextColumn("validation (current → chosen)"),
+            "p": st.column_config.NumberColumn("McNemar p", format="%.3g"),
+            "decided": st.column_config.TextColumn("outcome, and who decided", width="medium")})
     spend = _cached("spend", str(s.dir), len(s.events), 0, s)
     if not spend.empty:
         c = st.columns(3)
@@ -87,31 +101,49 @@ with tab_versions:
 
 with tab_grid:
     grid = _cached("grid", str(s.dir), len(s.events), 0, s)
+    current = charts.current_column(s)
     st.caption("Rows are validation questions, columns the versions and the rejected candidates. "
-               "✓ right · ✗ wrong · ✓+ fixed by that edit · ✗− broken by that edit.")
-    only = st.toggle("Only questions where something changed", value=True, key="grid_changed")
-    if only and not grid.empty:
-        grid = grid[grid.isin(("✓+", "✗−")).any(axis=1)]
-    if grid.empty:
-        st.caption("No changes yet.")
+               "✓ right · ✗ wrong · ✓+ fixed by that edit · ✗− broken by that edit. "
+               f"The current prompt is {md_escape(current)}. Click a row to see every version's answer.")
+    how = st.segmented_control("Show questions", charts.GRID_FILTERS, default="changed", key="grid_filter",
+                               format_func={"changed": "changed by an edit", "failing now": "failing now",
+                                            "fixed": "fixed", "broken": "broken", "all": "all"}.__getitem__)
+    shown = charts.filter_grid(grid, how or "all", current)
+    if shown.empty:
+        st.caption("No questions match this filter." if not grid.empty else "No validation answers yet.")
     else:
-        colour = grid.size <= charts.GRID_STYLE_CELLS
-        st.dataframe(charts.grid_style(grid) if colour else grid, height=min(600, 38 + 35 * len(grid)))
+        colour = shown.size <= charts.GRID_STYLE_CELLS
+        ids = list(shown.index)
+        st.dataframe(charts.grid_style(shown) if colour else shown, height=min(600, 38 + 35 * len(shown)),
+                     key="grid_table", on_select=partial(history_actions.pick_question, ids),
+                     selection_mode="single-row")
         if not colour:
-            st.caption(f"Colours are off for a grid this large ({grid.size:,} cells), to keep the page quick.")
-        qid = st.selectbox("Show a question", list(grid.index), key="grid_q")
-        if qid:
+            st.caption(f"Colours are off for a grid this large ({shown.size:,} cells), to keep the page quick.")
+        if st.session_state.get("grid_q") not in ids:
+            st.session_state["grid_q"] = ids[0]
+        qid = st.selectbox("Question", ids, key="grid_q")
+        answers = charts.question_answers(s, qid)
+        st.markdown(f"**Question {md_escape(qid)}** — gold answer {md_code(answers['gold'].iloc[0]) if len(answers) else ''}")
+        st.dataframe(answers.drop(columns=["gold", "raw output"]), hide_index=True, key="grid_answers")
+        with st.expander("The question as the model saw it", expanded=len(state.question_text(s, qid) or "") < 600):
             plain(state.question_text(s, qid), box=True)
+        with st.expander("Raw model output per version"):
+            for _, row in answers.iterrows():
+                st.caption(md_escape(row["prompt"]))
+                plain(row["raw output"], box=True)
 
 with tab_steps:
     steps = list(reversed(s.steps))
     if not steps:
         st.caption("No steps yet.")
     else:
+        story = verdicts(s.events)
         idx = st.selectbox("Step", range(len(steps)), key="hist_step",
                            format_func=lambda i: f"step {steps[i].index}"
                                                  + (f" (attempt {steps[i].attempt + 1})" if steps[i].attempt else "")
                                                  + f" — {steps[i].outcome or steps[i].status}"
+                                                 + (f" ({story[steps[i].index].text()})"
+                                                    if steps[i].index in story and story[steps[i].index].override else "")
                                                  + (f" · {AFTER_TEST}" if steps[i].index in after_test else ""))
         chosen = steps[idx]
         if chosen.index in after_test:
@@ -119,7 +151,8 @@ with tab_steps:
                        icon=":material/visibility:")
         fig = _cached("lineage", str(s.dir), len(s.events), s.steps.index(chosen), s)
         if fig is not None:
-            st.markdown("**Lineage:** failures → gradients → candidates → decision (with the validation change)")
+            st.markdown("**Lineage:** each failed question → the gradient written from it → the candidates it led to "
+                        "(a paraphrase beside the edit it rephrases) → the decision. Hover a label for its full text.")
             st.plotly_chart(fig, key="lineage_chart", config={"displaylogo": False})
         step_view.step_record(s, chosen, key=f"h{chosen.index}_{chosen.attempt}")
 

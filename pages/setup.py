@@ -17,6 +17,7 @@ from ui import setup_helpers as H
 from ui.estimate import estimate
 from ui.jobs import JobBusy, registry, session_key
 from ui.render import md_escape, money, plain
+from ui.charts import replay_table
 
 try:
     from core import bundle
@@ -407,4 +408,4 @@ with tab_import:
                     if res.first_difference:
                         st.warning(f"First difference: {md_escape(res.first_difference)}")
                     if res.steps:
-                        st.dataframe(pd.DataFrame(res.steps), hide_index=True)
+                        st.dataframe(replay_table(res.steps), hide_index=True)

@@ -7,7 +7,7 @@ import streamlit as st
 
 from core.evaluate import EvalReport
 from core.gate import POLICY_HELP
-from core.lineage import Candidate, Gradient, Proposal
+from core.lineage import Candidate, Gradient, Proposal, call_name, verdicts
 from core.session import Session, Step
 
 from . import state
@@ -161,7 +161,7 @@ def proposal_view(s: Session, st_: Step, *, actions: bool, key: str) -> None:
     if prop.calls:
         with st.expander(f"Other optimiser calls ({len(prop.calls)}: per-question feedback and failed calls)"):
             for rec in prop.calls:
-                call_record(rec, title=f"{rec.template}")
+                call_record(rec, title=call_name(rec.template) + (" — failed" if rec.error else ""))
     st.markdown(f"#### Candidates ({len(prop.candidates)})")
     if prop.bandit:
         b = prop.bandit
@@ -211,7 +211,7 @@ def gate_view(s: Session, st_: Step) -> None:
         return
     c = st.columns(4)
     c[0].metric("Current prompt", pct(g.old_accuracy), help=ci(g.old_ci) + f" · n={g.n}")
-    c[1].metric("Chosen prompt", pct(g.new_accuracy), delta=f"{100 * (g.new_accuracy - g.old_accuracy):+.1f} pts",
+    c[1].metric("Chosen prompt", pct(g.new_accuracy), **points_delta(100 * (g.new_accuracy - g.old_accuracy)),
                 help=ci(g.new_ci) + f" · n={g.n}")
     if g.policy == "adaptive":
         stat = ("e-value", f"{g.e_value:.3g}") if g.e_value is not None else ("Sequential p", f"{g.p_value:.3g}")
@@ -241,11 +241,32 @@ def gate_view(s: Session, st_: Step) -> None:
                     st.caption("None.")
 
 
+def points_delta(points: float, suffix: str = "pts") -> dict:
+    """st.metric's delta arguments for a change in percentage points: no arrow and no colour when it rounds
+    to zero (a green "+0.0 pts" reads as an improvement)."""
+    if round(points, 1) == 0:
+        return {"delta": f"±0.0 {suffix}", "delta_color": "off", "delta_arrow": "off"}
+    return {"delta": f"{points:+.1f} {suffix}"}
+
+
+def outcome_line(s: Session, st_: Step) -> None:
+    """Who decided the step, in words: an override says so ("rejected by the gate, accepted by you")."""
+    v = verdicts(s.events).get(st_.index)
+    if v is None or not st_.outcome:
+        return
+    text = f"Outcome: {st_.outcome} — {v.text()}"
+    if v.override:
+        st.warning(md_escape(text), icon=":material/person:")
+    else:
+        st.caption(md_escape(text))
+
+
 def step_record(s: Session, st_: Step, *, key: str) -> None:
     """The full record of a past step (History, replay): read-only."""
     badge_row([(f"step {st_.index}", "blue")] + ([(f"attempt {st_.attempt + 1}", "gray")] if st_.attempt else []) +
               [(st_.outcome or st_.status, "green" if st_.outcome == "accepted" else
-                "red" if st_.outcome == "rejected" else "gray")])
+                "red" if st_.outcome == "rejected" else "gray")] +
+              ([(v.text(), "orange")] if (v := verdicts(s.events).get(st_.index)) and v.override else []))
     sp = st_.spend
     st.caption(f"{sp.calls} calls ({sp.cached} cached) · {sp.input_tokens + sp.output_tokens:,} tokens · "
                f"${sp.cost_usd:.4f}")
@@ -257,5 +278,6 @@ def step_record(s: Session, st_: Step, *, key: str) -> None:
     with t[2]:
         decision_summary(s, st_)
         gate_view(s, st_)
+        outcome_line(s, st_)
         if st_.gate is None and not st_.decision:
             st.caption("No decision recorded.")
