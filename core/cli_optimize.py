@@ -140,7 +140,7 @@ def cmd_optimize(a) -> int:
     from .session import default_policy
 
     policy = a.policy or default_policy(preset)
-    params = parse_settings(a.method, a.set or [])  # typed by the engine's fields; ranges in cfg.validate()
+    params = parse_settings(a.method, a.set or [])  # typed by the engine's fields; ranges in cfg.check()
 
     seed_prompt = _read_prompt(a)  # --prompt-file errors are one line, not a traceback
     cfg = SessionConfig(task=spec, method=a.method, preset=preset, forward=a.forward, backward=a.backward or a.forward,
@@ -149,7 +149,7 @@ def cmd_optimize(a) -> int:
                         budget_usd=a.budget_usd, budget_calls=a.budget_calls, val_limit=a.val_limit, params=params,
                         forward_max_tokens=a.max_tokens, gate_batch=a.gate_batch, gate_cap=a.gate_cap)
     try:
-        cfg.validate()
+        cfg.check()
         _refuse_unpriced_budget(cfg)  # before any model, warning or call
         models = _models(cfg, a)
         s = Session.create(cfg, root=_root(a), models=models, data=data)
