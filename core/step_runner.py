@@ -287,8 +287,15 @@ class StepRunner:
             self.check_errors(r, "validation", partial=False, cached=m.cached)
 
     def _emit_validation(self, st: Step, new: EvalReport, cur: EvalReport, g: GateResult, ctx: StepContext) -> None:
-        self.s.emit(E.Validation(step=st.index, candidate_report=compact_report(new), current_report=compact_report(cur),
-                                 gate=g.to_json(), spend=ctx.spend.to_json(), keys=ctx.keys))
+        with self.s.lock:  # a decision changed meanwhile (another thread) must not get this validation
+            if self.state.step is not st or (st.decision or {}).get("prompt") != new.prompt:
+                exc = SessionError(f"The decision of step {st.index} changed while it was being validated; "
+                                   f"validate again (the answers received are cached, if a cache is used).")
+                self.record_unfinished(ctx, "validation", exc)  # what the calls cost is still recorded
+                raise exc
+            self.s.emit(E.Validation(step=st.index, candidate_report=compact_report(new),
+                                     current_report=compact_report(cur), gate=g.to_json(), spend=ctx.spend.to_json(),
+                                     keys=ctx.keys))
 
     def _validate_adaptive(self, m: Models, st: Step, progress: PhaseProgress | None,
                            cancel: CancelToken | None) -> GateResult:

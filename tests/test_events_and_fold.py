@@ -213,3 +213,29 @@ def test_the_fixture_bundle_is_schema_1_and_still_replays_identically():
     data = FIXTURE.read_bytes()
     assert E.schema_of(json.loads(data)["events"]) == 1
     assert replay_bundle(data).matches
+
+
+@pytest.mark.parametrize("policy", ["strict", "adaptive"])
+def test_a_decision_changed_by_another_thread_during_validation_is_not_given_its_result(tmp_path, policy):
+    s = make(tmp_path, policy=policy, gate_batch=5, gate_cap=10)
+    s.run_baseline()
+    s.start_step()
+    s.decide("accept", candidate=s.step.proposal.candidates[0].id)
+    changed = []
+
+    def progress(phase, p) -> None:  # the script thread edits the decision while the worker's calls run
+        if not changed:
+            t = threading.Thread(target=lambda: changed.append(s.decide("edit", prompt="Another prompt entirely.")))
+            t.start()
+            t.join()
+
+    spent = s.spend.calls
+    with pytest.raises(SessionError, match="changed while it was being validated"):
+        s.validate(progress=progress)
+    assert changed and s.step.status == "decided" and s.step.gate is None
+    assert s.step.decision["prompt"] == "Another prompt entirely."
+    assert s.spend.calls > spent and s.events[-1]["type"] == E.SPEND  # the calls made are recorded
+    assert folded_from_disk(s) == s.folded
+    g = s.validate()  # validating again scores the edited prompt
+    assert s.step.candidate_report.prompt == "Another prompt entirely." and g.new_accuracy == s.step.gate.new_accuracy
+    s.close()
