@@ -11,17 +11,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .bundle_integrity import content_hashes, first_difference, first_modification
-from .bundle_schema import EVENTS, RESPONSE, SchemaError, check_config, check_event, parse_json
+from . import events as E
+from .bundle_schema import RESPONSE, SchemaError, check_config, parse_json
+from .event_log import EventLog
 from .cache import ResponseCache
 from .llm import Completion, ModelSpec, Request
 from .report import markdown_report  # noqa: F401 - the report lives beside the bundle for callers
 from .runner import Runner
-from .session import PRESETS, Models, Session, SessionConfig, SessionError, new_session_id, sessions_root
+from .session import (PRESETS, Models, Session, SessionConfig, SessionError, load_session_task, new_session_id,
+                      sessions_root)
+from .state import EventDoesNotFit, SessionState, fold
 
 FORMAT = "prompt-gradient-studio/bundle"
 VERSION = 1
 MAX_BUNDLE_BYTES = 200 * 1024 * 1024
-EVENT_TYPES = set(EVENTS)
 _KEY = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -58,8 +61,9 @@ def bundle_bytes(session: Session, cache: ResponseCache | None) -> bytes:
     return json.dumps(export_bundle(session, cache), ensure_ascii=False).encode("utf-8")
 
 
-def _checked(data: bytes) -> dict:
-    """Parse and validate a bundle's structure and every field's type; BundleError with one clear line."""
+def _checked(data: bytes) -> tuple[dict, list[dict]]:
+    """Parse and validate a bundle's structure and every field's type; BundleError with one clear line.
+    Returns the bundle as exported (its content hashes cover that) and its events in the current schema."""
     if len(data) > MAX_BUNDLE_BYTES:
         raise BundleError(f"The bundle is {len(data) / 2**20:.0f} MB; the limit is {MAX_BUNDLE_BYTES / 2**20:.0f} MB.")
     try:
@@ -76,15 +80,20 @@ def _checked(data: bytes) -> dict:
     if not isinstance(events, list) or not events:
         raise BundleError("The bundle has no events.")
     for i, ev in enumerate(events):
-        if not isinstance(ev, dict) or not isinstance(ev.get("type"), str) or ev["type"] not in EVENT_TYPES:
+        if not isinstance(ev, dict) or not isinstance(ev.get("type"), str) or ev["type"] not in E.EVENTS:
             raise BundleError(f"Event {i + 1} of the bundle is not a known event.")
+    if events[0]["type"] != E.CREATED or not isinstance(events[0].get("config"), dict):
+        raise BundleError("The bundle's first event is not a session creation.")
+    try:
+        events = E.upgrade(events)  # a copy: the hashes are checked on the events as exported
+    except SchemaError as exc:
+        raise BundleError(f"This bundle cannot be read: {exc}.") from None
+    for i, ev in enumerate(events):
         try:
-            check_event(ev, "")
+            E.check(ev, "")
         except SchemaError as exc:
             raise BundleError(f"Event {i + 1} ('{ev['type']}') of the bundle is malformed: {exc}.") from None
-    if events[0]["type"] != "created" or not isinstance(events[0].get("config"), dict):
-        raise BundleError("The bundle's first event is not a session creation.")
-    if any(ev["type"] == "created" for ev in events[1:]):
+    if any(ev["type"] == E.CREATED for ev in events[1:]):
         raise BundleError("The bundle holds more than one session creation.")
     raw_cfg = events[0]["config"]
     try:
@@ -92,7 +101,7 @@ def _checked(data: bytes) -> dict:
             raw_cfg.get("method"), str) and isinstance(raw_cfg.get("preset"), str) else None
         check_config(raw_cfg, asdict(preset) if preset is not None else None)
         cfg = SessionConfig.from_json(raw_cfg)
-        cfg.validate(check_models=False)  # replay needs no provider; import checks again when a model is used
+        cfg.check(check_models=False)  # replay needs no provider; import checks again when a model is used
     except (TypeError, SessionError, SchemaError) as exc:
         raise BundleError(f"The bundle's session settings are invalid: {exc}") from None
     responses = b.get("responses", {})
@@ -113,7 +122,7 @@ def _checked(data: bytes) -> dict:
             raise BundleError("The bundle carries data but its task does not use a file.")
     elif "file" in cfg.task:
         raise BundleError("The bundle's task needs its data file, which is missing.")
-    return b
+    return b, events
 
 
 def _refuse_if_modified(b: dict) -> None:
@@ -124,12 +133,12 @@ def _refuse_if_modified(b: dict) -> None:
 
 def load_bundle(data: bytes) -> dict:
     """Parse and validate a bundle, and check it against the content hashes written at export (if any)."""
-    b = _checked(data)
+    b, _ = _checked(data)
     _refuse_if_modified(b)
     return b
 
 
-def _check_loaded(s: Session) -> None:
+def _check_loaded(s: SessionState) -> None:
     """What the events must add up to: every accepted step carries its validation."""
     for st in s.steps:
         if st.outcome == "accepted" and (st.gate is None or st.candidate_report is None):
@@ -141,7 +150,7 @@ def _check_loaded(s: Session) -> None:
 def import_bundle(data: bytes, *, root: Path | str | None = None, cache: ResponseCache | None = None) -> str:
     """Write the bundle as a new session under root (atomically) and its responses into the cache.
     A bundle that fails any check writes nothing: no session folder, no cache entry."""
-    b = _checked(data)
+    b, events = _checked(data)
     root = sessions_root(root)
     made_root = not root.exists()
     try:
@@ -162,7 +171,6 @@ def import_bundle(data: bytes, *, root: Path | str | None = None, cache: Respons
                 pass
 
     try:
-        events = b["events"]
         if b.get("data"):
             safe = re.sub(r"[^A-Za-z0-9_.\-]", "_", Path(b["data"]["filename"]).name)[:80] or "data.csv"
             if safe != events[0]["config"]["task"]["file"]:
@@ -174,10 +182,11 @@ def import_bundle(data: bytes, *, root: Path | str | None = None, cache: Respons
         with open(tmp / "events.jsonl", "w", encoding="utf-8") as f:
             for ev in events:
                 f.write(json.dumps(ev, ensure_ascii=False) + "\n")
-        probe = Session(root, sid, readonly=True)  # must load cleanly before it becomes visible
-        probe.dir = tmp
-        for ev in probe._read_events():
-            probe._apply(ev)
+        written = EventLog(tmp, sid).read(readonly=True, warnings=[])  # must load cleanly before it becomes visible
+        try:
+            probe = fold(written, load_session_task(written[0]["config"]["task"], tmp))
+        except EventDoesNotFit as exc:
+            raise BundleError(f"The bundle's events do not load: {exc}.") from None
         _check_loaded(probe)
         _refuse_if_modified(b)
         if cache is not None:
@@ -232,7 +241,7 @@ def _reproducible(recorded: Session) -> list[dict]:
     last = recorded.steps[-1] if recorded.steps else None
     if last is None or last.outcome is not None or last.proposal is not None:
         return recorded.events
-    cut = max(i for i, e in enumerate(recorded.events) if e["type"] == "step_started")
+    cut = max(i for i, e in enumerate(recorded.events) if e["type"] == E.STEP_STARTED)
     return recorded.events[:cut]
 
 
@@ -273,16 +282,16 @@ def replay_bundle(data: bytes, *, root: Path | str | None = None) -> ReplayResul
 
         try:
             if recorded.versions:
-                point("baseline")
+                point(E.BASELINE)
                 replay.run_baseline()
                 out.baseline = (recorded.versions[0].accuracy, replay.versions[0].accuracy)
             for st in recorded.steps:
                 if st.decision is None and st.outcome is None and st.proposal is None:
                     break  # a step cut off before its proposal: nothing of it to reproduce
-                point("step_started", st.index, 0)
+                point(E.STEP_STARTED, st.index, 0)
                 rs = replay.start_step()
                 while rs.attempt < st.attempt:
-                    point("step_started", st.index, rs.attempt + 1)
+                    point(E.STEP_STARTED, st.index, rs.attempt + 1)
                     rs = replay.start_step(regenerate=True)
                 if st.decision is None and st.outcome is None:
                     break  # proposed, not yet decided: the proposal is compared below
@@ -291,9 +300,9 @@ def replay_bundle(data: bytes, *, root: Path | str | None = None) -> ReplayResul
                               prompt=d.get("prompt") if d["action"] == "edit" else None)
                 row = {"step": st.index, "action": d["action"], "recorded_outcome": st.outcome}
                 if d["action"] in ("accept", "edit") and st.gate is not None:
-                    point("validation", st.index)
+                    point(E.VALIDATION, st.index)
                     g = replay.validate()
-                    gate_ev = next((e for e in recorded.events if e["type"] == "gate" and e["step"] == st.index), None)
+                    gate_ev = next((e for e in recorded.events if e["type"] == E.GATE and e["step"] == st.index), None)
                     if gate_ev is not None:
                         replay.confirm(gate_ev["accepted"] if gate_ev.get("override") else None)
                     row.update(recorded_val=st.gate.new_accuracy, replayed_val=g.new_accuracy)

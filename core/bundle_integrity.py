@@ -11,11 +11,13 @@ import hashlib
 import json
 from typing import Any
 
+from . import events as E
+
 ALGORITHM = "sha256-chain/1"
 # bookkeeping that legitimately differs between a recording and its replay (time, cache hits, token counts)
 _VOLATILE = {"ts", "keys", "key", "spend", "cached", "cost_usd", "input_tokens", "output_tokens", "saved_usd",
              "imported"}
-_COMPARED = ("baseline", "step_started", "forward", "proposal", "decision", "validation", "gate")
+_COMPARED = (E.BASELINE, E.STEP_STARTED, E.FORWARD, E.PROPOSAL_MADE, E.DECISION, E.VALIDATION, E.GATE)
 
 
 def _canonical(obj: Any) -> bytes:
@@ -79,12 +81,12 @@ def comparable(events: list[dict]) -> list[tuple[int, dict]]:
         t = ev.get("type")
         if t not in _COMPARED:
             continue
-        if t == "step_started":
-            same = next((i for i in range(len(out) - 1, -1, -1) if out[i][1]["type"] == "step_started"), None)
+        if t == E.STEP_STARTED:
+            same = next((i for i in range(len(out) - 1, -1, -1) if out[i][1]["type"] == E.STEP_STARTED), None)
             if same is not None and (out[same][1].get("step"), out[same][1].get("attempt")) == (
                     ev.get("step"), ev.get("attempt")):
                 del out[same:]
-        elif t == "decision" and out and out[-1][1]["type"] == "decision" and out[-1][1].get("step") == ev.get("step"):
+        elif t == E.DECISION and out and out[-1][1]["type"] == E.DECISION and out[-1][1].get("step") == ev.get("step"):
             out.pop()
         out.append((n, _content(ev)))
     return out

@@ -1,4 +1,5 @@
-"""The types and bounds of every field a bundle may carry; the first field that is off becomes one clear line."""
+"""The types and bounds of every field a bundle or session log may carry; the first field that is off becomes one
+clear line. The event types themselves, built from these, are in core/events.py."""
 
 from __future__ import annotations
 
@@ -183,37 +184,7 @@ SCORE = Record({"name": STR, "accuracy": Opt(FRAC)}, {"version": Opt(COUNT), "co
                                                      "errors": COUNT})
 LOOK = Record({"split": STR, "versions": ListOf(COUNT)}, {"baselines": STRS, "n": COUNT, "scores": ListOf(SCORE),
                                                          "cancelled": BOOL})  # a scoring on test / confirmation
-_COMMON = {"ts": REAL, "spend": SPEND, "keys": STRS}
-EVENTS: dict[str, Record] = {
-    "created": Record({"config": Spec()}, {"id": STR, "imported": Spec()}),  # config: checked by check_config
-    "baseline": Record({"prompt": STR, "report": REPORT}),
-    "step_started": Record({"step": COUNT, "attempt": COUNT, "parent_version": COUNT, "beam": STRS,
-                            "minibatch_ids": STRS}),
-    "forward": Record({"step": COUNT, "reports": ListOf(REPORT)}),
-    "proposal": Record({"step": COUNT, "proposal": PROPOSAL}),
-    "decision": Record({"step": COUNT, "action": OneOf(("accept", "edit", "reject", "skip"))},
-                       {"candidate": OSTR, "prompt": OSTR}),
-    "validation": Record({"step": COUNT, "candidate_report": REPORT, "current_report": REPORT,
-                          "gate": GATE_RESULT}),
-    "gate": Record({"step": COUNT, "verdict": BOOL, "accepted": BOOL}, {"override": BOOL}),
-    "auto": Record({"steps": Opt(COUNT)}, {"policy": STR}),
-    "stopped": Record({"reason": STR}),
-    "spend": Record({"spend": SPEND}, {"step": COUNT, "phase": STR, "reason": STR}),
-    "repointed": Record({}, {"forward": STR, "backward": STR, "forward_base_url": OSTR, "backward_base_url": OSTR,
-                             "prices": MapOf(ListOf(NUM, 2))}),
-    "test_revealed": LOOK,
-    "confirmation_scored": LOOK,
-}
-for _r in EVENTS.values():
-    _r.optional = {**_COMMON, **_r.optional}
 RESPONSE = Record({"text": STR}, {"input_tokens": COUNT, "output_tokens": COUNT, "cost_usd": NUM, "model": STR, "finish_reason": STR})
-
-
-def check_event(ev: dict, where: str) -> None:
-    """One event against its type's record; an accepted or edited decision must carry its prompt."""
-    EVENTS[ev["type"]].check(ev, where)
-    if ev["type"] == "decision" and ev["action"] in ("accept", "edit") and not isinstance(ev.get("prompt"), str):
-        raise SchemaError(f"{where}.prompt must be text for an '{ev['action']}' decision, not {_what(ev.get('prompt'))}")
 
 
 def check_config(cfg: dict, preset_fields: dict[str, Any] | None) -> None:

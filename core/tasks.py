@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import math
 import re
@@ -88,6 +89,13 @@ class Task:
         if name not in self.splits:
             raise TaskError(f"Unknown split '{name}'; use one of: {', '.join(self.splits)}.")
         return self.splits[name]
+
+    def example(self, example_id: str) -> Example:
+        """The example with this id, from any split (KeyError when none): the one id -> Example map."""
+        by_id = self.__dict__.get("_by_id")
+        if by_id is None:
+            by_id = self.__dict__["_by_id"] = {ex.id: ex for split in self.splits.values() for ex in split}
+        return by_id[example_id]
 
     def answer_format(self) -> str:
         """The answer-format instruction alone (the last sentence of the template)."""
@@ -387,6 +395,28 @@ def builtin_spec(name: str, seed: int = 0, **sizes: int | None) -> dict:
     spec = {"name": name, "seed": int(seed), "split_version": SPLIT_VERSION}
     spec.update({k: int(v) for k, v in sizes.items() if v is not None})
     return spec
+
+
+CUSTOM_SPEC_KEYS = ("input_cols", "label_col", "id_col", "choices_col", "labels", "val_size", "test_size", "seed",
+                    "header", "option_cols", "label_threshold")
+BUILTIN_SPEC_KEYS = ("seed", "val_size", "train_size", "test_size", "confirm_size")
+
+
+def task_from_spec(spec: dict, folder: Path | str | None = None, content: bytes | None = None) -> Task:
+    """The task a session's spec names: a built-in one, or a custom file read from `folder` (or `content`).
+    A spec from before split versions keeps the original carving, so old sessions load the same questions."""
+    if "file" in spec:
+        f = spec["file"]
+        if not isinstance(f, str) or not f or f != os.path.basename(f) or f.startswith("."):
+            raise TaskError(f"the data file name {f!r} is not a plain file name")
+        if content is None:
+            if folder is None:
+                raise TaskError("the task reads a data file, but no folder holds it")
+            content = (Path(folder) / f).read_bytes()
+        kw = {k: spec[k] for k in CUSTOM_SPEC_KEYS if spec.get(k) is not None}
+        return load_custom(content, f, **kw)
+    kw = {k: spec[k] for k in BUILTIN_SPEC_KEYS if spec.get(k) is not None}
+    return load_task(spec["name"], split_version=spec.get("split_version", 1), **kw)
 
 
 def list_tasks() -> list[TaskInfo]:

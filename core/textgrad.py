@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from .baselines import SEED_PROMPT as AUTOMEDPROMPT_SEED  # the one seed prompt
 from .engine import StepContext, normalise
 from .evaluate import EvalReport
 from .lineage import CallRecord, Candidate, Gradient, Proposal
 from .llm import Request, is_cut_off
 from .meta_prompts import extract_tagged, tagged_spans
 
-AUTOMEDPROMPT_SEED = "You are a helpful, creative, and smart assistant."
 SAMPLED_TEMPERATURE = 0.7  # regenerated and extra update samples
 
 

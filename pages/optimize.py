@@ -131,7 +131,7 @@ if state_ == "ready" or (state_ == "started"):
         change = (f" ({pct(lx.gate.old_accuracy)} → {pct(lx.gate.new_accuracy)})" if lx.gate else "")
         st.caption(f"Last step {lx.index}: {lx.outcome}{change}.")
     est = step_estimate(s, cached=state.response_cache() is not None)
-    nxt = step.index if step else (s.steps[-1].index + 1 if s.steps else 1)
+    nxt = s.next_step_index
     st.subheader(f"Step {nxt}")
     if state_ == "started":
         st.info("This step was interrupted before its proposal was recorded; run it again (finished calls come from "

@@ -294,7 +294,7 @@ with tab_new:
     st.subheader("6 · Estimate and create")
     if task is not None and not errors:
         try:
-            cfg.validate()
+            cfg.check()
             if budget_usd is not None and state.unpriced(cfg):  # its calls would count as $0: refused before any
                 st.error(f"No price is known for {md_escape(', '.join(state.unpriced(cfg)))}, so a USD budget "
                          "cannot be kept: set its price in Settings (Prices), or choose another budget.",

@@ -94,7 +94,7 @@ def test_old_gate_results_and_configs_still_load():
     cfg = SessionConfig(task={"name": "pubmedqa"})
     assert (cfg.gate_batch, cfg.gate_cap, cfg.policy) == (50, 200, "strict")
     with pytest.raises(SessionError, match="gate_batch"):
-        SessionConfig(task={"name": "pubmedqa"}, gate_batch=0).validate(check_models=False)
+        SessionConfig(task={"name": "pubmedqa"}, gate_batch=0).check(check_models=False)
 
 
 def test_recommended_presets_default_to_the_adaptive_gate():

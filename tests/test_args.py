@@ -132,7 +132,7 @@ def test_good_settings_are_typed_from_the_engine_fields(pgs_env, stub):
 def test_session_config_validate_shares_the_checks(change, msg):
     cfg = SessionConfig(**{"task": {"name": "pubmedqa"}, "forward": "fake:f", "backward": "fake:b", **change})
     with pytest.raises(SessionError, match=msg):
-        cfg.validate()
+        cfg.check()
 
 
 @pytest.mark.parametrize("field,value,msg", [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.session import Session, Step
+from core.session import Models, Session, Step
 from core.testlock import Entry, score_split, version_entries
 
 from . import state
@@ -12,8 +12,19 @@ from .jobs import Job, JobBusy, registry
 from .render import md_escape
 
 
+class _JobSession:
+    """The shared session as one job sees it: every read and write goes to the session, but `models` are the
+    job's own (for code that reads `session.models`, e.g. core/testlock.py); the session is not changed."""
+
+    def __init__(self, session: Session, models: Models):
+        self._session, self.models = session, models
+
+    def __getattr__(self, name: str):
+        return getattr(self._session, name)
+
+
 def _start(s: Session, kind: str, label: str, work) -> Job | None:
-    """Attach fresh models to the session and run work(job) as a job; errors shown with st.error."""
+    """Run work(job, models) as a job with fresh models of its own; errors shown with st.error."""
     if not s.servers_confirmed:
         st.error("Confirm the servers of this imported session on the Optimize page first.", icon=":material/shield:")
         return None
@@ -28,8 +39,7 @@ def _start(s: Session, kind: str, label: str, work) -> Job | None:
         return None
 
     def run(job: Job):
-        s.models = models
-        return work(job)
+        return work(job, models)
 
     try:
         job = registry().start(kind, label, state.owner(s), run, secrets=state.secrets())
@@ -43,29 +53,28 @@ def _start(s: Session, kind: str, label: str, work) -> Job | None:
 def start_baseline(s: Session) -> Job | None:
     n = len(s.val_examples())
     return _start(s, "baseline", f"Baseline: seed prompt on {n} validation questions",
-                  lambda job: s.run_baseline(progress=job.on_progress, cancel=job.cancel))
+                  lambda job, m: s.run_baseline(models=m, progress=job.on_progress, cancel=job.cancel))
 
 
 def start_step(s: Session, regenerate: bool = False) -> Job | None:
-    nxt = s.step.index if s.step else (s.steps[-1].index + 1 if s.steps else 1)
-    label = f"Step {nxt}: {'regenerate' if regenerate else 'minibatch and proposal'}"
-    return _start(s, "step", label,
-                  lambda job: s.start_step(progress=job.on_progress, cancel=job.cancel, regenerate=regenerate))
+    label = f"Step {s.next_step_index}: {'regenerate' if regenerate else 'minibatch and proposal'}"
+    return _start(s, "step", label, lambda job, m: s.start_step(models=m, progress=job.on_progress, cancel=job.cancel,
+                                                               regenerate=regenerate))
 
 
 def start_validate(s: Session) -> Job | None:
     st_ = s.step
     n = len(s.val_examples())
     return _start(s, "validate", f"Step {st_.index if st_ else '?'}: validation on {n} questions",
-                  lambda job: s.validate(progress=job.on_progress, cancel=job.cancel))
+                  lambda job, m: s.validate(models=m, progress=job.on_progress, cancel=job.cancel))
 
 
 def start_auto(s: Session, steps: int) -> Job | None:
-    def work(job: Job):
+    def work(job: Job, models: Models):
         def on_step(sess: Session, step: Step) -> None:
             job.partial.append({"step": step.index, "outcome": step.outcome,
                                 "val": step.gate.new_accuracy if step.gate else None})
-        return s.run_auto(steps, on_step=on_step, progress=job.on_progress, cancel=job.cancel)
+        return s.run_auto(steps, models=models, on_step=on_step, progress=job.on_progress, cancel=job.cancel)
 
     return _start(s, "auto", f"Auto-run ({s.config.policy} gate)", work)
 
@@ -77,9 +86,9 @@ def start_evaluate(s: Session, entries: list[Entry], limit: int | None) -> Job |
         st.error("This task has no test questions.", icon=":material/error:")
         return None
 
-    def work(job: Job):
-        return score_split(s, entries, "test", limit=limit, reveal=True, on_progress=job.on_progress,
-                           cancel=job.cancel)
+    def work(job: Job, models: Models):
+        return score_split(_JobSession(s, models), entries, "test", limit=limit, reveal=True,
+                           on_progress=job.on_progress, cancel=job.cancel)
 
     return _start(s, "evaluate", f"Evaluate {len(entries)} prompt(s) on {n} test questions (revealed)", work)
 
@@ -89,7 +98,8 @@ def start_confirmation(s: Session) -> Job | None:
     entries = version_entries(s, [v.number for v in s.versions])
     n = len(s.task.splits.get("confirmation", []))
 
-    def work(job: Job):
-        return score_split(s, entries, "confirmation", on_progress=job.on_progress, cancel=job.cancel)
+    def work(job: Job, models: Models):
+        return score_split(_JobSession(s, models), entries, "confirmation", on_progress=job.on_progress,
+                           cancel=job.cancel)
 
     return _start(s, "confirmation", f"Confirmation: {len(entries)} version(s) on {n} held-out questions", work)

@@ -14,6 +14,7 @@ import streamlit as st
 from core import paths
 from core.cache import CacheError, ResponseCache
 from core.engine import task_text
+from core.events import CREATED
 from core.llm import ClientOptions, LLMError, parse_spec, price_for, registered_providers
 from core.runner import Runner
 from core.session import Models, Session, SessionConfig, SessionError
@@ -230,16 +231,16 @@ def reg() -> Registry:
     return registry()
 
 
-def examples_by_id(s: Session) -> dict[str, Example]:
-    cached = getattr(s, "_ui_examples", None)
-    if cached is None:
-        cached = {ex.id: ex for split in s.task.splits.values() for ex in split}
-        s._ui_examples = cached  # type: ignore[attr-defined]
-    return cached
+def example(s: Session, example_id: str) -> Example | None:
+    """The session's example with this id (the task's one id -> Example map), or None."""
+    try:
+        return s.task.example(example_id)
+    except KeyError:
+        return None
 
 
 def question_text(s: Session, example_id: str) -> str:
-    ex = examples_by_id(s).get(example_id)
+    ex = example(s, example_id)
     return task_text(s.task, ex) if ex is not None else ""
 
 
@@ -247,8 +248,8 @@ def is_replay(s: Session) -> bool:
     """An imported bundle (replayable offline from its recorded responses)."""
     if s.id in ss("imported", set()) or owner(s) in registry().imported:
         return True
-    return any(ev.get("type") in ("imported", "import") for ev in s.events[:3]) or \
-        bool(s.events and s.events[0].get("imported"))
+    first = s.events[0] if s.events else {}
+    return first.get("type") == CREATED and bool(first.get("imported"))  # the marker import_bundle writes
 
 
 def unpriced(cfg: SessionConfig) -> list[str]:

@@ -94,14 +94,14 @@ def cmd_optimize(a: argparse.Namespace) -> int:
     del task
     preset = a.preset or DEFAULT_PRESET
     policy = a.policy or default_policy(preset)
-    params = parse_settings(a.method, a.set or [])  # typed by the engine's fields; ranges in cfg.validate()
+    params = parse_settings(a.method, a.set or [])  # typed by the engine's fields; ranges in cfg.check()
     seed_prompt = read_prompt(a)  # --prompt-file errors are one line, not a traceback
     cfg = SessionConfig(task=spec, method=a.method, preset=preset, forward=a.forward, backward=a.backward or a.forward,
                         forward_base_url=a.base_url, backward_base_url=a.backward_base_url or a.base_url,
                         seed_prompt=seed_prompt, seed=a.seed, policy=policy, patience=a.patience,
                         budget_usd=a.budget_usd, budget_calls=a.budget_calls, val_limit=a.val_limit, params=params,
                         forward_max_tokens=a.max_tokens, gate_batch=a.gate_batch, gate_cap=a.gate_cap)
-    cfg.validate()
+    cfg.check()
     refuse_unpriced_budget(cfg)  # before any model, warning or call
     models = session_models(cfg, a)
     s = Session.create(cfg, root=sessions_root(a), models=models, data=data)
