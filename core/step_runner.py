@@ -16,7 +16,7 @@ import asyncio
 import hashlib
 import random
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable, ContextManager, Protocol
 
 from . import candidate_checks as checks
 from . import estimate
@@ -30,11 +30,20 @@ from .meta_prompts import Templates
 from .protegi import ProtegiEngine
 from .runner import CancelToken, Runner, run_sync
 from .sequential import look_schedule
-from .state import Step, Version, compact_report
+from .state import SessionState, Step, Version, compact_report
 from .textgrad import TextGradEngine
 
-if TYPE_CHECKING:
-    from .session import Session
+class SessionWriter(Protocol):
+    """What the step runner needs of a session (core/session.py's Session): its state and its one writer."""
+
+    folded: "SessionState"
+    models: "Models | None"
+    lock: ContextManager
+    writable: bool
+
+    def emit(self, event: Any) -> Any: ...
+
+    def servers_text(self) -> str: ...
 
 
 @dataclass
@@ -78,7 +87,7 @@ def make_engine(cfg: SessionConfig) -> ProtegiEngine | TextGradEngine:
 class StepRunner:
     """Performs the phases of one session; reads its state, writes only through `session.emit`."""
 
-    def __init__(self, session: "Session"):
+    def __init__(self, session: SessionWriter):
         self.s = session
 
     @property
