@@ -269,12 +269,12 @@ def test_pgs_blame_json_while_the_session_is_open_for_writing(pgs_env):
 
 @pytest.mark.parametrize("args, message", [(["no-such-session"], "No session 'no-such-session'"),
                                            (["SID", "--version", "9"], "There is no version 9"),
-                                           (["SID", "--version", "x"], "invalid int value")])
+                                           (["any-id", "--version", "x"], "invalid int value")])
 def test_pgs_blame_errors_are_one_line(pgs_env, args, message):
     with four_steps(pgs_env / "sessions") if "SID" in args else _nothing() as s:
         out = pgs("blame", *[s.id if a == "SID" else a for a in args], "--json")
     assert out.returncode == 2 and out.stdout == ""
-    assert out.stderr.count("\n") == 1 and out.stderr.startswith("pgs: error: ") and message in out.stderr
+    assert out.stderr.count("\n") == 1 and re.match(r"pgs( blame)?: error: ", out.stderr) and message in out.stderr
 
 
 class _nothing:
@@ -294,9 +294,9 @@ def test_pgs_blame_on_an_imported_bundle(pgs_env):
     assert out.returncode == 0, out.stderr
     got = last_json(out.stdout)["sentences"]
     with Session.open(sid, root=pgs_env / "sessions", readonly=True) as s:
-        assert [x["text"] for x in got] == split_sentences(s.versions[-1].prompt)
-        accepted = {st.index for st in s.steps if st.outcome == "accepted"}
-        seed = set(split_sentences(s.versions[0].prompt))
-    assert all(x["step"] in accepted or (x["step"] == 0 and x["text"] in seed) for x in got)
-    assert any(x["step"] > 0 and x["gradient"] for x in got) or all(x["step"] == 0 for x in got)
-    assert json.loads(json.dumps(got)) == got
+        assert got and [x["text"] for x in got] == split_sentences(s.versions[-1].prompt)
+        last, before = s.versions[-1], set(split_sentences(s.versions[-2].prompt))
+        step = by_step(s, last.step)
+        gradient = step.proposal.candidate(step.decision["candidate"]).gradient_id
+    new = [x for x in got if x["text"] not in before]  # the fixture's last step rewrote the whole prompt
+    assert new and all(x["step"] == last.step and x["gradient_id"] == gradient and x["failures"] for x in new)

@@ -18,7 +18,9 @@ def _plain(text: object, limit: int = 0) -> str:
 
 
 def _answer(f) -> str:
-    return f"{_plain(f.id)} (gold {_plain(f.gold)}, answered {_plain(f.answer) if f.answer is not None else 'unparsed'})"
+    gold = _plain(f.gold) if f.gold is not None else "unknown"
+    answer = _plain(f.answer) if f.answer is not None else "unparsed"
+    return f"{_plain(f.id)} (gold {gold}, answered {answer})"
 
 
 def blame_table(sentences: list[SentenceBlame]) -> list[str]:
