@@ -1,8 +1,8 @@
 """Per-sentence blame: each sentence of a prompt version, with the step, gradient and failures that introduced it.
 
-Pure: it reads only what a session already holds (its accepted `versions` and its `steps` with their proposals,
-decisions, forward reports and gates); no files, no models. A sentence belongs to the first version of the
-accepted chain where it (whitespace-normalised) appears; the k-th copy of a repeated sentence to the first
+Pure: it reads only what a session already holds (its accepted `versions`, its `steps` with their proposals,
+decisions, forward reports and gates, and lineage.verdicts of its `events` for overrides); no files, no models.
+A sentence belongs to the first version of the accepted chain where it (whitespace-normalised) appears; the k-th copy of a repeated sentence to the first
 version holding k copies; a sentence deleted and later re-added to the version that re-added it.
 """
 
@@ -12,6 +12,8 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, Sequence
+
+from .lineage import verdicts
 
 
 class BlameError(ValueError):
@@ -50,6 +52,7 @@ class SentenceBlame:
 class SessionLike(Protocol):
     versions: Sequence[Any]  # .number, .prompt, .step, .origin
     steps: Sequence[Any]  # .index, .outcome, .decision, .proposal, .forward, .gate
+    # optional: `events` (a list of event dicts), read only through lineage.verdicts for the override flag
 
 
 _ABBREVIATIONS = {"e.g.", "i.e.", "etc.", "vs.", "cf.", "al.", "dr.", "mr.", "mrs.", "ms.", "no.", "fig.", "approx."}
@@ -127,22 +130,26 @@ def _failures(step: Any, grad: Any) -> list[Failure]:
     return out
 
 
-def _delta_pts(step: Any) -> tuple[float | None, bool]:
+def _delta_pts(step: Any, overrides: dict[int, bool] | None) -> tuple[float | None, bool]:
+    """The gate's score change in points, and whether the person overrode it (from the recorded verdicts when
+    known, else: accepted although the gate did not pass)."""
     g = getattr(step, "gate", None)
     if g is None:
         return None, False
     old, new = g.old_accuracy, g.new_accuracy
     ok = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (old, new))
-    return (round(100 * (new - old), 1) if ok else None), not g.passed
+    override = overrides.get(step.index, False) if overrides is not None else not g.passed
+    return (round(100 * (new - old), 1) if ok else None), override
 
 
-def _attribute(text: str, key: str, index: int, version: Any, steps: Sequence[Any]) -> SentenceBlame:
+def _attribute(text: str, key: str, index: int, version: Any, steps: Sequence[Any],
+               overrides: dict[int, bool] | None) -> SentenceBlame:
     if index == 0 or version.origin == "seed":
         return SentenceBlame(text, 0, index, "seed")
     st = _accepted_step(steps, version.step)
     if st is None:  # a version whose step is not recorded (an odd bundle): what the version says
         return SentenceBlame(text, version.step, index, "person" if version.origin == "edit" else version.origin)
-    delta, override = _delta_pts(st)
+    delta, override = _delta_pts(st, overrides)
     decision = st.decision or {}
     cand = _candidate(st, decision.get("candidate"))
     if decision.get("action") == "edit" and not (
@@ -164,11 +171,13 @@ def blame(session: SessionLike, version: int | None = None) -> list[SentenceBlam
     if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n < len(versions):
         raise BlameError(f"There is no version {version!r}: this session has versions 0 to {len(versions) - 1}.")
     owners = _introducers(versions, n)
+    events = getattr(session, "events", None)
+    overrides = {i: v.override for i, v in verdicts(events).items()} if isinstance(events, list) else None
     seen: Counter = Counter()
     out = []
     for text in split_sentences(versions[n].prompt):
         key = normalise_sentence(text)
         index = owners[key][seen[key]]
         seen[key] += 1
-        out.append(_attribute(text, key, index, versions[index], session.steps))
+        out.append(_attribute(text, key, index, versions[index], session.steps, overrides))
     return out

@@ -196,6 +196,28 @@ def test_a_protegi_paraphrase_is_blamed_on_its_gradient_and_error_group(tmp_path
     assert all(f.gold == answers[f.id].gold and f.answer == answers[f.id].parsed for f in new[0].failures)
 
 
+def test_override_is_the_recorded_verdict_not_just_a_failed_gate(tmp_path):
+    """A prompt quoting a validation question passes the score gate but the verdict refuses it (held-out leak):
+    accepting it is the person's override, though gate.passed is True."""
+    fwd = TableModel(spec=ModelSpec("fake", "fwd"))
+    bwd = ScriptedWriter(spec=ModelSpec("fake", "bwd"), gradients=["Quote the data."], additions=["Rule A."])
+    cfg = SessionConfig(task={"name": "pubmedqa"}, method="textgrad", preset="AutoMedPrompt paper",
+                        forward="fake:fwd", backward="fake:bwd", seed_prompt=SEED, val_limit=4)
+    with Session.create(cfg, root=tmp_path / "s", models=Models(fwd, bwd, Runner())) as s:
+        fwd.learn(s.task)
+        leaky = f"{SEED}\n{s.task.render(s.val_examples()[0])}"
+        fwd.table[leaky] = {e.id for e in s.val_examples()}
+        s.run_baseline()
+        s.start_step()
+        s.decide("edit", prompt=leaky)
+        assert s.validate().passed and s.heldout_leaks(leaky)
+        s.confirm(True)
+        rows, no_events = blame(s), blame(SimpleNamespace(versions=s.versions, steps=s.steps))
+    new = [b for b in rows if b.step == 1]
+    assert new and all(b.override and b.origin == "person" for b in new)
+    assert not any(b.override for b in no_events)  # without the events only a failed gate reads as an override
+
+
 # ---------- Markdown ----------
 
 def test_blame_markdown_keeps_hostile_gradient_and_sentence_text_inert(session):
