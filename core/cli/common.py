@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..baselines import SEED_PROMPT
+from ..blame import BlameError
 from ..bundle import BundleError
 from ..cache import CacheError, ResponseCache
 from ..checks import BUDGET, COUNT, COUNT0, TOKENS, CheckError, Range, check_number, parse_setting
@@ -54,6 +55,7 @@ ONE_LINE_ERRORS: tuple[OneLineError, ...] = (
     OneLineError(CheckError, EXIT_CONFIG),
     OneLineError(TaskError, EXIT_CONFIG),
     OneLineError(BundleError, EXIT_CONFIG),
+    OneLineError(BlameError, EXIT_CONFIG),  # pgs blame: no such version
     OneLineError(LLMError, EXIT_CONFIG),
     OneLineError(SessionError, EXIT_CONFIG),  # SessionLocked, BudgetExceeded, UnpricedBudget, TestSealed
     OneLineError(CacheError, EXIT_CONFIG),
