@@ -82,8 +82,12 @@ with tab_new:
             st.error(md_escape(exc), icon=":material/error:")
             errors.append("task")
     else:
+        def _upload_changed() -> None:  # removed by the person (not merely gone with a page switch): forget it
+            if st.session_state.get("upload") is None:
+                st.session_state.pop(H.UPLOAD_KEPT, None)
+
         up = st.file_uploader("CSV, TSV, JSONL or JSON file", type=["csv", "tsv", "jsonl", "json", "txt"],
-                              key="upload")
+                              key="upload", on_change=_upload_changed)
         if up is not None:  # kept for when the person visits another page and comes back
             st.session_state[H.UPLOAD_KEPT] = (up.name, up.getvalue(), up.file_id)
         kept = st.session_state.get(H.UPLOAD_KEPT)

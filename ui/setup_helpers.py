@@ -160,13 +160,28 @@ KEEP_PREFIXES = ("val_size_", "train_size_", "test_size_", "preset_", "p_textgra
 UPLOAD_KEPT = "_setup_upload"  # (name, bytes) of the last file uploaded in Setup
 
 
+BUILTIN_PREFIXES = ("val_size_", "train_size_", "test_size_")
+UPLOAD_PREFIXES = ("map_", "custom_", "has_header_")
+
+
+def _hidden_on_setup(k: str) -> bool:
+    """Whether Setup's coming run draws no widget for `k` (the other data source, another task or method):
+    re-asserting a drawn widget that has a default value would make Streamlit warn."""
+    ss = st.session_state
+    builtin = ss.get("task_source", "Built-in task") == "Built-in task"
+    if k.startswith(BUILTIN_PREFIXES):
+        return not builtin or not k.endswith("_" + str(ss.get("task_name", "")))
+    if k.startswith(UPLOAD_PREFIXES) or k == "task_name":
+        return builtin if k != "task_name" else not builtin
+    return False
+
+
 def keep_setup_state(on_setup: bool) -> None:
-    """Streamlit forgets a widget's value when a page without it runs; off Setup, re-assert Setup's values so
-    the form is as the person left it when they come back (an uploaded file is kept separately)."""
-    if on_setup:
-        return
+    """Streamlit forgets a widget's value when a run does not draw it; re-assert Setup's values (off Setup all of
+    them, on Setup those of the hidden branch) so the form is as the person left it when they come back. An
+    uploaded file is kept separately (UPLOAD_KEPT)."""
     for k in list(st.session_state.keys()):
-        if k in KEEP_KEYS or k.startswith(KEEP_PREFIXES):
+        if (k in KEEP_KEYS or k.startswith(KEEP_PREFIXES)) and (not on_setup or _hidden_on_setup(k)):
             try:
                 st.session_state[k] = st.session_state[k]
             except Exception:  # noqa: BLE001 - a widget type that cannot be set this way is left alone
