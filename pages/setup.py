@@ -235,7 +235,7 @@ with tab_new:
     mc = st.columns(2)
     tc = mc[1].columns(2)
     H.timeout_control(tc[0], "setup_timeout")
-    tc[1].caption("The same control as in Settings → Calls; kept for your next visit.")
+    tc[1].caption("The same control as Settings → Calls → Timeout per call; kept for your next visit.")
     fwd_max_tokens = int(mc[0].number_input(
         "Max tokens per answer", min_value=8, max_value=8192, value=512, step=64, key="forward_max_tokens",
         help="output-token limit of each forward answer; small local models answer faster with 64–128"))
@@ -252,7 +252,7 @@ with tab_new:
         st.dataframe(H.preset_rows(method, preset, task), hide_index=True,
                      column_config={"setting": st.column_config.TextColumn(width="small"),
                                     "value": st.column_config.TextColumn(width="large")})
-    params = H.preset_params(method, preset, key=f"p_{method}_{preset}")
+    params = H.preset_params(method, preset, key=f"p_{method}_{preset}", task=task)
     if method == "textgrad":
         base_constraints = PRESETS[method][preset].constraints
         ctext = st.text_area("Constraints for the update (one per line)", value="\n".join(base_constraints),
@@ -353,6 +353,8 @@ with tab_new:
             state.set_current(s.id)
             actions.start_baseline(s)
             st.switch_page("pages/optimize.py")
+
+H.remember_setup_form()  # before any switch_page below: the form as drawn in this run
 
 # ------------------------------------------------------------------ sessions
 with tab_sessions:

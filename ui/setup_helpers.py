@@ -121,11 +121,13 @@ def timeout_control(col, key: str) -> None:
     from core.llm import HOSTED_TIMEOUT_S, LOCAL_TIMEOUT_S
 
     st.session_state[key] = float(state.options().get("timeout_s") or 0.0)
-    col.number_input("Timeout per call (s)", min_value=0.0, max_value=86_400.0, step=30.0, key=key,
+    col.number_input("Timeout per call (s)", min_value=0.0, max_value=86_400.0, step=30.0, key=key, format="%.0f",
                      on_change=_apply_option, args=("timeout_s", key, float),
                      help=f"0 = chosen for the server: {LOCAL_TIMEOUT_S:g} s for local and OpenAI-compatible servers, "
                           f"{HOSTED_TIMEOUT_S:g} s for api.openai.com and api.anthropic.com. Replies are streamed, so "
                           "it is the longest wait for the first word or between two chunks, not for the whole reply.")
+    col.caption(f"0 = chosen per server: {LOCAL_TIMEOUT_S:g} s local or compatible, {HOSTED_TIMEOUT_S:g} s "
+                "OpenAI / Anthropic" if not st.session_state[key] else "per call, for every server")
 
 
 def option_control(col, label: str, name: str, key: str, low: int, high: int, help_: str) -> None:
@@ -160,37 +162,38 @@ KEEP_PREFIXES = ("val_size_", "train_size_", "test_size_", "preset_", "p_textgra
 UPLOAD_KEPT = "_setup_upload"  # (name, bytes) of the last file uploaded in Setup
 
 
-BUILTIN_PREFIXES = ("val_size_", "train_size_", "test_size_")
-UPLOAD_PREFIXES = ("map_", "custom_", "has_header_")
+FORM_COPY = "_setup_form"  # a plain copy of Setup's widget values: Streamlit drops a widget's own state
+# once a run does not draw it (another page, the other data source), so Setup puts them back from here
 
 
-def _hidden_on_setup(k: str) -> bool:
-    """Whether Setup's coming run draws no widget for `k` (the other data source, another task or method):
-    re-asserting a drawn widget that has a default value would make Streamlit warn."""
-    ss = st.session_state
-    builtin = ss.get("task_source", "Built-in task") == "Built-in task"
-    if k.startswith(BUILTIN_PREFIXES):
-        return not builtin or not k.endswith("_" + str(ss.get("task_name", "")))
-    if k.startswith(UPLOAD_PREFIXES) or k == "task_name":
-        return builtin if k != "task_name" else not builtin
-    return False
+def _kept(k: str) -> bool:
+    return k in KEEP_KEYS or k.startswith(KEEP_PREFIXES)
 
 
-def keep_setup_state(on_setup: bool) -> None:
-    """Streamlit forgets a widget's value when a run does not draw it; re-assert Setup's values (off Setup all of
-    them, on Setup those of the hidden branch) so the form is as the person left it when they come back. An
-    uploaded file is kept separately (UPLOAD_KEPT)."""
+def remember_setup_form() -> None:
+    """At the end of a Setup run: copy the values of the widgets it drew."""
+    copy = st.session_state.setdefault(FORM_COPY, {})
     for k in list(st.session_state.keys()):
-        if (k in KEEP_KEYS or k.startswith(KEEP_PREFIXES)) and (not on_setup or _hidden_on_setup(k)):
+        if _kept(k):
+            copy[k] = st.session_state[k]
+
+
+def restore_setup_form() -> None:
+    """Before Setup draws: put back each value Streamlit has dropped since, so the form is as it was left."""
+    for k, v in dict(st.session_state.get(FORM_COPY, {})).items():
+        if k not in st.session_state:
             try:
-                st.session_state[k] = st.session_state[k]
+                st.session_state[k] = v
             except Exception:  # noqa: BLE001 - a widget type that cannot be set this way is left alone
                 pass
 
 
-def preset_params(method: str, preset: str, key: str) -> dict:
-    """Number inputs for the editable numbers (and the bandit); returns the overrides of the preset."""
+def preset_params(method: str, preset: str, key: str, task: Task | None = None) -> dict:
+    """Number inputs for the editable numbers (and the bandit), starting from the values the run uses for
+    `task` (a paper preset's per-task batch size); returns the overrides of the preset."""
     base = PRESETS[method][preset]
+    if task is not None and hasattr(base, "for_task"):
+        base = base.for_task(task.name)
     values = asdict(base)
     out: dict = {}
     names = list(EDITABLE[method])
@@ -258,7 +261,7 @@ def anthropic_note() -> str:
 # ---------- the sessions table (Setup's Sessions tab, the Overview) ----------
 SESSION_COLUMNS = {
     "id": st.column_config.TextColumn("session", width="medium"),
-    "created": st.column_config.TextColumn("created", width="small"),
+    "created": st.column_config.TextColumn("created", width="medium"),
     "task": st.column_config.TextColumn("task", width="small"),
     "method": st.column_config.TextColumn("method", width="small"),
     "title": st.column_config.TextColumn("title", width="large"),

@@ -28,11 +28,12 @@ def _pick() -> None:
 
 
 def render(on_setup: bool = False) -> None:
-    """The sidebar; first the saved provider settings are loaded (once) and Setup's form is kept."""
-    from .setup_helpers import keep_setup_state
+    """The sidebar; first the saved provider settings are loaded (once) and Setup's form is put back."""
+    from .setup_helpers import restore_setup_form
 
     saved_settings.load_once()
-    keep_setup_state(on_setup)
+    if on_setup:
+        restore_setup_form()
     with st.sidebar:
         st.markdown("#### Providers")
         lines = []
