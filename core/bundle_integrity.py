@@ -101,8 +101,9 @@ def _short(v: Any) -> str:
 def _first_diff(a: Any, b: Any, path: str, where: str = "") -> str | None:
     """The first field that differs, with the call (template) or question it belongs to, if any."""
     if isinstance(a, dict) and isinstance(b, dict):
-        if isinstance(a.get("template"), str) and "messages" in a:
-            where = f"call {a['template']}"
+        call = a if "messages" in a else a.get("call")  # a call record, or a gradient/candidate made by one
+        if isinstance(call, dict) and isinstance(call.get("template"), str):
+            where = f"call {call['template']}"
         elif isinstance(a.get("id"), str) and "gold" in a:
             where = f"{where}, question {a['id']}" if where else f"question {a['id']}"
         for k in a:  # a field the recording lacks was added by a later version (its hashes catch deletions)

@@ -235,11 +235,12 @@ class StepRunner:
             rows = await asyncio.gather(*(forward_batch(ctx, [p] * len(batch), batch, phase="minibatch") for p in beam))
             reports = [EvalReport(p, r, labels) for p, r in zip(beam, rows)]
             self.check_errors(reports[0], "minibatch")
-            forward.append(E.Forward(step=index, reports=[compact_report(r) for r in reports],
-                                     spend=ctx.spend.to_json(), keys=ctx.keys))
-            if not replacing:
-                self.s.emit(forward[0])
-            ctx.spend, ctx.keys = Spend(), []
+            if replacing:  # its spend stays in ctx: on a cancel it is still recorded, else with the proposal
+                forward.append(E.Forward(step=index, reports=[compact_report(r) for r in reports]))
+            else:
+                self.s.emit(E.Forward(step=index, reports=[compact_report(r) for r in reports],
+                                      spend=ctx.spend.to_json(), keys=ctx.keys))
+                ctx.spend, ctx.keys = Spend(), []
             if isinstance(engine, TextGradEngine):
                 return await engine.propose(ctx, beam, reports, memory=s.memory())
             return await engine.propose(ctx, beam, reports)
