@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from core.session import SessionError
-from ui import actions, boot, servers, state, step_view
+from ui import actions, boot, servers, state, step_view, undo
 from ui.estimate import step_estimate
 from ui.jobs import job_panel
 from ui.render import ci, empty_state, md_escape, money, pct, plain
@@ -134,8 +134,8 @@ if state_ == "ready" or (state_ == "started"):
     nxt = s.next_step_index
     st.subheader(f"Step {nxt}")
     if state_ == "started":
-        st.info("This step was interrupted before its proposal was recorded; run it again (finished calls come from "
-                "the cache).", icon=":material/undo:")
+        st.info("This step was interrupted before its proposal was recorded; run it again on the same minibatch "
+                "(finished calls come from the cache).", icon=":material/undo:")
     st.markdown(f"Next step: about **{est['calls']:,} calls** (minibatch {est['forward']}, optimiser "
                 f"{est['optimiser']}, bandit {est['bandit']}, validation {est['validation']}), "
                 f"**{md_escape(state.cost_text(cfg, est['cost_usd']))}**.")
@@ -193,6 +193,7 @@ if state_ == "proposed":
     st.subheader(f"Step {step.index}" + (f" · attempt {step.attempt + 1}" if step.attempt else ""))
     with st.expander("Minibatch: the current prompt on training questions", expanded=True):
         step_view.minibatch(s, step, key=f"s{step.index}")
+    undo.retry_panel(s, step, enabled=can_act)
     step_view.proposal_view(s, step, actions=can_act, key=f"s{step.index}")
 
     st.markdown("#### Your decision")
