@@ -59,7 +59,8 @@ m[3].metric("Rejections", f"{s.rejections_in_a_row()} / {cfg.patience}",
 m[4].metric("Spent", money(s.spend.cost_usd), help=f"{s.spend.calls} calls, {s.spend.cached} from cache")
 
 if s.versions:
-    with st.expander(f"Current prompt (v{s.current.number}) — copy it with the button in the corner",
+    reverted = f" — v{s.current.reverted_to}'s prompt, reverted" if s.current.reverted_to is not None else ""
+    with st.expander(f"Current prompt (v{s.current.number}){reverted} — copy it with the button in the corner",
                      expanded=len(s.current.prompt) < 800):
         plain(s.current.prompt, copy=True)
 
