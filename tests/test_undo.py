@@ -72,3 +72,13 @@ def test_cli_revert(tmp_path, pgs_env):
     bad = subprocess.run(pgs_cmd() + ["revert", sid, "--to", "9"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.strip() == ("pgs: error: There is no version 9; this session has "
                                                           "versions 0 to 2.")
+
+
+def test_blame_of_a_reverted_version_is_that_of_the_version_it_restores(tmp_path):
+    from core.blame import blame
+
+    s = accepted_once(tmp_path)
+    s.revert(0)
+    assert [b.to_json() for b in blame(s, 2)] == [b.to_json() for b in blame(s, 0)]
+    assert all(b.origin == "seed" for b in blame(s))
+    s.close()
