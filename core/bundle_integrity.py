@@ -98,24 +98,37 @@ def _short(v: Any) -> str:
     return s if len(s) <= 60 else s[:57] + "..."
 
 
+def _where(a: Any, where: str) -> str:
+    """What a recorded item is, for the message: the call (template) that made it, or its question id."""
+    if not isinstance(a, dict):
+        return where
+    call = a if "messages" in a else a.get("call")  # a call record, or a gradient/candidate made by one
+    if isinstance(call, dict) and isinstance(call.get("template"), str):
+        return f"call {call['template']}"
+    if isinstance(a.get("id"), str) and "gold" in a:
+        return f"{where}, question {a['id']}" if where else f"question {a['id']}"
+    return where
+
+
 def _first_diff(a: Any, b: Any, path: str, where: str = "") -> str | None:
     """The first field that differs, with the call (template) or question it belongs to, if any."""
     if isinstance(a, dict) and isinstance(b, dict):
-        call = a if "messages" in a else a.get("call")  # a call record, or a gradient/candidate made by one
-        if isinstance(call, dict) and isinstance(call.get("template"), str):
-            where = f"call {call['template']}"
-        elif isinstance(a.get("id"), str) and "gold" in a:
-            where = f"{where}, question {a['id']}" if where else f"question {a['id']}"
+        where = _where(a, where)
         for k in a:  # a field the recording lacks was added by a later version (its hashes catch deletions)
             d = _first_diff(a.get(k), b.get(k), f"{path}.{k}" if path else k, where)
             if d:
                 return d
         return None
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        for i, (x, y) in enumerate(zip(a, b)):
-            d = _first_diff(x, y, f"{path}[{i}]", where)
+    if isinstance(a, list) and isinstance(b, list):
+        for i, x in enumerate(a):
+            if i >= len(b):
+                w = _where(x, where)
+                return f"{path}[{i}]{f' ({w})' if w else ''}: recorded {_short(x)}, replayed nothing"
+            d = _first_diff(x, b[i], f"{path}[{i}]", where)
             if d:
                 return d
+        if len(b) > len(a):
+            return f"{path}[{len(a)}]: recorded nothing, replayed {_short(b[len(a)])}"
         return None
     if a == b and isinstance(a, bool) == isinstance(b, bool):
         return None
