@@ -108,6 +108,26 @@ class ProposalMade(Event):
 
 
 @dataclass(kw_only=True)
+class ProposalRetried(Event):
+    """The open step's proposal again, its failed calls re-sent (same minibatch, samples and seeds: the calls
+    that had succeeded come from the cache); it replaces the step's proposal."""
+
+    type: ClassVar[str] = "proposal_retried"
+    step: int = _f(COUNT)
+    attempt: int = _f(COUNT)
+    retried: int = _f(COUNT)  # how many failed calls were sent again
+    proposal: dict = _f(PROPOSAL)
+
+
+@dataclass(kw_only=True)
+class Reverted(Event):
+    """The person reverted the session to an earlier version: a new version with that version's prompt."""
+
+    type: ClassVar[str] = "reverted"
+    to_version: int = _f(COUNT)
+
+
+@dataclass(kw_only=True)
 class Decision(Event):
     type: ClassVar[str] = "decision"
     ACTIONS: ClassVar[tuple[str, ...]] = ("accept", "edit", "reject", "skip")
@@ -181,12 +201,13 @@ class ConfirmationScored(TestRevealed):
 
 
 EVENT_CLASSES: tuple[type[Event], ...] = (Created, Repointed, Baseline, StepStarted, Forward, ProposalMade, Decision,
-                                          Validation, Gate, Auto, Stopped, SpendOnly, TestRevealed, ConfirmationScored)
+                                          Validation, Gate, Auto, Stopped, SpendOnly, TestRevealed, ConfirmationScored,
+                                          ProposalRetried, Reverted)
 BY_TYPE: dict[str, type[Event]] = {c.type: c for c in EVENT_CLASSES}
 
 # the names, for code that reads events as dicts
 CREATED, REPOINTED, BASELINE, STEP_STARTED, FORWARD, PROPOSAL_MADE, DECISION, VALIDATION, GATE, AUTO, STOPPED, \
-    SPEND, TEST_REVEALED, CONFIRMATION_SCORED = (c.type for c in EVENT_CLASSES)
+    SPEND, TEST_REVEALED, CONFIRMATION_SCORED, PROPOSAL_RETRIED, REVERTED = (c.type for c in EVENT_CLASSES)
 
 
 def _record(cls: type[Event]) -> Record:

@@ -83,13 +83,17 @@ class ProtegiEngine:
 
     def __init__(self, cfg: ProtegiConfig):
         self.cfg = cfg
+        self.failed: list[CallRecord] = []  # failed calls whose reply would have fed nothing visible
 
     async def _call(self, ctx: StepContext, template: str, values: dict, sample: int) -> tuple[str, CallRecord]:
         msgs = ctx.templates.messages(template, **values)
         req = Request(messages=msgs, temperature=SAMPLED_TEMPERATURE, max_tokens=self.cfg.max_tokens,
                       sample=sample, tag=template)
         c = (await ctx.backward([req], phase=template))[0]
-        return c.text if c.ok else "", CallRecord.of(template, msgs, c)
+        rec = CallRecord.of(template, msgs, c)
+        if not c.ok:
+            self.failed.append(rec)
+        return c.text if c.ok else "", rec
 
     async def _group(self, ctx: StepContext, gi: int, parent: str, errors: list[EvalRow],
                      repeat: int = 0) -> tuple[list[Gradient], list[Candidate]]:
@@ -181,8 +185,10 @@ class ProtegiEngine:
 
     async def propose(self, ctx: StepContext, beam: list[str], reports: list[EvalReport]) -> Proposal:
         self.plan(ctx, reports)
+        self.failed = []
         results = await asyncio.gather(*(self._expand(ctx, i, p, r) for i, (p, r) in enumerate(zip(beam, reports))))
-        prop = Proposal()
+        # failed calls, in an order that does not depend on which answer landed first (replay compares them)
+        prop = Proposal(calls=sorted(self.failed, key=lambda r: (r.template, r.key, repr(r.messages))))
         seen = {normalise(p) for p in beam}
         for grads, cands in results:
             prop.gradients += grads

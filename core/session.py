@@ -315,9 +315,19 @@ class Session:
         """Sample the minibatch, answer it, and propose gradients and candidates."""
         return self.runner.start_step(models=models, progress=progress, cancel=cancel, regenerate=regenerate)
 
+    def retry_failed(self, *, progress: PhaseProgress | None = None, cancel: CancelToken | None = None,
+                     models: Models | None = None) -> Step:
+        """Send the open proposal's failed calls again (the others come from the cache): 'proposal_retried'."""
+        return self.runner.retry_failed(models=models, progress=progress, cancel=cancel)
+
     def decide(self, action: str, candidate: str | None = None, prompt: str | None = None) -> Step:
-        """accept (a candidate id) | edit (your own text) | reject (all) | skip."""
+        """accept (a candidate id) | edit (your own text) | reject (all) | skip; a decision not yet validated
+        may be changed by deciding again."""
         return self.runner.decide(action, candidate, prompt)
+
+    def revert(self, version: int) -> Version:
+        """Make an earlier version's prompt current again, as a new version (a 'reverted' event)."""
+        return self.runner.revert(version)
 
     def validate(self, *, progress: PhaseProgress | None = None, cancel: CancelToken | None = None,
                  models: Models | None = None) -> GateResult:

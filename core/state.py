@@ -27,7 +27,8 @@ class Version:
     prompt: str
     step: int
     report: EvalReport
-    origin: str  # "seed" | "candidate" | "edit"
+    origin: str  # "seed" | "candidate" | "edit" | "revert"
+    reverted_to: int | None = None  # origin "revert": the version whose prompt this one takes
 
     @property
     def accuracy(self) -> float:
@@ -49,6 +50,12 @@ class Step:
     gate: GateResult | None = None
     outcome: str | None = None  # "accepted" | "rejected" | "skipped"
     spend: Spend = field(default_factory=Spend)
+    retries: int = 0  # 'proposal_retried' events of this attempt
+
+    @property
+    def failed_calls(self) -> list:
+        """The proposal's optimiser calls that failed (what "Retry failed calls" sends again)."""
+        return [c for c in self.proposal.all_calls() if c.error] if self.proposal else []
 
     @property
     def status(self) -> str:
@@ -276,6 +283,18 @@ def _apply(s: SessionState, e: E.Event, raw: dict) -> None:
         s.steps[-1].forward = [s.report(r) for r in e.reports]
     elif isinstance(e, E.ProposalMade):
         s.steps[-1].proposal = Proposal.from_json(e.proposal)
+    elif isinstance(e, E.ProposalRetried):
+        st = s.steps[-1]
+        if st.outcome is not None or st.index != e.step or st.attempt != e.attempt or st.proposal is None:
+            raise ValueError("a retry of a step that is not open with a proposal")
+        st.proposal = Proposal.from_json(e.proposal)
+        st.retries += 1
+    elif isinstance(e, E.Reverted):
+        if s.step is not None or not 0 <= e.to_version < len(s.versions):
+            raise ValueError("a revert during a step, or to a version that does not exist")
+        old = s.versions[e.to_version]
+        s.versions.append(Version(len(s.versions), old.prompt, s.steps[-1].index if s.steps else 0, old.report,
+                                  "revert", reverted_to=old.number))
     elif isinstance(e, E.Decision):
         s.steps[-1].decision = {"action": e.action, "candidate": e.candidate, "prompt": e.prompt}
         if e.action in ("reject", "skip"):
@@ -300,6 +319,6 @@ def _apply(s: SessionState, e: E.Event, raw: dict) -> None:
     if e.spend is not None:
         sp = Spend(**e.spend)
         s.spend.merge(sp)
-        if s.steps and (isinstance(e, (E.Forward, E.ProposalMade, E.Validation)) or (
+        if s.steps and (isinstance(e, (E.Forward, E.ProposalMade, E.ProposalRetried, E.Validation)) or (
                 isinstance(e, E.SpendOnly) and e.step == s.steps[-1].index and s.steps[-1].outcome is None)):
             s.steps[-1].spend.merge(sp)

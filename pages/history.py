@@ -8,7 +8,7 @@ import streamlit as st
 from core.diffs import unified
 from core.testlock import AFTER_TEST, steps_after_reveal
 from core.lineage import verdicts
-from ui import boot, charts, history_actions, reveal, state, step_view
+from ui import boot, charts, history_actions, reveal, state, step_view, undo
 from ui.render import diff, empty_state, md_code, md_escape, money, pct, plain
 
 try:
@@ -83,7 +83,8 @@ with tab_chart:
 
 with tab_versions:
     vs = s.versions
-    names = [f"v{v.number} · step {v.step} · {v.origin} · {pct(v.accuracy)}"
+    names = [f"v{v.number} · step {v.step} · {v.origin}" + (f" of v{v.reverted_to}" if v.reverted_to is not None
+                                                                else "") + f" · {pct(v.accuracy)}"
              + (f" · {AFTER_TEST}" if v.step in after_test else "") for v in vs]
     c = st.columns(2)
     a = c[0].selectbox("From", range(len(vs)), index=max(0, len(vs) - 2), format_func=names.__getitem__, key="diff_a")
@@ -98,6 +99,7 @@ with tab_versions:
     with cols[1]:
         st.markdown(f"**v{b}**")
         plain(vs[b].prompt, copy=True)
+    undo.revert_control(s, enabled=not readonly and state.active_job(s) is None)
 
 with tab_grid:
     grid = _cached("grid", str(s.dir), len(s.events), 0, s)

@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from core.session import SessionError
-from ui import actions, boot, servers, state, step_view
+from ui import actions, boot, servers, state, step_view, undo
 from ui.estimate import step_estimate
 from ui.jobs import job_panel
 from ui.render import ci, empty_state, md_escape, money, pct, plain
@@ -59,7 +59,8 @@ m[3].metric("Rejections", f"{s.rejections_in_a_row()} / {cfg.patience}",
 m[4].metric("Spent", money(s.spend.cost_usd), help=f"{s.spend.calls} calls, {s.spend.cached} from cache")
 
 if s.versions:
-    with st.expander(f"Current prompt (v{s.current.number}) — copy it with the button in the corner",
+    reverted = f" — v{s.current.reverted_to}'s prompt, reverted" if s.current.reverted_to is not None else ""
+    with st.expander(f"Current prompt (v{s.current.number}){reverted} — copy it with the button in the corner",
                      expanded=len(s.current.prompt) < 800):
         plain(s.current.prompt, copy=True)
 
@@ -134,8 +135,8 @@ if state_ == "ready" or (state_ == "started"):
     nxt = s.next_step_index
     st.subheader(f"Step {nxt}")
     if state_ == "started":
-        st.info("This step was interrupted before its proposal was recorded; run it again (finished calls come from "
-                "the cache).", icon=":material/undo:")
+        st.info("This step was interrupted before its proposal was recorded; run it again on the same minibatch "
+                "(finished calls come from the cache).", icon=":material/undo:")
     st.markdown(f"Next step: about **{est['calls']:,} calls** (minibatch {est['forward']}, optimiser "
                 f"{est['optimiser']}, bandit {est['bandit']}, validation {est['validation']}), "
                 f"**{md_escape(state.cost_text(cfg, est['cost_usd']))}**.")
@@ -193,6 +194,7 @@ if state_ == "proposed":
     st.subheader(f"Step {step.index}" + (f" · attempt {step.attempt + 1}" if step.attempt else ""))
     with st.expander("Minibatch: the current prompt on training questions", expanded=True):
         step_view.minibatch(s, step, key=f"s{step.index}")
+    undo.retry_panel(s, step, enabled=can_act)
     step_view.proposal_view(s, step, actions=can_act, key=f"s{step.index}")
 
     st.markdown("#### Your decision")

@@ -64,6 +64,13 @@ def start_step(s: Session, regenerate: bool = False) -> Job | None:
                                                                regenerate=regenerate))
 
 
+def start_retry(s: Session) -> Job | None:
+    st_ = s.step
+    n = len(st_.failed_calls) if st_ else 0
+    return _start(s, "step", f"Step {st_.index if st_ else '?'}: retry {n} failed call{'s' if n != 1 else ''}",
+                  lambda job, m: s.retry_failed(models=m, progress=job.on_progress, cancel=job.cancel))
+
+
 def start_validate(s: Session) -> Job | None:
     st_ = s.step
     n = len(s.val_examples())
