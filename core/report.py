@@ -98,6 +98,7 @@ def markdown_report(session: Session) -> str:
             diff = unified(str(prev.prompt), str(v.prompt), f"v{prev.number}", f"v{v.number}")
             lines += ["Diff from the previous version:", "", *fenced(diff, "diff"), ""]
         prev = v
+    lines += blame_section(session) + disputes_section(session)
     if session.steps:
         lines += ["## Steps", ""]
         for st in session.steps:
@@ -106,6 +107,30 @@ def markdown_report(session: Session) -> str:
     if session.stopped:
         lines += [f"Stopped: {md_text(session.stopped)}", ""]
     return "\n".join(lines)
+
+
+def blame_section(session: Session) -> list[str]:
+    """Where each sentence of the current prompt came from (core/blame_report.py)."""
+    from .blame import BlameError, blame
+    from .blame_report import blame_markdown  # it imports this module
+
+    try:
+        return [blame_markdown(blame(session)), ""]
+    except BlameError:
+        return []
+
+
+def disputes_section(session: Session) -> list[str]:
+    """Every disputed label and excluded question, in the order the person marked them."""
+    disputes = getattr(session, "disputes", None) or []
+    if not disputes:
+        return []
+    lines = ["## Disputed labels", "", "Excluded questions left minibatches and gates from the step shown on; "
+             "nothing was deleted from the data.", "", "| question | what | from step | reason |", "|---|---|---|---|"]
+    for d in disputes:
+        what = "excluded" if d.exclude else "disputed (still asked)"
+        lines.append(f"| {md_text(d.question)} | {what} | {md_text(d.step)} | {md_text(d.reason)} |")
+    return lines + [""]
 
 
 def meta_prompt_section(session: Session) -> list[str]:
