@@ -4,7 +4,7 @@ fenced (core/report.py's md_text and fenced), so model text stays text."""
 from __future__ import annotations
 
 from .blame import SentenceBlame
-from .report import fenced, md_text
+from .markdown_text import fenced, md_text
 
 
 def _delta(s: SentenceBlame) -> str:

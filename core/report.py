@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-import html
 import math
-import re
 
+from .blame import BlameError, blame
+from .blame_report import blame_markdown
 from .diffs import unified
 from .lineage import Proposal, Verdict, call_name, verdicts
+from .markdown_text import fenced, md_text  # noqa: F401 - also for callers of this module
 from .meta_prompts import TEMPLATES, Templates
 from .session import Session, Step
 from .testlock import reveal_summary
-
-_MD_PUNCT = re.compile(r"([\\`*_\[\]|~])")  # inline markup; '<' and '&' are HTML-escaped first
-
-
-def md_text(value: object) -> str:
-    """One line of literal text for Markdown: no HTML, no emphasis, links, tables or line breaks."""
-    s = re.sub(r"[\r\n\t\x0b\x0c\u2028\u2029]+", " ", str(value))
-    s = "".join(ch for ch in s if ch >= " ")
-    return _MD_PUNCT.sub(r"\\\1", html.escape(s, quote=True))
-
-
-def fenced(text: str, info: str = "text") -> list[str]:
-    """A fenced code block whose fence is longer than any backtick run in the text, so the text cannot end it."""
-    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
-    fence = "`" * max(3, longest + 1)
-    return [fence + info, text.rstrip("\n"), fence]
-
 
 def _num(x: object, fmt: str) -> str:
     """A number as `fmt`; anything else (an odd value on disk) as escaped text, never an exception."""
@@ -111,9 +95,6 @@ def markdown_report(session: Session) -> str:
 
 def blame_section(session: Session) -> list[str]:
     """Where each sentence of the current prompt came from (core/blame_report.py)."""
-    from .blame import BlameError, blame
-    from .blame_report import blame_markdown  # it imports this module
-
     try:
         return [blame_markdown(blame(session)), ""]
     except BlameError:
