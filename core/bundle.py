@@ -317,7 +317,8 @@ def replay_bundle(data: bytes, *, root: Path | str | None = None) -> ReplayResul
                 d = st.decision or {}
                 catch_up(E.DECISION, st.index, last=True)
                 replay.decide(d["action"], candidate=d.get("candidate"),
-                              prompt=d.get("prompt") if d["action"] == "edit" else None, override=bool(d.get("override")))
+                              prompt=d.get("prompt") if d["action"] == "edit" else None,
+                              override=bool(d.get("override")))
                 row = {"step": st.index, "action": d["action"], "recorded_outcome": st.outcome}
                 if d["action"] in ("accept", "edit") and st.gate is not None:
                     point(E.VALIDATION, st.index)

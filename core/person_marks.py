@@ -52,7 +52,8 @@ def _without(rep: EvalReport, drop: set[str]) -> EvalReport:
     return EvalReport(rep.prompt, [r for r in rep.rows if r.id not in drop], list(rep.labels))
 
 
-def gate_with_without(current: EvalReport | None, candidate: EvalReport | None, excluded: set[str]) -> GateWithout | None:
+def gate_with_without(current: EvalReport | None, candidate: EvalReport | None,
+                      excluded: set[str]) -> GateWithout | None:
     """The gate's scores with and without the excluded questions; None when its reports hold none of them."""
     if current is None or candidate is None:
         return None

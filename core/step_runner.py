@@ -266,8 +266,9 @@ class StepRunner:
             broken = marks.broken_locks(prompt, self.state.active_locks()) if action in ("accept", "edit") else []
             if broken and not override:
                 n = len(broken)
-                raise SessionError(f"That prompt changes {n} locked sentence{'s' if n > 1 else ''} (\"{broken[0][:80]}\"): "
-                                   f"unlock {'them' if n > 1 else 'it'}, or take it with an override.")
+                raise SessionError(f"That prompt changes {n} locked sentence{'s' if n > 1 else ''} "
+                                   f"(\"{broken[0][:80]}\"): unlock {'them' if n > 1 else 'it'}, or take it with "
+                                   f"an override.")
             self.s.emit(E.Decision(step=st.index, action=action, candidate=candidate,
                                    prompt=prompt if action in ("accept", "edit") else None,
                                    override=True if broken else None))

@@ -18,7 +18,8 @@ def _flash(kind: str, message: str) -> None:
 
 
 def _dispute(s: Session, qid: str, key: str) -> None:
-    reason, exclude = st.session_state.get(f"dispute_reason_{key}", ""), st.session_state.get(f"dispute_ex_{key}", False)
+    reason = st.session_state.get(f"dispute_reason_{key}", "")
+    exclude = st.session_state.get(f"dispute_ex_{key}", False)
     try:
         s.dispute(qid, reason, exclude=exclude)
     except SessionError as exc:

@@ -115,7 +115,8 @@ def candidate_card(s: Session, cand: Candidate, k: int, current: str, *, actions
         broken = marks.broken_locks(cand.prompt, s.active_locks()) if actions else []  # locks made since, too
         flags = cand.flags + [marks.lock_flag(x) for x in broken if marks.lock_flag(x) not in cand.flags]
         lock_flags = [f for f in flags if f.startswith("changes locked sentence")]
-        badges += [(f.split(":")[0], "red") for f in flags if f not in lock_flags]  # "cut off", "breaks constraint", "leaks ... data"
+        # "cut off", "breaks constraint", "leaks ... data"; one badge for any number of changed locked sentences
+        badges += [(f.split(":")[0], "red") for f in flags if f not in lock_flags]
         badges += [("changes locked sentence", "red")] if lock_flags else []
         badge_row(badges)
         details = [f for f in flags if ":" in f]
@@ -140,7 +141,8 @@ def candidate_card(s: Session, cand: Candidate, k: int, current: str, *, actions
         if actions:
             b1, b2 = st.columns(2)
             if broken:  # taking it is an explicit override, recorded on the decision
-                b1.button(f"Accept {k} anyway", key=f"accept_{key}_{cand.id}", width="stretch", icon=":material/lock_open:",
+                b1.button(f"Accept {k} anyway", key=f"accept_{key}_{cand.id}", width="stretch",
+                          icon=":material/lock_open:",
                           on_click=_set, args=({"pending_action": ("accept_override", cand.id)},),
                           help="It changes a locked sentence: accept it by override (recorded) and validate it")
             else:
