@@ -54,7 +54,7 @@ def test_lock_a_sentence_take_a_lock_breaking_candidate_by_override_and_see_blam
     sid = create(at, backward="dropper:x")
     goto(at, "optimize")
     first = split_sentences(open_session(env, sid).current.prompt)[0]
-    assert first in texts(at)  # the prompt sentence by sentence, as text
+    assert f"1. {first}" in texts(at)  # the prompt sentence by sentence, numbered, as text
     check(at.toggle(key=f"lock_{sid}_v0_1").set_value(True).run())
     assert open_session(env, sid).folded.active_locks() == [" ".join(first.split())]
     assert any(e.label.startswith("Lock sentences (1 of") for e in at.expander)

@@ -115,7 +115,7 @@ def lock_panel(s: Session, *, enabled: bool) -> None:
         for n, sentence in enumerate(sentences, 1):
             c = st.columns([1, 12], vertical_alignment="center")
             key = f"lock_{s.id}_v{cur.number}_{n}"
-            c[0].toggle(f"{n}", value=n in locked, key=key, on_change=_toggle_lock, args=(s, n, key),
-                        disabled=not enabled, help=f"lock sentence {n}")
+            c[0].toggle(f"Lock sentence {n}", value=n in locked, key=key, on_change=_toggle_lock, args=(s, n, key),
+                        disabled=not enabled, label_visibility="collapsed")
             with c[1]:
-                plain(sentence)
+                plain(f"{n}. {sentence}")  # numbered as `pgs lock --sentence N` and the Blame tab number them
