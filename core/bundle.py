@@ -363,6 +363,22 @@ def replay_bundle(data: bytes, *, root: Path | str | None = None) -> ReplayResul
         out = ReplayResult(session=recorded.id)
         reverts = _reverts_by_step(recorded.events)
 
+        marks = [(i, e) for i, e in enumerate(recorded.events) if e["type"] in E.PERSON_MARKS]
+
+        def catch_up(kind: str | None = None, step: int | None = None, attempt: int | None = None,
+                     last: bool = False) -> None:
+            """Write the person's recorded marks (disputes, locks) that came before the recorded `kind` event
+            of this step and attempt (the last such when `last`; every mark left when None), so the phase that
+            follows sees them as the recording did."""
+            at = [i for i, e in enumerate(recorded.events) if kind is not None and e["type"] == kind and (
+                step is None or e.get("step") == step) and (attempt is None or e.get("attempt") == attempt)]
+            before = (at[-1] if last else at[0]) if at else None
+            if kind is None:  # the rest, up to where the replay can reproduce
+                before = len(_reproducible(recorded))
+            while marks and before is not None and marks[0][0] < before:
+                ev = marks.pop(0)[1]
+                replay.emit(E.parse({k: v for k, v in ev.items() if k not in ("ts", "spend", "keys")}))
+
         def point(*when) -> None:  # the servers the recorded calls went to (a 'repointed' event changes them)
             (f, fu), (bk, bu) = recorded.servers_when(*when)
             fwd.spec, bwd.spec = _offline_spec(f, fu), _offline_spec(bk, bu)
@@ -375,6 +391,7 @@ def replay_bundle(data: bytes, *, root: Path | str | None = None) -> ReplayResul
         def run_attempt(step: int, attempt: int) -> None:
             runs = plan.get((step, attempt)) or [{}]
             point(E.STEP_STARTED, step, attempt)
+            catch_up(E.STEP_STARTED, step, attempt)
             fail_as_recorded(runs[0])
             replay.start_step(regenerate=attempt > 0)
             for fails in runs[1:]:
@@ -385,6 +402,7 @@ def replay_bundle(data: bytes, *, root: Path | str | None = None) -> ReplayResul
         try:
             if recorded.versions:
                 point(E.BASELINE)
+                catch_up(E.BASELINE)
                 replay.run_baseline()
                 out.baseline = (recorded.versions[0].accuracy, replay.versions[0].accuracy)
             for v in reverts.get(0, []):
@@ -397,13 +415,17 @@ def replay_bundle(data: bytes, *, root: Path | str | None = None) -> ReplayResul
                 if st.decision is None and st.outcome is None:
                     break  # proposed, not yet decided: the proposal is compared below
                 d = st.decision or {}
+                catch_up(E.DECISION, st.index, last=True)
                 replay.decide(d["action"], candidate=d.get("candidate"),
-                              prompt=d.get("prompt") if d["action"] == "edit" else None)
+                              prompt=d.get("prompt") if d["action"] == "edit" else None,
+                              override=bool(d.get("override")))
                 row = {"step": st.index, "action": d["action"], "recorded_outcome": st.outcome}
                 if d["action"] in ("accept", "edit") and st.gate is not None:
                     point(E.VALIDATION, st.index)
+                    catch_up(E.VALIDATION, st.index)
                     g = replay.validate()
                     gate_ev = next((e for e in recorded.events if e["type"] == E.GATE and e["step"] == st.index), None)
+                    catch_up(E.GATE, st.index)
                     if gate_ev is not None:
                         replay.confirm(gate_ev["accepted"] if gate_ev.get("override") else None)
                     row.update(recorded_val=st.gate.new_accuracy, replayed_val=g.new_accuracy)
@@ -413,6 +435,7 @@ def replay_bundle(data: bytes, *, root: Path | str | None = None) -> ReplayResul
                     replay.revert(v)
                     out.steps.append({"step": st.index, "action": f"revert to version {v}",
                                       "recorded_outcome": "reverted", "replayed_outcome": "reverted"})
+            catch_up()
         except SessionError as exc:
             out.matches = False
             out.steps.append({"error": str(exc)})

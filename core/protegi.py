@@ -17,6 +17,7 @@ from .evaluate import EvalReport, EvalRow
 from .lineage import CallRecord, Candidate, Gradient, Proposal
 from .llm import Request, is_cut_off
 from .meta_prompts import extract_tagged, tagged_spans
+from .person_marks import locked_block
 
 SAMPLED_TEMPERATURE = 0.7  # LMOps samples gradients, edits and paraphrases (its chatgpt() default)
 GROUP_REPEAT_STRIDE = 1_000_000  # sample offset of a repeated error group (identical errors, so distinct keys)
@@ -116,7 +117,8 @@ class ProtegiEngine:
 
         async def edit(g: Gradient) -> list[Candidate]:
             reply, rec = await self._call(ctx, "protegi.edit", {"prompt": parent, "errors": errs, "reason": g.text,
-                                                                "num_edits": cfg.edits_per_reason}, att + off)
+                                                                "num_edits": cfg.edits_per_reason,
+                                                                "locked": locked_block(ctx.locked, parent)}, att + off)
             spans = tagged_spans(reply, "<START>", "<END>")[: cfg.edits_per_reason]
             flag = not spans and bool(reply.strip())
             if flag:

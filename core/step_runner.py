@@ -21,6 +21,7 @@ from typing import Any, Callable, ContextManager, Protocol
 from . import candidate_checks as checks
 from . import estimate
 from . import events as E
+from . import person_marks as marks
 from .config import BudgetExceeded, SessionConfig, SessionError
 from .engine import Cancelled, PhaseProgress, Spend, StepContext, forward_batch, normalise
 from .evaluate import EvalReport
@@ -117,10 +118,10 @@ class StepRunner:
                 progress: PhaseProgress | None) -> StepContext:
         cfg, task = self.state.config, self.state.task
         return StepContext(task=task, runner=m.runner, forward_model=m.forward, backward_model=m.backward,
-                           templates=Templates(cfg.templates, cfg.template_version), train=task.split("train"),
+                           templates=Templates(cfg.templates, cfg.template_version), train=self.state.train_examples(),
                            seed=hash_seed(cfg.seed, step, attempt), attempt=attempt,
                            prefix=f"s{step}.", cancel=cancel, on_progress=progress,
-                           forward_max_tokens=cfg.forward_max_tokens,
+                           forward_max_tokens=cfg.forward_max_tokens, locked=self.state.active_locks(),
                            flush=lambda sp, keys: self.s.emit(E.SpendOnly(step=step, phase="interim",
                                                                           spend=sp.to_json(), keys=keys)))
 
@@ -215,7 +216,7 @@ class StepRunner:
             self.check_budget(estimate.step(s, cached=m.cached, price_overrides=m.price_overrides), m)
             cfg = s.config.engine_config()
             size = cfg.minibatch if s.config.method == "protegi" else cfg.batch_size
-            train = s.task.split("train")
+            train = s.train_examples()  # without the excluded questions
             if open_step is not None and not replacing:  # interrupted before its proposal: the same sample
                 batch = [s.task.example(i) for i in open_step.minibatch_ids]
             else:
@@ -246,7 +247,7 @@ class StepRunner:
             return await engine.propose(ctx, beam, reports)
 
         prop = self.run(m, forward_then_propose, ctx, "step")
-        checks.review(prop, s.task, getattr(cfg, "constraints", []))
+        checks.review(prop, s.task, getattr(cfg, "constraints", []), locked=s.active_locks())
         made = E.ProposalMade(step=index, proposal=prop.to_json(), spend=ctx.spend.to_json(), keys=ctx.keys)
         if replacing:
             with self.s.lock:
@@ -284,7 +285,7 @@ class StepRunner:
             return await engine.propose(ctx, beam, reports)
 
         prop = self.run(m, propose, ctx, "retry")
-        checks.review(prop, s.task, getattr(cfg, "constraints", []))
+        checks.review(prop, s.task, getattr(cfg, "constraints", []), locked=s.active_locks())
         with self.s.lock:
             if s.step is not st or st.status != "proposed":
                 exc = SessionError(f"Step {st.index} changed while its failed calls were retried.")
@@ -308,9 +309,11 @@ class StepRunner:
             self.s.emit(E.Reverted(to_version=version))
             return s.current
 
-    def decide(self, action: str, candidate: str | None = None, prompt: str | None = None) -> Step:
+    def decide(self, action: str, candidate: str | None = None, prompt: str | None = None,
+               override: bool = False) -> Step:
         """accept (a candidate id) | edit (your own text) | reject (all) | skip. A decision not yet validated
-        may be changed (e.g. when its validation keeps failing: a prompt longer than the model's context)."""
+        may be changed (e.g. when its validation keeps failing: a prompt longer than the model's context).
+        A prompt that changes a locked sentence is refused unless `override` (recorded on the decision)."""
         with self.s.lock:
             st = self.state.step
             if st is None or st.status not in ("proposed", "decided"):
@@ -330,8 +333,15 @@ class StepRunner:
             if prompt is not None and action in ("accept", "edit") and \
                     normalise(prompt) == normalise(self.state.current.prompt):
                 raise SessionError("That is the current prompt unchanged; edit it, or reject.")
+            broken = marks.broken_locks(prompt, self.state.active_locks()) if action in ("accept", "edit") else []
+            if broken and not override:
+                n = len(broken)
+                raise SessionError(f"That prompt changes {n} locked sentence{'s' if n > 1 else ''} "
+                                   f"(\"{broken[0][:80]}\"): unlock {'them' if n > 1 else 'it'}, or take it with "
+                                   f"an override.")
             self.s.emit(E.Decision(step=st.index, action=action, candidate=candidate,
-                                   prompt=prompt if action in ("accept", "edit") else None))
+                                   prompt=prompt if action in ("accept", "edit") else None,
+                                   override=True if broken else None))
             return st
 
     def validate(self, *, models: Models | None = None, progress: PhaseProgress | None = None,
@@ -458,9 +468,12 @@ class StepRunner:
                 if st.status == "proposed":
                     # flagged = the model ignored the output tags (e.g. it refused): a person may take it, the policy won't
                     cur = normalise(s.current.prompt)
-                    # so are candidates the checks flagged: cut off, breaking a constraint, leaking data
+                    # so are candidates the checks flagged: cut off, breaking a constraint, leaking data, or
+                    # changing a locked sentence (also one locked after the proposal was made)
+                    locks = s.active_locks()
                     pick = next((c for c in st.proposal.candidates
-                                 if not c.flagged and not c.flags and normalise(c.prompt) != cur), None)
+                                 if not c.flagged and not c.flags and normalise(c.prompt) != cur
+                                 and not marks.broken_locks(c.prompt, locks)), None)
                     if pick is None:
                         self.decide("skip")
                         if on_step:
