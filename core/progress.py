@@ -146,8 +146,11 @@ class JobProgress:
             self.listener(self)
 
     def plan(self, phase: str, calls: int) -> None:
-        """Say how many calls `phase` will make, before it starts (the engine knows); `add_plan` corrects it."""
+        """Say how many calls `phase` will make, before it starts (the engine knows); `add_plan` corrects it.
+        A phase that already ran to its end in this job (the next step of an auto-run) starts its count again."""
         def f(p: PhaseCount) -> None:
+            if p.done and not p.in_flight and p.done >= p.asked:
+                p.asked = p.done = 0
             p.planned = max(0, int(calls))
         self._change(phase, f, current=self._last == "starting")  # the job's first plan is what it starts with
 

@@ -28,7 +28,7 @@ from .gate import GateResult, gate
 from .llm import ChatModel, ClientOptions, make_model, parse_spec
 from .meta_prompts import Templates
 from .protegi import ProtegiEngine
-from .runner import CancelToken, Runner, run_sync
+from .runner import CancelToken, Runner, run_job
 from .sequential import look_schedule
 from .state import SessionState, Step, Version, compact_report
 from .textgrad import TextGradEngine
@@ -128,15 +128,8 @@ class StepRunner:
             check: Callable[[Any], None] | None = None) -> Any:
         """Run a phase on one event loop; if it stops (failed calls, cancel, auth error, Ctrl-C), the calls it
         already paid for are logged as a 'spend' event, so the spend shown equals the spend made."""
-        async def go():
-            try:
-                return await coro_fn()
-            finally:
-                await m.forward.aclose()
-                await m.backward.aclose()
-
         try:
-            out = run_sync(go())
+            out = run_job(coro_fn, m.forward, m.backward)  # one event loop; the clients closed on it
             if check is not None:
                 check(out)
             return out
@@ -185,6 +178,7 @@ class StepRunner:
         seed, val = s.config.seed_prompt, s.val_examples()
 
         async def go():
+            ctx.plan("baseline", len(val))
             rows = await forward_batch(ctx, [seed] * len(val), val, phase="baseline")
             return EvalReport(seed, rows, list(s.task.labels))
 
@@ -223,6 +217,7 @@ class StepRunner:
         labels = list(s.task.labels)
 
         async def forward_then_propose():  # one event loop and one client for the whole step
+            ctx.plan("minibatch", len(beam) * len(batch))
             rows = await asyncio.gather(*(forward_batch(ctx, [p] * len(batch), batch, phase="minibatch") for p in beam))
             reports = [EvalReport(p, r, labels) for p, r in zip(beam, rows)]
             self.check_errors(reports[0], "minibatch")
@@ -281,6 +276,7 @@ class StepRunner:
         cur_prompt, new_prompt, val, labels = s.current.prompt, st.decision["prompt"], s.val_examples(), list(s.task.labels)
 
         async def go():
+            ctx.plan("validation", 2 * len(val))
             cur_rows, new_rows = await asyncio.gather(
                 forward_batch(ctx, [cur_prompt] * len(val), val, phase="validation"),
                 forward_batch(ctx, [new_prompt] * len(val), val, phase="validation"))
@@ -316,31 +312,33 @@ class StepRunner:
         ctx = self.context(m, st.index, st.attempt, cancel, progress)
         cur_rows: list = []
         new_rows: list = []
-        for n in look_schedule(batch, len(pool)):
-            part = pool[len(new_rows):n]
-            missing = [e for e in part if e.id not in known]
-            calls = len(part) + len(missing)
-            try:
+
+        async def looks() -> GateResult:  # every look on one event loop, the budget checked before each
+            g = None
+            for n in look_schedule(batch, len(pool)):
+                part = pool[len(new_rows):n]
+                missing = [e for e in part if e.id not in known]
+                calls = len(part) + len(missing)
                 self.check_budget({"calls": calls, "cost_usd": estimate.cost(
                     s, calls, forward=True, price_overrides=m.price_overrides)}, m)
-            except BudgetExceeded as exc:
-                self.record_unfinished(ctx, "validation", exc)
-                raise
-
-            async def go(part=part, missing=missing):
+                if g is None:
+                    ctx.plan("validation", calls)
+                else:
+                    ctx.job.add_plan("validation", calls)
                 cur, new = await asyncio.gather(
                     forward_batch(ctx, [cur_prompt] * len(missing), missing, phase="validation"),
                     forward_batch(ctx, [new_prompt] * len(part), part, phase="validation"))
-                return EvalReport(cur_prompt, cur, labels), EvalReport(new_prompt, new, labels)
+                self._check_scores((EvalReport(cur_prompt, cur, labels), EvalReport(new_prompt, new, labels)), m)
+                known.update({r.id: r for r in cur})
+                cur_rows.extend(known[e.id] for e in part)
+                new_rows.extend(new)
+                g = gate("adaptive", {r.id: r.correct for r in cur_rows}, {r.id: r.correct for r in new_rows},
+                         s.config.alpha, batch=batch, cap=len(pool))
+                if g.decided:
+                    break
+            return g
 
-            cur, new = self.run(m, go, ctx, "validation", check=lambda reps: self._check_scores(reps, m))
-            known.update({r.id: r for r in cur.rows})
-            cur_rows += [known[e.id] for e in part]
-            new_rows += new.rows
-            g = gate("adaptive", {r.id: r.correct for r in cur_rows}, {r.id: r.correct for r in new_rows},
-                     s.config.alpha, batch=batch, cap=len(pool))
-            if g.decided:
-                break
+        g = self.run(m, looks, ctx, "validation")
         self._emit_validation(st, EvalReport(new_prompt, new_rows, labels), EvalReport(cur_prompt, cur_rows, labels),
                               g, ctx)
         return g
