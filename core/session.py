@@ -80,6 +80,7 @@ class Session:
     versions = property(lambda self: self.folded.versions)
     steps = property(lambda self: self.folded.steps)
     spend = property(lambda self: self.folded.spend)
+    ledger = property(lambda self: self.folded.ledger)  # the spend by part; sums to `spend`
     stopped = property(lambda self: self.folded.stopped)
     auto = property(lambda self: self.folded.auto)
     bundle_events = property(lambda self: self.folded.bundle_events)
