@@ -67,6 +67,7 @@ def step(state: SessionState, *, cached: bool, price_overrides: dict | None = No
         fwd, opt, bandit = cfg.batch_size, cfg.batch_size + 1 + max(1, cfg.candidates), 0
     n_val = validation_calls(state, cached=cached)
     return {"forward": fwd, "optimiser": opt, "bandit": bandit, "validation": n_val,
+            "proposal": fwd + opt + bandit,  # the calls before the person decides (what "quick" keeps near 20)
             "calls": fwd + opt + bandit + n_val,
             "cost_usd": cost(state, fwd + bandit + n_val, forward=True, price_overrides=price_overrides)
             + cost(state, opt, forward=False, price_overrides=price_overrides)}

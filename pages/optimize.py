@@ -136,9 +136,9 @@ if state_ == "ready" or (state_ == "started"):
     if state_ == "started":
         st.info("This step was interrupted before its proposal was recorded; run it again (finished calls come from "
                 "the cache).", icon=":material/undo:")
-    st.markdown(f"Next step: about **{est['calls']:,} calls** (minibatch {est['forward']}, optimiser "
-                f"{est['optimiser']}, bandit {est['bandit']}, validation {est['validation']}), "
-                f"**{md_escape(state.cost_text(cfg, est['cost_usd']))}**.")
+    st.markdown(f"Next step: about **{est['proposal']:,} calls** before you decide (minibatch {est['forward']}, "
+                f"optimiser {est['optimiser']}, bandit {est['bandit']}), then **{est['validation']:,}** to validate "
+                f"your choice: **{md_escape(state.cost_text(cfg, est['cost_usd']))}** in all.")
     c = st.columns([1, 6], vertical_alignment="bottom")
     if c[0].button("Run step", type="primary", key="run_step", disabled=not can_act,
                    help="sample a minibatch, answer it, and propose gradients and candidates"):

@@ -303,13 +303,15 @@ with tab_new:
             priced = replace(cfg, prices=cfg.snapshot_prices(state.price_overrides()))  # this browser's prices
             est = estimate(priced, task, cached=state.response_cache() is not None)
             b, s1 = est["baseline"], est["step"]
-            ec = st.columns(4)
+            ec = st.columns(5)
             ec[0].metric("Baseline calls", f"{b['calls']:,}", help="the seed prompt on every validation question")
             ec[1].metric("Baseline cost", money(b["cost_usd"]))
-            ec[2].metric("One step: calls", f"{s1['calls']:,}",
-                         help=f"minibatch {s1['forward']}, optimiser {s1['optimiser']}, bandit {s1['bandit']}, "
-                              f"validation {s1['validation']}")
-            ec[3].metric("One step: cost", money(s1["cost_usd"]))
+            ec[2].metric("One step: calls", f"{s1['proposal']:,}",
+                         help=f"before you decide: minibatch {s1['forward']}, optimiser {s1['optimiser']}, "
+                              f"bandit {s1['bandit']}")
+            ec[3].metric("Then validation: calls", f"{s1['validation']:,}",
+                         help="the chosen prompt on the validation questions (the current prompt's answers are cached)")
+            ec[4].metric("One step: cost", money(s1["cost_usd"]), help="with its validation")
             st.caption("Estimates assume about 150 output tokens per answer; cached calls cost nothing."
                        + (f" No price is known for {md_escape(', '.join(state.unpriced(cfg)))}: its cost counts as "
                           "$0 (set a price in Settings)." if state.unpriced(cfg) else ""))
