@@ -21,6 +21,21 @@ PRESET_VERSION = 2
 OLD_PRESETS = {1: {"protegi": {"quick": PROTEGI_QUICK_V1}, "textgrad": {"quick": TEXTGRAD_QUICK_V1}}}
 
 
+def on_this_network(url: str | None) -> bool:
+    """A base URL on this machine or a private network (a local server), not a paid provider's."""
+    import ipaddress
+    from urllib.parse import urlparse
+
+    host = (urlparse(url or "").hostname or "").lower()
+    if host == "localhost" or host.endswith(".local"):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_private
+
+
 class SessionError(RuntimeError):
     """A session that cannot be opened or advanced; the message is for the user."""
 
@@ -76,6 +91,9 @@ class SessionConfig:
     # meta-prompt templates and paper presets this session runs with; a config recorded without it is version 1
     template_version: int = TEMPLATE_VERSION
     preset_version: int = PRESET_VERSION  # the preset tables this session runs with; recorded without it: 1
+    # validate a proposal's candidates in the background while the person reads them; None: only when the
+    # forward model is on a local server (its calls cost nothing), off for paid providers
+    validate_ahead: bool | None = None
     # USD per 1M tokens [input, output] by price_key(spec, base_url), fixed when the session is created or
     # re-pointed; a model missing here (a log from before snapshots) is priced by the table
     prices: dict = field(default_factory=dict)
@@ -95,6 +113,16 @@ class SessionConfig:
             return price_for(parse_spec(spec, base_url), overrides)
         except LLMError:
             return None
+
+    def validates_ahead(self) -> bool:
+        """Whether the app validates candidates before the decision: the setting, else local servers only."""
+        if self.validate_ahead is not None:
+            return bool(self.validate_ahead)
+        try:
+            spec = parse_spec(self.forward, self.forward_base_url)
+        except LLMError:
+            return False
+        return spec.is_local or on_this_network(spec.base_url)
 
     def _models(self) -> list[tuple[str, str | None]]:
         return [(self.forward, self.forward_base_url), (self.backward, self.backward_base_url)]

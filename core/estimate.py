@@ -55,6 +55,13 @@ def validation(state: SessionState, *, cached: bool, price_overrides: dict | Non
     return {"calls": n, "cost_usd": cost(state, n, forward=True, price_overrides=price_overrides)}
 
 
+def prevalidation(state: SessionState, candidates: int, *, price_overrides: dict | None = None) -> dict:
+    """Validating `candidates` candidates ahead of the decision (needs the cache: the current prompt's answers
+    are paid at most once)."""
+    n = candidates * validation_calls(state, cached=True)
+    return {"calls": n, "cost_usd": cost(state, n, forward=True, price_overrides=price_overrides)}
+
+
 def step(state: SessionState, *, cached: bool, price_overrides: dict | None = None) -> dict:
     """Calls and cost of the next step (minibatch, proposal, bandit, validation), before it runs."""
     cfg = state.config.engine_config()

@@ -325,6 +325,11 @@ class Session:
         """Score the chosen prompt and the current one on the same validation questions; compute the gate."""
         return self.runner.validate(models=models, progress=progress, cancel=cancel)
 
+    def prevalidate(self, *, progress: PhaseProgress | None = None, cancel: CancelToken | None = None,
+                    models: Models | None = None) -> dict[str, GateResult]:
+        """Validate the proposal's candidates before the decision (cache warmed, spend logged): {id: gate}."""
+        return self.runner.prevalidate(models=models, progress=progress, cancel=cancel)
+
     def confirm(self, accept: bool | None = None) -> Step:
         """Record the gate: the policy's verdict, or the person's override (accept True/False)."""
         return self.runner.confirm(accept)

@@ -22,7 +22,7 @@ from . import candidate_checks as checks
 from . import estimate
 from . import events as E
 from .config import BudgetExceeded, SessionConfig, SessionError
-from .engine import Cancelled, PhaseProgress, Spend, StepContext, forward_batch, normalise
+from .engine import Cancelled, JobProgress, PhaseProgress, Spend, StepContext, forward_batch, normalise
 from .evaluate import EvalReport
 from .gate import GateResult, gate
 from .llm import ChatModel, ClientOptions, make_model, parse_spec
@@ -82,6 +82,13 @@ def hash_seed(*parts: Any) -> int:
 def make_engine(cfg: SessionConfig) -> ProtegiEngine | TextGradEngine:
     ec = cfg.engine_config()
     return ProtegiEngine(ec) if cfg.method == "protegi" else TextGradEngine(ec)
+
+
+def ahead_candidates(state: SessionState, st: Step) -> list:
+    """The candidates worth validating ahead, best-ranked first: the ones the automatic policy could take
+    (not flagged by the checks, not the current prompt unchanged)."""
+    cur = normalise(state.current.prompt)
+    return [c for c in st.proposal.candidates if not c.flagged and not c.flags and normalise(c.prompt) != cur]
 
 
 class StepRunner:
@@ -269,23 +276,68 @@ class StepRunner:
         if st.gate is not None:
             return st.gate
         m = self.models(models)
-        if s.config.policy == "adaptive":
-            return self._validate_adaptive(m, st, progress, cancel)
-        self.check_budget(estimate.validation(s, cached=m.cached, price_overrides=m.price_overrides), m)
+        if s.config.policy != "adaptive":
+            self.check_budget(estimate.validation(s, cached=m.cached, price_overrides=m.price_overrides), m)
         ctx = self.context(m, st.index, st.attempt, cancel, progress)
-        cur_prompt, new_prompt, val, labels = s.current.prompt, st.decision["prompt"], s.val_examples(), list(s.task.labels)
+        new, cur, g = self.run(m, self._scoring(m, ctx, st.decision["prompt"]), ctx, "validation")
+        self._emit_validation(st, new, cur, g, ctx)
+        return g
 
-        async def go():
+    def prevalidate(self, *, models: Models | None = None, progress: PhaseProgress | None = None,
+                    cancel: CancelToken | None = None) -> dict[str, GateResult]:
+        """Validate the open proposal's candidates ahead of the decision (best-ranked first, one job), so the
+        gate of the one accepted is answered from the response cache at once. Nothing is decided or gated
+        here: each candidate's calls are logged as a 'spend' event (phase 'prevalidation') of its step."""
+        s = self.state
+        st = s.step
+        if st is None or st.status != "proposed":
+            raise SessionError("There is no proposal waiting for a decision to validate ahead.")
+        m = self.models(models)
+        if not m.cached:
+            raise SessionError("Validating ahead needs the response cache (the real validation re-uses its answers).")
+        todo = ahead_candidates(s, st)
+        est = estimate.prevalidation(s, len(todo), price_overrides=m.price_overrides)
+        why = estimate.over_budget(s, est, price_overrides=m.price_overrides)
+        if why:  # not the person's phase: refused, the session is not stopped
+            raise BudgetExceeded(f"Not validating ahead: it would exceed the budget ({why}).")
+        job = progress if isinstance(progress, JobProgress) else JobProgress(
+            listener=(lambda jp: progress(jp.phase, jp)) if progress else None)  # one counter for every candidate
+        gates: dict[str, GateResult] = {}
+
+        async def each() -> None:
+            for c in todo:
+                ctx = self.context(m, st.index, st.attempt, cancel, job)
+                try:
+                    _, _, gates[c.id] = await self._scoring(m, ctx, c.prompt, budget=False)()
+                except BaseException as exc:
+                    self.record_unfinished(ctx, "prevalidation", exc)
+                    raise
+                if ctx.spend.calls or ctx.spend.cached:
+                    self.s.emit(E.SpendOnly(step=st.index, phase="prevalidation", spend=ctx.spend.to_json(),
+                                            keys=ctx.keys))
+
+        run_job(each, m.forward, m.backward)
+        return gates
+
+    def _scoring(self, m: Models, ctx: StepContext, new_prompt: str, *, budget: bool = True):
+        """The coroutine function that scores `new_prompt` against the current prompt on validation under
+        the session's policy: -> (candidate report, current report, gate). Logs nothing."""
+        s = self.state
+        cur_prompt, labels = s.current.prompt, list(s.task.labels)
+        if s.config.policy == "adaptive":
+            return self._adaptive_looks(m, ctx, new_prompt, budget)
+        val = s.val_examples()
+
+        async def fixed():
             ctx.plan("validation", 2 * len(val))
             cur_rows, new_rows = await asyncio.gather(
                 forward_batch(ctx, [cur_prompt] * len(val), val, phase="validation"),
                 forward_batch(ctx, [new_prompt] * len(val), val, phase="validation"))
-            return EvalReport(cur_prompt, cur_rows, labels), EvalReport(new_prompt, new_rows, labels)
+            cur, new = EvalReport(cur_prompt, cur_rows, labels), EvalReport(new_prompt, new_rows, labels)
+            self._check_scores((cur, new), m)
+            return new, cur, gate(s.config.policy, cur.correct_by_id(), new.correct_by_id(), s.config.alpha)
 
-        cur, new = self.run(m, go, ctx, "validation", check=lambda reps: self._check_scores(reps, m))
-        g = gate(s.config.policy, cur.correct_by_id(), new.correct_by_id(), s.config.alpha)
-        self._emit_validation(st, new, cur, g, ctx)
-        return g
+        return fixed
 
     def _check_scores(self, reports, m: Models) -> None:
         for r in reports:
@@ -302,25 +354,24 @@ class StepRunner:
                                      current_report=compact_report(cur), gate=g.to_json(), spend=ctx.spend.to_json(),
                                      keys=ctx.keys))
 
-    def _validate_adaptive(self, m: Models, st: Step, progress: PhaseProgress | None,
-                           cancel: CancelToken | None) -> GateResult:
+    def _adaptive_looks(self, m: Models, ctx: StepContext, new_prompt: str, budget: bool):
         """The adaptive gate: score a batch for the candidate (the current prompt's answers are reused when
         known), look, and extend batch by batch until the sequential test decides or the cap is reached."""
         s = self.state
-        pool, batch, new_prompt, cur_prompt = s.val_examples(), s.config.gate_batch, st.decision["prompt"], s.current.prompt
+        pool, batch, cur_prompt = s.val_examples(), s.config.gate_batch, s.current.prompt
         known, labels = s.known_current(), list(s.task.labels)
-        ctx = self.context(m, st.index, st.attempt, cancel, progress)
-        cur_rows: list = []
-        new_rows: list = []
 
-        async def looks() -> GateResult:  # every look on one event loop, the budget checked before each
+        async def looks():  # every look on one event loop, the budget checked before each
+            cur_rows: list = []
+            new_rows: list = []
             g = None
             for n in look_schedule(batch, len(pool)):
                 part = pool[len(new_rows):n]
                 missing = [e for e in part if e.id not in known]
                 calls = len(part) + len(missing)
-                self.check_budget({"calls": calls, "cost_usd": estimate.cost(
-                    s, calls, forward=True, price_overrides=m.price_overrides)}, m)
+                if budget:
+                    self.check_budget({"calls": calls, "cost_usd": estimate.cost(
+                        s, calls, forward=True, price_overrides=m.price_overrides)}, m)
                 if g is None:
                     ctx.plan("validation", calls)
                 else:
@@ -336,12 +387,9 @@ class StepRunner:
                          s.config.alpha, batch=batch, cap=len(pool))
                 if g.decided:
                     break
-            return g
+            return EvalReport(new_prompt, new_rows, labels), EvalReport(cur_prompt, cur_rows, labels), g
 
-        g = self.run(m, looks, ctx, "validation")
-        self._emit_validation(st, EvalReport(new_prompt, new_rows, labels), EvalReport(cur_prompt, cur_rows, labels),
-                              g, ctx)
-        return g
+        return looks
 
     def confirm(self, accept: bool | None = None) -> Step:
         """Record the gate: the policy's verdict, or the person's override (accept True/False)."""
