@@ -282,6 +282,11 @@ with tab_new:
         gate_cap = int(ac[1].number_input("At most (cap)", min_value=1, max_value=100_000, value=200, step=50,
                                           key="gate_cap", help="or all the task's validation questions, if fewer"))
     st.caption(md_escape(POLICY_HELP[policy]))
+    ahead = {"local servers only": None, "always": True, "never": False}
+    validate_ahead = ahead[st.radio("Validate candidates ahead (in the background, while you read them)", list(ahead),
+                                    key="validate_ahead_choice", horizontal=True,
+                                    help="the accepted candidate's gate is then ready at once; it pays for every "
+                                         "candidate's validation, so it is on by default only for local servers")]
     title = st.text_input("Title (optional)", key="session_title", placeholder="e.g. PubMedQA, textgrad, first try")
 
     cfg = SessionConfig(task=task_spec, method=method, preset=preset, forward=specs["forward"][0],
@@ -290,7 +295,8 @@ with tab_new:
                         policy=policy, alpha=float(alpha), patience=int(patience), budget_usd=budget_usd,
                         budget_calls=budget_calls, forward_max_tokens=fwd_max_tokens, params=params,
                         gate_batch=gate_batch, gate_cap=max(gate_cap, gate_batch),
-                        templates=dict(state.ss("template_overrides", {})), title=title.strip())
+                        templates=dict(state.ss("template_overrides", {})), title=title.strip(),
+                        validate_ahead=validate_ahead)
     st.subheader("6 · Estimate and create")
     if task is not None and not errors:
         try:

@@ -68,3 +68,40 @@ def test_validate_ahead_is_on_for_local_servers_and_off_for_paid_providers(forwa
     assert cfg.validates_ahead() is on
     assert SessionConfig(task=builtin_spec("pubmedqa"), forward=forward, forward_base_url=url,
                          validate_ahead=not on).validates_ahead() is (not on)
+
+
+def test_optimize_page_shows_the_cost_first_then_the_gates_and_accepting_one_calls_no_server(app_test_env,
+                                                                                               monkeypatch):
+    from tests.fake_model import FakeModel
+    from tests.test_app import check, click, create_session, goto, new_app, open_session
+
+    served = {"n": 0}
+    real = FakeModel.acomplete
+
+    async def acomplete(self, req):
+        served["n"] += 1
+        return await real(self, req)
+
+    monkeypatch.setattr(FakeModel, "acomplete", acomplete)
+    at = new_app()
+    sid = create_session(at, val=12)  # fake:scripted is not a local server: validating ahead waits for the button
+    goto(at, "optimize")
+    click(at, "run_step")
+    assert not any(df for df in at.dataframe if "gate" in df.value.columns)
+    button = at.button(key="validate_ahead")
+    s = open_session(app_test_env, sid)
+    est = prevalidation(s.folded, len(ahead_candidates(s.folded, s.step)))
+    assert f"about {est['calls']:,} calls" in button.label  # the cost, before anything is sent
+    before = served["n"]
+    click(at, "validate_ahead")
+    assert served["n"] > before
+    gates = next(df.value for df in at.dataframe if "gate" in df.value.columns)
+    accept = [b for b in at.button if (b.key or "").startswith("accept_s1_")]
+    cid = accept[0].key.removeprefix("accept_s1_")
+    ahead_row = gates[gates["candidate"] == cid].iloc[0]
+    before = served["n"]
+    check(accept[0].click().run())
+    assert served["n"] == before  # the gate comes from the cache at once
+    assert any("Gate verdict" in x.value for x in list(at.success) + list(at.warning))
+    g = open_session(app_test_env, sid).steps[-1].gate
+    assert ahead_row["gate"] == ("would pass" if g.passed else "would fail")

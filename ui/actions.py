@@ -69,6 +69,27 @@ def start_validate(s: Session) -> Job | None:
                   lambda job, m: s.validate(models=m, progress=job.progress, cancel=job.cancel))
 
 
+def prevalidate_label(s: Session) -> str:
+    """The label of the open proposal's validate-ahead job (one per step attempt)."""
+    st_ = s.step
+    return f"Step {st_.index} (attempt {st_.attempt + 1}): validating the candidates ahead" if st_ else ""
+
+
+def start_prevalidate(s: Session) -> Job | None:
+    """Validate the open proposal's candidates in the background while the person reads them."""
+    return _start(s, "prevalidate", prevalidate_label(s),
+                  lambda job, m: s.prevalidate(models=m, progress=job.progress, cancel=job.cancel))
+
+
+def stop_prevalidate(s: Session, timeout_s: float = 30.0) -> None:
+    """Before a decision: stop a validate-ahead job still running (its finished calls stay cached and logged)."""
+    job = registry().active(state.owner(s))
+    if job is not None and job.kind == "prevalidate":
+        job.cancel.cancel()
+        if job.thread is not None:
+            job.thread.join(timeout_s)
+
+
 def start_auto(s: Session, steps: int) -> Job | None:
     def work(job: Job, models: Models):
         def on_step(sess: Session, step: Step) -> None:
