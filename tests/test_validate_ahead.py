@@ -105,3 +105,19 @@ def test_optimize_page_shows_the_cost_first_then_the_gates_and_accepting_one_cal
     assert any("Gate verdict" in x.value for x in list(at.success) + list(at.warning))
     g = open_session(app_test_env, sid).steps[-1].gate
     assert ahead_row["gate"] == ("would pass" if g.passed else "would fail")
+
+
+def test_a_session_validated_ahead_exports_and_replays_identical(tmp_path):
+    from core.bundle import bundle_bytes, replay_bundle
+
+    s, _, _ = make(tmp_path, method="textgrad", preset="quick", cache=True)
+    s.run_baseline()
+    st = s.start_step()
+    gates = s.prevalidate()
+    s.decide("accept", candidate=next(iter(gates)))
+    s.validate()
+    s.confirm()
+    r = replay_bundle(bundle_bytes(s, s.models.runner.cache), root=tmp_path / "replay")
+    assert r.matches and r.misses == 0, r
+    assert st.spend.calls == sum(ev["spend"]["calls"] for ev in s.events
+                                 if ev.get("step") == st.index and ev.get("spend"))
