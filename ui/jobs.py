@@ -24,13 +24,14 @@ import streamlit as st
 from core import paths
 from core.cache import CacheError, ResponseCache
 from core.engine import Cancelled
-from core.llm import LLMError, redact
+from core.llm import LLMError, RetryNotice, for_surface, redact
 from core.progress import JobProgress
 from core.runner import CancelToken
 from core.session import Session, SessionError, SessionLocked
 from core.tasks import TaskError
 
 from .render import md_escape
+from .status import retry_text
 
 USER_ERRORS = (SessionError, LLMError, TaskError, CacheError, ValueError)
 MAX_FINISHED = 40
@@ -56,6 +57,7 @@ class Job:
     cancel: CancelToken = field(default_factory=CancelToken)
     thread: threading.Thread | None = None
     seen: bool = False  # the finished result was shown once
+    retry: tuple[RetryNotice, float, int] | None = None  # the latest SDK retry: (notice, when, calls done then)
 
     @property
     def running(self) -> bool:
@@ -74,6 +76,18 @@ class Job:
         """A PhaseProgress callback, for code that reports through one: the job's counter is kept as it is."""
         if isinstance(p, JobProgress):
             self.progress = p
+
+    def on_retry(self, notice: RetryNotice) -> None:
+        """A ClientOptions.on_retry callback (the worker's event loop): shown until the next call finishes."""
+        self.retry = (notice, time.time(), self.progress.done if self.progress else 0)
+
+    def retry_line(self) -> str | None:
+        if self.retry is None or not self.running:
+            return None
+        notice, at, done = self.retry
+        if self.progress is not None and self.progress.done > done:
+            return None
+        return retry_text(notice, at)
 
     def fraction(self) -> float:
         p = self.progress
@@ -200,7 +214,7 @@ def _work(job: Job, fn: Callable[[Job], Any], secrets: list[str]) -> None:
         job.status = "cancelled"
     except BaseException as exc:  # noqa: BLE001 - a worker must never die silently
         job.status = "error"
-        job.error = redact(error_message(exc), secrets)
+        job.error = redact(for_surface(error_message(exc), "app"), secrets)
         if not isinstance(exc, USER_ERRORS):
             sys.stderr.write(redact(traceback.format_exc(), secrets))
     finally:
@@ -217,14 +231,16 @@ def registry() -> Registry:
 def _progress_text(job: Job) -> str:
     """'<label> · gradient: 3 of 8 calls · 12 s elapsed · about 20 s left · 2 from cache'."""
     p = job.progress
+    retry = job.retry_line()
     if not p.total:
-        return f"{job.label} · waiting for the first answers · {job.elapsed:.0f} s elapsed"
+        return f"{job.label} · waiting for the first answers · {job.elapsed:.0f} s elapsed" + (
+            f" · {retry}" if retry else "")
     bits = [job.label, p.line()]
     if p.cached:
         bits.append(f"{p.cached} from cache")
     if p.failed:
         bits.append(f"{p.failed} failed")
-    return " · ".join(bits)
+    return " · ".join(bits) + (f" · {retry}" if retry else "")
 
 
 def draw_running(job: Job, *, key: str) -> None:

@@ -8,6 +8,7 @@ import streamlit as st
 from core.evaluate import EvalReport
 from core.gate import POLICY_HELP
 from core.lineage import Candidate, Gradient, Proposal, call_name, verdicts
+from core.llm import for_surface
 from core.session import Session, Step
 
 from . import state
@@ -147,8 +148,10 @@ def proposal_view(s: Session, st_: Step, *, actions: bool, key: str) -> None:
     prop: Proposal | None = st_.proposal
     if prop is None:
         return
-    if prop.note:
-        st.info(md_escape(prop.note), icon=":material/info:")
+    if prop.note:  # a failed call is an error with what to do about it, not an information
+        failed = "failed" in prop.note or "timed out" in prop.note
+        (st.error if failed else st.info)(md_escape(for_surface(prop.note, "app")),
+                                          icon=":material/error:" if failed else ":material/info:")
     st.markdown(f"#### Gradients ({len(prop.gradients)})")
     if not prop.gradients:
         st.caption("No gradients in this proposal.")
