@@ -271,9 +271,11 @@ class JobProgress:
     def saved_usd(self) -> float:
         return self.spend.saved_usd
 
-    def line(self) -> str:
-        """'gradient: 3 of 8 calls · 12 s elapsed · about 20 s left' for a status line or a CLI."""
-        text = f"{self.phase}: {self.done} of {self.total} calls · {self.elapsed_s:.0f} s elapsed"
+    def line(self, name: Callable[[str], str] | None = None) -> str:
+        """'gradient: 3 of 8 calls · 12 s elapsed · about 20 s left' for a status line or a CLI; `name` words
+        each phase (the app's labels)."""
+        phase = " + ".join(name(p.name) for p in self.running()) or name(self._last) if name else self.phase
+        text = f"{phase}: {self.done} of {self.total} calls · {self.elapsed_s:.0f} s elapsed"
         eta = self.eta_s
         return text + ("" if eta is None or self.done >= self.total else f" · about {eta:.0f} s left")
 

@@ -15,7 +15,7 @@ def test_a_jobs_line_names_the_running_phase_with_n_known_before_it_starts(tmp_p
     job.progress.listener = lambda p: seen.append((p.phase, p.done, p.total))
     s.run_baseline(progress=job.progress)
     assert seen[0] == ("baseline", 0, 10)  # planned before the first call
-    assert _progress_text(job).startswith("Baseline · baseline: 10 of 10 calls")
+    assert _progress_text(job).startswith("Baseline · baseline (seed prompt on validation): 10 of 10 calls")
 
     step_job = Job("j2", "step", "Step 1", "owner")
     phases: list[str] = []
@@ -23,7 +23,7 @@ def test_a_jobs_line_names_the_running_phase_with_n_known_before_it_starts(tmp_p
     s.start_step(progress=step_job.progress)
     assert phases == ["forward", "loss", "gradient", "update"]  # in the order they ran
     cfg = s.config.engine_config()
-    assert "update: 3 of 3 calls" in _progress_text(step_job) and cfg.candidates == 3
+    assert "prompt update: 3 of 3 calls" in _progress_text(step_job) and cfg.candidates == 3
 
     s.decide("accept", candidate=s.step.proposal.candidates[0].id)
     val_job = Job("j4", "validate", "Validate", "owner")
@@ -40,5 +40,5 @@ def test_an_evaluate_job_counts_its_calls_once(tmp_path):
     entries = version_entries(s, [0]) + [Entry("other", "Answer yes, no or maybe.")]
     score_split(s, entries, "test", limit=8, reveal=True, on_progress=job.progress)
     assert (job.progress.done, job.progress.total) == (16, 16)  # 2 prompts x 8 questions, one counter
-    assert "test: 16 of 16 calls" in _progress_text(job)
+    assert "test questions: 16 of 16 calls" in _progress_text(job)
     assert job.progress.spend.calls == next(ev for ev in s.events if ev["type"] == "test_revealed")["spend"]["calls"]

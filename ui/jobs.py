@@ -31,7 +31,7 @@ from core.session import Session, SessionError, SessionLocked
 from core.tasks import TaskError
 
 from .render import md_escape
-from .status import retry_text
+from .status import phase_label, retry_text
 
 USER_ERRORS = (SessionError, LLMError, TaskError, CacheError, ValueError)
 MAX_FINISHED = 40
@@ -235,7 +235,7 @@ def _progress_text(job: Job) -> str:
     if not p.total:
         return f"{job.label} · waiting for the first answers · {job.elapsed:.0f} s elapsed" + (
             f" · {retry}" if retry else "")
-    bits = [job.label, p.line()]
+    bits = [job.label, p.line(phase_label)]
     if p.cached:
         bits.append(f"{p.cached} from cache")
     if p.failed:
