@@ -177,7 +177,7 @@ CONFIG = Record({"task": TASK}, {
     "method": STR, "preset": STR, "forward": STR, "backward": STR, "forward_base_url": OSTR,
     "backward_base_url": OSTR, "seed_prompt": STR, "seed": INT, "policy": STR, "alpha": FRAC, "patience": COUNT,
     "budget_usd": Opt(NUM), "budget_calls": Opt(COUNT), "val_limit": Opt(COUNT), "forward_max_tokens": COUNT,
-    "params": MapOf(Spec()), "templates": MapOf(MapOf(STR)), "title": STR, "template_version": COUNT,
+    "params": MapOf(Spec()), "templates": MapOf(MapOf(STR)), "title": STR, "template_version": COUNT, "preset_version": COUNT, "validate_ahead": Opt(BOOL),
     "gate_batch": COUNT, "gate_cap": COUNT, "prices": MapOf(ListOf(NUM, 2))})
 
 SCORE = Record({"name": STR, "accuracy": Opt(FRAC)}, {"version": Opt(COUNT), "correct": COUNT, "n": COUNT,

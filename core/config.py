@@ -9,11 +9,31 @@ from .checks import CheckError, check_session_values, check_settings
 from .gate import POLICIES
 from .llm import LLMError, parse_spec, price_for
 from .meta_prompts import TEMPLATE_VERSION
-from .protegi import PRESETS as PROTEGI_PRESETS, ProtegiConfig
-from .textgrad import LEGACY_PRESETS as TEXTGRAD_LEGACY, PRESETS as TEXTGRAD_PRESETS, TextGradConfig
+from .protegi import PRESETS as PROTEGI_PRESETS, QUICK_V1 as PROTEGI_QUICK_V1, ProtegiConfig
+from .textgrad import LEGACY_PRESETS as TEXTGRAD_LEGACY, PRESETS as TEXTGRAD_PRESETS, QUICK_V1 as TEXTGRAD_QUICK_V1, \
+    TextGradConfig
 
 METHODS = ("protegi", "textgrad")
 PRESETS = {"protegi": PROTEGI_PRESETS, "textgrad": TEXTGRAD_PRESETS}
+# Version 2 made "quick" quick (about 20 calls before validation, 24 validation questions); a session recorded
+# before it (no preset_version) runs the presets as they were, so it replays identically.
+PRESET_VERSION = 2
+OLD_PRESETS = {1: {"protegi": {"quick": PROTEGI_QUICK_V1}, "textgrad": {"quick": TEXTGRAD_QUICK_V1}}}
+
+
+def on_this_network(url: str | None) -> bool:
+    """A base URL on this machine or a private network (a local server), not a paid provider's."""
+    import ipaddress
+    from urllib.parse import urlparse
+
+    host = (urlparse(url or "").hostname or "").lower()
+    if host == "localhost" or host.endswith(".local"):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_private
 
 
 class SessionError(RuntimeError):
@@ -70,6 +90,10 @@ class SessionConfig:
     title: str = ""
     # meta-prompt templates and paper presets this session runs with; a config recorded without it is version 1
     template_version: int = TEMPLATE_VERSION
+    preset_version: int = PRESET_VERSION  # the preset tables this session runs with; recorded without it: 1
+    # validate a proposal's candidates in the background while the person reads them; None: only when the
+    # forward model is on a local server (its calls cost nothing), off for paid providers
+    validate_ahead: bool | None = None
     # USD per 1M tokens [input, output] by price_key(spec, base_url), fixed when the session is created or
     # re-pointed; a model missing here (a log from before snapshots) is priced by the table
     prices: dict = field(default_factory=dict)
@@ -77,7 +101,7 @@ class SessionConfig:
     @staticmethod
     def from_json(d: dict) -> "SessionConfig":
         """A recorded config (event log, bundle): one written before template versions is version 1."""
-        return SessionConfig(**{"template_version": 1, **d})
+        return SessionConfig(**{"template_version": 1, "preset_version": 1, **d})
 
     def model_price(self, spec: str, base_url: str | None, overrides: dict | None = None) -> tuple[float, float] | None:
         """USD per 1M tokens (input, output) for a model of this config: the snapshot, else the table (with
@@ -89,6 +113,16 @@ class SessionConfig:
             return price_for(parse_spec(spec, base_url), overrides)
         except LLMError:
             return None
+
+    def validates_ahead(self) -> bool:
+        """Whether the app validates candidates before the decision: the setting, else local servers only."""
+        if self.validate_ahead is not None:
+            return bool(self.validate_ahead)
+        try:
+            spec = parse_spec(self.forward, self.forward_base_url)
+        except LLMError:
+            return False
+        return spec.is_local or on_this_network(spec.base_url)
 
     def _models(self) -> list[tuple[str, str | None]]:
         return [(self.forward, self.forward_base_url), (self.backward, self.backward_base_url)]
@@ -123,6 +157,9 @@ class SessionConfig:
         if self.preset not in PRESETS[self.method]:
             raise SessionError(f"Unknown preset '{self.preset}' for {self.method}. "
                                f"Presets: {', '.join(PRESETS[self.method])}.")
+        if self.preset_version not in (1, PRESET_VERSION):
+            raise SessionError(f"Unknown preset version {self.preset_version!r} (this app knows 1 and "
+                               f"{PRESET_VERSION}).")
         if self.template_version not in (1, TEMPLATE_VERSION):
             raise SessionError(f"Unknown template version {self.template_version!r} (this app knows 1 and "
                                f"{TEMPLATE_VERSION}).")
@@ -161,7 +198,8 @@ class SessionConfig:
 
     def engine_config(self) -> ProtegiConfig | TextGradConfig:
         """The preset of this config's template version with its `params` overrides."""
-        base = PRESETS[self.method][self.preset]
+        base = OLD_PRESETS.get(self.preset_version, {}).get(self.method, {}).get(self.preset) or \
+            PRESETS[self.method][self.preset]
         if self.method == "textgrad":
             base = TEXTGRAD_LEGACY.get(self.template_version, {}).get(self.preset, base).for_task(self.task.get("name"))
         return type(base)(**{**asdict(base), **self.params})

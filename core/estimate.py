@@ -55,6 +55,13 @@ def validation(state: SessionState, *, cached: bool, price_overrides: dict | Non
     return {"calls": n, "cost_usd": cost(state, n, forward=True, price_overrides=price_overrides)}
 
 
+def prevalidation(state: SessionState, candidates: int, *, price_overrides: dict | None = None) -> dict:
+    """Validating `candidates` candidates ahead of the decision (needs the cache: the current prompt's answers
+    are paid at most once)."""
+    n = candidates * validation_calls(state, cached=True)
+    return {"calls": n, "cost_usd": cost(state, n, forward=True, price_overrides=price_overrides)}
+
+
 def step(state: SessionState, *, cached: bool, price_overrides: dict | None = None) -> dict:
     """Calls and cost of the next step (minibatch, proposal, bandit, validation), before it runs."""
     cfg = state.config.engine_config()
@@ -67,6 +74,7 @@ def step(state: SessionState, *, cached: bool, price_overrides: dict | None = No
         fwd, opt, bandit = cfg.batch_size, cfg.batch_size + 1 + max(1, cfg.candidates), 0
     n_val = validation_calls(state, cached=cached)
     return {"forward": fwd, "optimiser": opt, "bandit": bandit, "validation": n_val,
+            "proposal": fwd + opt + bandit,  # the calls before the person decides (what "quick" keeps near 20)
             "calls": fwd + opt + bandit + n_val,
             "cost_usd": cost(state, fwd + bandit + n_val, forward=True, price_overrides=price_overrides)
             + cost(state, opt, forward=False, price_overrides=price_overrides)}

@@ -17,7 +17,7 @@ from typing import Any, Callable, ClassVar
 from .bundle_schema import (BOOL, COUNT, GATE_RESULT, LOOK, OSTR, PROPOSAL, REAL, REPORT, SPEND, STR, STRS, ListOf,
                             MapOf, NUM, OneOf, Opt, Record, SchemaError, Spec, _what)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 ANY = Spec()
 
 
@@ -288,7 +288,17 @@ def _v1_to_v2(events: list[dict]) -> list[dict]:
     return [{**first, "config": cfg, "schema": 2}] + events[1:]
 
 
-MIGRATIONS: list[Callable[[list[dict]], list[dict]]] = [_v1_to_v2]  # MIGRATIONS[n - 1]: schema n -> n + 1
+def _v2_to_v3(events: list[dict]) -> list[dict]:
+    """Schema 3 records the preset tables' version in every config (a config written before it ran version 1:
+    the old "quick")."""
+    first = events[0]
+    cfg = first.get("config")
+    if isinstance(cfg, dict) and "preset_version" not in cfg:
+        cfg = {**cfg, "preset_version": 1}
+    return [{**first, "config": cfg, "schema": 3}] + events[1:]
+
+
+MIGRATIONS: list[Callable[[list[dict]], list[dict]]] = [_v1_to_v2, _v2_to_v3]  # MIGRATIONS[n - 1]: schema n -> n + 1
 assert len(MIGRATIONS) == SCHEMA_VERSION - 1
 
 

@@ -146,8 +146,11 @@ class JobProgress:
             self.listener(self)
 
     def plan(self, phase: str, calls: int) -> None:
-        """Say how many calls `phase` will make, before it starts (the engine knows); `add_plan` corrects it."""
+        """Say how many calls `phase` will make, before it starts (the engine knows); `add_plan` corrects it.
+        A phase that already ran to its end in this job (the next step of an auto-run) starts its count again."""
         def f(p: PhaseCount) -> None:
+            if p.done and not p.in_flight and p.done >= p.asked:
+                p.asked = p.done = 0
             p.planned = max(0, int(calls))
         self._change(phase, f, current=self._last == "starting")  # the job's first plan is what it starts with
 
@@ -268,9 +271,11 @@ class JobProgress:
     def saved_usd(self) -> float:
         return self.spend.saved_usd
 
-    def line(self) -> str:
-        """'gradient: 3 of 8 calls · 12 s elapsed · about 20 s left' for a status line or a CLI."""
-        text = f"{self.phase}: {self.done} of {self.total} calls · {self.elapsed_s:.0f} s elapsed"
+    def line(self, name: Callable[[str], str] | None = None) -> str:
+        """'gradient: 3 of 8 calls · 12 s elapsed · about 20 s left' for a status line or a CLI; `name` words
+        each phase (the app's labels)."""
+        phase = " + ".join(name(p.name) for p in self.running()) or name(self._last) if name else self.phase
+        text = f"{phase}: {self.done} of {self.total} calls · {self.elapsed_s:.0f} s elapsed"
         eta = self.eta_s
         return text + ("" if eta is None or self.done >= self.total else f" · about {eta:.0f} s left")
 

@@ -41,13 +41,19 @@ class ProtegiConfig:
     ucb_c: float = 1.0  # UCB's exploration constant (bandit "ucb")
     ucb_e_a: float | None = None  # UCB-E's exploration parameter a (bandit "ucb-e"); None = bandits.default_ucb_e_a
     max_tokens: int = 1024
+    val_questions: int | None = None  # validate on the first N validation questions (None: the task's split)
 
 
+# "quick" as sessions of preset version 1 ran it (54 calls before validation, validation on the whole split)
+QUICK_V1 = ProtegiConfig(beam=1, minibatch=16, n_groups=2, errors_per_group=3, reasons_per_group=1, edits_per_reason=1,
+                         paraphrases=1, max_successors=4, bandit="successive-halving", bandit_budget=32,
+                         samples_per_eval=8, arms_per_round=2)
 PRESETS: dict[str, ProtegiConfig] = {
     "ProTeGi paper": ProtegiConfig(),
-    "quick": ProtegiConfig(beam=1, minibatch=16, n_groups=2, errors_per_group=3, reasons_per_group=1,
-                           edits_per_reason=1, paraphrases=1, max_successors=4,
-                           bandit="successive-halving", bandit_budget=32, samples_per_eval=8, arms_per_round=2),
+    # quick means quick: 8 forward + 3 optimiser + 8 bandit = 19 calls before validation, which uses 24 questions
+    "quick": ProtegiConfig(beam=1, minibatch=8, n_groups=1, errors_per_group=3, reasons_per_group=1,
+                           edits_per_reason=1, paraphrases=1, max_successors=2, bandit="successive-halving",
+                           bandit_budget=8, samples_per_eval=4, arms_per_round=2, val_questions=24),
     # the product's preset: "quick"'s method settings; sessions start with the adaptive gate (session.default_policy)
     "recommended": ProtegiConfig(beam=1, minibatch=16, n_groups=2, errors_per_group=3, reasons_per_group=1,
                                  edits_per_reason=1, paraphrases=1, max_successors=4,

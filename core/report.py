@@ -32,6 +32,13 @@ def _scores(rep) -> tuple[object, object, object]:
         return "?", "?", "?"
 
 
+def _spend_parts(session: Session) -> list[str]:
+    """'- Spend by part: baseline 20 calls ($0.0012); step 1 ...; test ...' from the session's ledger."""
+    ledger = getattr(session, "ledger", None) or {}
+    parts = [f"{md_text(name)} {_num(sp.calls, 'd')} calls (${_num(sp.cost_usd, '.4f')})" for name, sp in ledger.items()]
+    return [f"- Spend by part: {'; '.join(parts)}"] if parts else []
+
+
 def markdown_report(session: Session) -> str:
     """Prompt versions, scores with intervals, diffs, decisions and cost, as Markdown."""
     cfg, sp = session.config, session.spend
@@ -44,6 +51,7 @@ def markdown_report(session: Session) -> str:
              f"- Spend: {_num(sp.calls, 'd')} calls, {_num(sp.input_tokens, 'd')} input + "
              f"{_num(sp.output_tokens, 'd')} output tokens, ${_num(sp.cost_usd, '.4f')} "
              f"(cache saved ${_num(sp.saved_usd, '.4f')} over {_num(sp.cached, 'd')} calls)",
+             *_spend_parts(session),
              f"- {md_text(reveal_summary(session))}", "",
              "## Validation per step", "", "| step | decision | validation accuracy | 95% CI | vs current | p | outcome |",
              "|---|---|---|---|---|---|---|"]

@@ -81,6 +81,7 @@ class Session:
     versions = property(lambda self: self.folded.versions)
     steps = property(lambda self: self.folded.steps)
     spend = property(lambda self: self.folded.spend)
+    ledger = property(lambda self: self.folded.ledger)  # the spend by part; sums to `spend`
     stopped = property(lambda self: self.folded.stopped)
     auto = property(lambda self: self.folded.auto)
     bundle_events = property(lambda self: self.folded.bundle_events)
@@ -336,6 +337,11 @@ class Session:
                  models: Models | None = None) -> GateResult:
         """Score the chosen prompt and the current one on the same validation questions; compute the gate."""
         return self.runner.validate(models=models, progress=progress, cancel=cancel)
+
+    def prevalidate(self, *, progress: PhaseProgress | None = None, cancel: CancelToken | None = None,
+                    models: Models | None = None) -> dict[str, GateResult]:
+        """Validate the proposal's candidates before the decision (cache warmed, spend logged): {id: gate}."""
+        return self.runner.prevalidate(models=models, progress=progress, cancel=cancel)
 
     def confirm(self, accept: bool | None = None) -> Step:
         """Record the gate: the policy's verdict, or the person's override (accept True/False)."""

@@ -71,6 +71,14 @@ class Step:
         return "started"
 
 
+# the parts of a session's spend ledger, in the order they are shown
+BASELINE_PART, TEST_PART, CONFIRMATION_PART, OTHER_PART = "baseline", "test", "confirmation", "other"
+
+
+def step_part(index: int) -> str:
+    return f"step {index}"
+
+
 class EventDoesNotFit(ValueError):
     """Event `n` (1-based) is malformed or does not fit the events before it."""
 
@@ -87,7 +95,8 @@ class SessionState:
     task: Task | None = field(default=None, compare=False, repr=False)
     versions: list[Version] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
-    spend: Spend = field(default_factory=Spend)
+    spend: Spend = field(default_factory=Spend)  # the ledger's total: every spend figure reads it or `ledger`
+    ledger: dict[str, Spend] = field(default_factory=dict)  # by part (baseline, step N, test, ...); sums to spend
     stopped: str | None = None
     auto: dict | None = None  # the automatic run in progress: {"steps", "policy"}
     bundle_events: int | None = None  # imported: how many of the events came from the bundle
@@ -345,9 +354,21 @@ def _apply(s: SessionState, e: E.Event, raw: dict) -> None:
         s.locked = [x for x in s.locked if x not in gone]
     elif isinstance(e, E.SentencesLocked):
         s.locked += [k for k in dict.fromkeys(marks.normalise_sentence(x) for x in e.sentences) if k not in s.locked]
+    if isinstance(e, E.StepStarted):
+        s.ledger[step_part(e.step)] = s.steps[-1].spend  # one Spend: the step's and the ledger's part
     if e.spend is not None:
         sp = Spend(**e.spend)
         s.spend.merge(sp)
-        if s.steps and (isinstance(e, (E.Forward, E.ProposalMade, E.ProposalRetried, E.Validation)) or (
-                isinstance(e, E.SpendOnly) and e.step == s.steps[-1].index and s.steps[-1].outcome is None)):
-            s.steps[-1].spend.merge(sp)
+        s.ledger.setdefault(_part(e), Spend()).merge(sp)
+
+
+def _part(e: E.Event) -> str:
+    """The ledger part an event's spend belongs to: every paid call is counted in exactly one."""
+    if isinstance(e, E.Baseline) or (isinstance(e, E.SpendOnly) and (e.step == 0 or e.phase == "baseline")):
+        return BASELINE_PART
+    if isinstance(e, E.ConfirmationScored):
+        return CONFIRMATION_PART
+    if isinstance(e, E.TestRevealed):
+        return TEST_PART
+    step = getattr(e, "step", None)
+    return step_part(step) if isinstance(step, int) and step > 0 else OTHER_PART

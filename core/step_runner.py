@@ -23,13 +23,13 @@ from . import estimate
 from . import events as E
 from . import person_marks as marks
 from .config import BudgetExceeded, SessionConfig, SessionError
-from .engine import Cancelled, PhaseProgress, Spend, StepContext, forward_batch, normalise
+from .engine import Cancelled, JobProgress, PhaseProgress, Spend, StepContext, forward_batch, normalise
 from .evaluate import EvalReport
 from .gate import GateResult, gate
 from .llm import ChatModel, ClientOptions, make_model, parse_spec
 from .meta_prompts import Templates
 from .protegi import ProtegiEngine
-from .runner import CancelToken, Runner, run_sync
+from .runner import CancelToken, Runner, run_job
 from .sequential import look_schedule
 from .state import SessionState, Step, Version, compact_report
 from .textgrad import TextGradEngine
@@ -85,6 +85,13 @@ def make_engine(cfg: SessionConfig) -> ProtegiEngine | TextGradEngine:
     return ProtegiEngine(ec) if cfg.method == "protegi" else TextGradEngine(ec)
 
 
+def ahead_candidates(state: SessionState, st: Step) -> list:
+    """The candidates worth validating ahead, best-ranked first: the ones the automatic policy could take
+    (not flagged by the checks, not the current prompt unchanged)."""
+    cur = normalise(state.current.prompt)
+    return [c for c in st.proposal.candidates if not c.flagged and not c.flags and normalise(c.prompt) != cur]
+
+
 class StepRunner:
     """Performs the phases of one session; reads its state, writes only through `session.emit`."""
 
@@ -129,15 +136,8 @@ class StepRunner:
             check: Callable[[Any], None] | None = None) -> Any:
         """Run a phase on one event loop; if it stops (failed calls, cancel, auth error, Ctrl-C), the calls it
         already paid for are logged as a 'spend' event, so the spend shown equals the spend made."""
-        async def go():
-            try:
-                return await coro_fn()
-            finally:
-                await m.forward.aclose()
-                await m.backward.aclose()
-
         try:
-            out = run_sync(go())
+            out = run_job(coro_fn, m.forward, m.backward)  # one event loop; the clients closed on it
             if check is not None:
                 check(out)
             return out
@@ -186,6 +186,7 @@ class StepRunner:
         seed, val = s.config.seed_prompt, s.val_examples()
 
         async def go():
+            ctx.plan("baseline", len(val))
             rows = await forward_batch(ctx, [seed] * len(val), val, phase="baseline")
             return EvalReport(seed, rows, list(s.task.labels))
 
@@ -233,6 +234,7 @@ class StepRunner:
         forward: list[E.Forward] = []
 
         async def forward_then_propose():  # one event loop and one client for the whole step
+            ctx.plan("minibatch", len(beam) * len(batch))
             rows = await asyncio.gather(*(forward_batch(ctx, [p] * len(batch), batch, phase="minibatch") for p in beam))
             reports = [EvalReport(p, r, labels) for p, r in zip(beam, rows)]
             self.check_errors(reports[0], "minibatch")
@@ -354,22 +356,68 @@ class StepRunner:
         if st.gate is not None:
             return st.gate
         m = self.models(models)
-        if s.config.policy == "adaptive":
-            return self._validate_adaptive(m, st, progress, cancel)
-        self.check_budget(estimate.validation(s, cached=m.cached, price_overrides=m.price_overrides), m)
+        if s.config.policy != "adaptive":
+            self.check_budget(estimate.validation(s, cached=m.cached, price_overrides=m.price_overrides), m)
         ctx = self.context(m, st.index, st.attempt, cancel, progress)
-        cur_prompt, new_prompt, val, labels = s.current.prompt, st.decision["prompt"], s.val_examples(), list(s.task.labels)
+        new, cur, g = self.run(m, self._scoring(m, ctx, st.decision["prompt"]), ctx, "validation")
+        self._emit_validation(st, new, cur, g, ctx)
+        return g
 
-        async def go():
+    def prevalidate(self, *, models: Models | None = None, progress: PhaseProgress | None = None,
+                    cancel: CancelToken | None = None) -> dict[str, GateResult]:
+        """Validate the open proposal's candidates ahead of the decision (best-ranked first, one job), so the
+        gate of the one accepted is answered from the response cache at once. Nothing is decided or gated
+        here: each candidate's calls are logged as a 'spend' event (phase 'prevalidation') of its step."""
+        s = self.state
+        st = s.step
+        if st is None or st.status != "proposed":
+            raise SessionError("There is no proposal waiting for a decision to validate ahead.")
+        m = self.models(models)
+        if not m.cached:
+            raise SessionError("Validating ahead needs the response cache (the real validation re-uses its answers).")
+        todo = ahead_candidates(s, st)
+        est = estimate.prevalidation(s, len(todo), price_overrides=m.price_overrides)
+        why = estimate.over_budget(s, est, price_overrides=m.price_overrides)
+        if why:  # not the person's phase: refused, the session is not stopped
+            raise BudgetExceeded(f"Not validating ahead: it would exceed the budget ({why}).")
+        job = progress if isinstance(progress, JobProgress) else JobProgress(
+            listener=(lambda jp: progress(jp.phase, jp)) if progress else None)  # one counter for every candidate
+        gates: dict[str, GateResult] = {}
+
+        async def each() -> None:
+            for c in todo:
+                ctx = self.context(m, st.index, st.attempt, cancel, job)
+                try:
+                    _, _, gates[c.id] = await self._scoring(m, ctx, c.prompt, budget=False)()
+                except BaseException as exc:
+                    self.record_unfinished(ctx, "prevalidation", exc)
+                    raise
+                if ctx.spend.calls or ctx.spend.cached:
+                    self.s.emit(E.SpendOnly(step=st.index, phase="prevalidation", spend=ctx.spend.to_json(),
+                                            keys=ctx.keys))
+
+        run_job(each, m.forward, m.backward)
+        return gates
+
+    def _scoring(self, m: Models, ctx: StepContext, new_prompt: str, *, budget: bool = True):
+        """The coroutine function that scores `new_prompt` against the current prompt on validation under
+        the session's policy: -> (candidate report, current report, gate). Logs nothing."""
+        s = self.state
+        cur_prompt, labels = s.current.prompt, list(s.task.labels)
+        if s.config.policy == "adaptive":
+            return self._adaptive_looks(m, ctx, new_prompt, budget)
+        val = s.val_examples()
+
+        async def fixed():
+            ctx.plan("validation", 2 * len(val))
             cur_rows, new_rows = await asyncio.gather(
                 forward_batch(ctx, [cur_prompt] * len(val), val, phase="validation"),
                 forward_batch(ctx, [new_prompt] * len(val), val, phase="validation"))
-            return EvalReport(cur_prompt, cur_rows, labels), EvalReport(new_prompt, new_rows, labels)
+            cur, new = EvalReport(cur_prompt, cur_rows, labels), EvalReport(new_prompt, new_rows, labels)
+            self._check_scores((cur, new), m)
+            return new, cur, gate(s.config.policy, cur.correct_by_id(), new.correct_by_id(), s.config.alpha)
 
-        cur, new = self.run(m, go, ctx, "validation", check=lambda reps: self._check_scores(reps, m))
-        g = gate(s.config.policy, cur.correct_by_id(), new.correct_by_id(), s.config.alpha)
-        self._emit_validation(st, new, cur, g, ctx)
-        return g
+        return fixed
 
     def _check_scores(self, reports, m: Models) -> None:
         for r in reports:
@@ -386,44 +434,42 @@ class StepRunner:
                                      current_report=compact_report(cur), gate=g.to_json(), spend=ctx.spend.to_json(),
                                      keys=ctx.keys))
 
-    def _validate_adaptive(self, m: Models, st: Step, progress: PhaseProgress | None,
-                           cancel: CancelToken | None) -> GateResult:
+    def _adaptive_looks(self, m: Models, ctx: StepContext, new_prompt: str, budget: bool):
         """The adaptive gate: score a batch for the candidate (the current prompt's answers are reused when
         known), look, and extend batch by batch until the sequential test decides or the cap is reached."""
         s = self.state
-        pool, batch, new_prompt, cur_prompt = s.val_examples(), s.config.gate_batch, st.decision["prompt"], s.current.prompt
+        pool, batch, cur_prompt = s.val_examples(), s.config.gate_batch, s.current.prompt
         known, labels = s.known_current(), list(s.task.labels)
-        ctx = self.context(m, st.index, st.attempt, cancel, progress)
-        cur_rows: list = []
-        new_rows: list = []
-        for n in look_schedule(batch, len(pool)):
-            part = pool[len(new_rows):n]
-            missing = [e for e in part if e.id not in known]
-            calls = len(part) + len(missing)
-            try:
-                self.check_budget({"calls": calls, "cost_usd": estimate.cost(
-                    s, calls, forward=True, price_overrides=m.price_overrides)}, m)
-            except BudgetExceeded as exc:
-                self.record_unfinished(ctx, "validation", exc)
-                raise
 
-            async def go(part=part, missing=missing):
+        async def looks():  # every look on one event loop, the budget checked before each
+            cur_rows: list = []
+            new_rows: list = []
+            g = None
+            for n in look_schedule(batch, len(pool)):
+                part = pool[len(new_rows):n]
+                missing = [e for e in part if e.id not in known]
+                calls = len(part) + len(missing)
+                if budget:
+                    self.check_budget({"calls": calls, "cost_usd": estimate.cost(
+                        s, calls, forward=True, price_overrides=m.price_overrides)}, m)
+                if g is None:
+                    ctx.plan("validation", calls)
+                else:
+                    ctx.job.add_plan("validation", calls)
                 cur, new = await asyncio.gather(
                     forward_batch(ctx, [cur_prompt] * len(missing), missing, phase="validation"),
                     forward_batch(ctx, [new_prompt] * len(part), part, phase="validation"))
-                return EvalReport(cur_prompt, cur, labels), EvalReport(new_prompt, new, labels)
+                self._check_scores((EvalReport(cur_prompt, cur, labels), EvalReport(new_prompt, new, labels)), m)
+                known.update({r.id: r for r in cur})
+                cur_rows.extend(known[e.id] for e in part)
+                new_rows.extend(new)
+                g = gate("adaptive", {r.id: r.correct for r in cur_rows}, {r.id: r.correct for r in new_rows},
+                         s.config.alpha, batch=batch, cap=len(pool))
+                if g.decided:
+                    break
+            return EvalReport(new_prompt, new_rows, labels), EvalReport(cur_prompt, cur_rows, labels), g
 
-            cur, new = self.run(m, go, ctx, "validation", check=lambda reps: self._check_scores(reps, m))
-            known.update({r.id: r for r in cur.rows})
-            cur_rows += [known[e.id] for e in part]
-            new_rows += new.rows
-            g = gate("adaptive", {r.id: r.correct for r in cur_rows}, {r.id: r.correct for r in new_rows},
-                     s.config.alpha, batch=batch, cap=len(pool))
-            if g.decided:
-                break
-        self._emit_validation(st, EvalReport(new_prompt, new_rows, labels), EvalReport(cur_prompt, cur_rows, labels),
-                              g, ctx)
-        return g
+        return looks
 
     def confirm(self, accept: bool | None = None) -> Step:
         """Record the gate: the policy's verdict, or the person's override (accept True/False)."""

@@ -76,7 +76,7 @@ def version_entries(session: Session, numbers: list[int]) -> list[Entry]:
     return out
 
 
-def _spend(reports: dict[str, EvalReport]) -> Spend:
+def spend_of(reports: dict[str, EvalReport]) -> Spend:
     """What the scoring cost, by the ledger's rules (`Spend.add` on each row's call)."""
     sp = Spend()
     for rep in reports.values():
@@ -126,7 +126,7 @@ def score_split(session: Session, entries: list[Entry], split: str, *, limit: in
                        "versions": [e.version for e in entries if e.version is not None],
                        "baselines": [e.name for e in entries if e.version is None], "n": len(examples),
                        "scores": scores, "cancelled": any(r.cancelled for r in reports.values()),
-                       "spend": _spend(reports).to_json(), "keys": keys})
+                       "spend": spend_of(reports).to_json(), "keys": keys})
     return reports
 
 

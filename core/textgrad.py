@@ -54,8 +54,12 @@ PRESETS: dict[str, TextGradConfig] = {
         role=_AMP_ROLE.replace("medical-related {kind}", "{task}"),
         role_by_task={"pubmedqa": _AMP_ROLE.format(kind="yes/no/maybe"),
                       "medqa": _AMP_ROLE.format(kind="multiple-choice")}),
-    "quick": TextGradConfig(batch_size=3, memory=2, candidates=3, constraints=["Keep the prompt under 120 words."]),
+    # quick means quick: 3 forward + 3 loss + 1 gradient + 3 updates = 10 calls before validation on 24 questions
+    "quick": TextGradConfig(batch_size=3, memory=2, candidates=3, constraints=["Keep the prompt under 120 words."],
+                            val_questions=24),
 }
+# "quick" as sessions of preset version 1 ran it (validation on the whole split)
+QUICK_V1 = replace(PRESETS["quick"], val_questions=None)
 # The product's preset: the paper's method settings, gated by the adaptive gate on up to gate_cap questions
 # (no fixed 50-question validation set); sessions start with the `adaptive` policy (session.default_policy).
 PRESETS["recommended"] = replace(PRESETS["AutoMedPrompt paper"], val_questions=None)

@@ -4,10 +4,11 @@ import pandas as pd
 import streamlit as st
 
 from core.baselines import strategy_prompt
+from core.testlock import spend_of
 from ui import boot, charts, reveal, state
 from ui.evaluation import Entry, failed_calls_note, head_to_head, long_csv
 from ui.jobs import job_panel
-from ui.render import empty_state, md_code, md_escape, pct
+from ui.render import empty_state, md_code, md_escape, money, pct
 
 boot.page_guard()
 st.title("Evaluate")
@@ -82,6 +83,10 @@ table = pd.DataFrame([{
     "unparsed": r["unparsed"],
     "Δ vs reference": charts.delta_text(r["delta_vs_ref"]), "McNemar p": r["p_vs_ref"],
     "cost": r["cost_usd"]} for r in rows])
+spent, on_test = spend_of(reports), s.ledger.get("test")
+st.caption(f"These results: {spent.calls:,} calls, {money(spent.cost_usd)} ({spent.cached:,} answered from the cache)"
+           + (f" · every Evaluate run of this session: {on_test.calls:,} calls, {money(on_test.cost_usd)}"
+              if on_test is not None else "") + " · all counted in the session's spend (sidebar, History).")
 st.dataframe(table, hide_index=True, placeholder="—", column_order=[  # what a narrow screen must show first
     "prompt", "accuracy", "Δ vs reference", "McNemar p", "95% CI", "macro-F1", "n", "questions", "unparsed", "cost"],
              column_config={

@@ -3,7 +3,9 @@
 import pandas as pd
 import streamlit as st
 
+from core.estimate import prevalidation
 from core.session import SessionError
+from core.step_runner import ahead_candidates
 from ui import actions, boot, person_marks, servers, state, step_view, undo
 from ui.estimate import step_estimate
 from ui.jobs import job_panel
@@ -20,7 +22,8 @@ reg = state.reg()
 job = state.active_job(s)
 missing = state.missing_for(s.config)
 state.banners(s, readonly, missing)
-can_act = not readonly and not missing and job is None
+ahead_running = job is not None and job.kind == "prevalidate"  # validating ahead does not block the decision
+can_act = not readonly and not missing and (job is None or ahead_running)
 
 for kind, msg in st.session_state.pop("flash", []):
     getattr(st, kind)(msg)
@@ -28,6 +31,8 @@ can_act = servers.server_gate(s, enabled=can_act) and can_act  # an imported ses
 
 # ---------- actions queued by buttons (callbacks) ----------
 pending = st.session_state.pop("pending_action", None)
+if pending and can_act and ahead_running:  # a decision does not wait for the look ahead: it stops it
+    actions.stop_prevalidate(s)
 if pending and can_act:
     what, arg = pending
     try:
@@ -81,7 +86,9 @@ def live() -> None:
         st.caption(f"Current prompt v{s.current.number}: {pct(s.current.accuracy)} on validation")
 
 
-if job is not None:
+if ahead_running:  # in the background: the proposal stays readable (and decidable) below
+    job_panel(job, key="optimize")
+elif job is not None:
     job_panel(job, key="optimize", live=live, version=lambda: len(s.events))
     st.stop()
 last = reg.latest(state.owner(s))
@@ -140,9 +147,9 @@ if state_ == "ready" or (state_ == "started"):
     if state_ == "started":
         st.info("This step was interrupted before its proposal was recorded; run it again on the same minibatch "
                 "(finished calls come from the cache).", icon=":material/undo:")
-    st.markdown(f"Next step: about **{est['calls']:,} calls** (minibatch {est['forward']}, optimiser "
-                f"{est['optimiser']}, bandit {est['bandit']}, validation {est['validation']}), "
-                f"**{md_escape(state.cost_text(cfg, est['cost_usd']))}**.")
+    st.markdown(f"Next step: about **{est['proposal']:,} calls** before you decide (minibatch {est['forward']}, "
+                f"optimiser {est['optimiser']}, bandit {est['bandit']}), then **{est['validation']:,}** to validate "
+                f"your choice: **{md_escape(state.cost_text(cfg, est['cost_usd']))}** in all.")
     c = st.columns([1, 6], vertical_alignment="bottom")
     if c[0].button("Run step", type="primary", key="run_step", disabled=not can_act,
                    help="sample a minibatch, answer it, and propose gradients and candidates"):
@@ -194,12 +201,43 @@ def decision_controls(step, *, proposed: bool) -> None:
         st.rerun()
 
 
+def validate_ahead(step) -> None:
+    """The candidates' gates computed in the background (cost shown first): started by itself for a local
+    server (Settings: validate ahead), by the button otherwise; accepting one then shows its gate at once."""
+    if state.response_cache() is None:
+        return
+    label = actions.prevalidate_label(s)
+    ahead = reg.latest(state.owner(s), ("prevalidate",))
+    ahead = ahead if ahead is not None and ahead.label == label else None
+    n = len(ahead_candidates(s.folded, step))
+    if not n:
+        return
+    est = prevalidation(s.folded, n)
+    cost = f"about {est['calls']:,} calls, {md_escape(state.cost_text(cfg, est['cost_usd']))}"
+    if ahead is None:
+        if cfg.validates_ahead() and can_act and not ahead_running and actions.start_prevalidate(s) is not None:
+            st.rerun()  # started by itself (a local server): its progress shows above the proposal
+        st.button(f"Validate the {n} candidate(s) now ({cost})", key="validate_ahead",
+                  disabled=not can_act or ahead_running, on_click=actions.start_prevalidate, args=(s,),
+                  help="score every candidate on validation while you read them; the one you accept then shows "
+                       "its gate at once (answered from the cache)")
+        return
+    if ahead.status == "done" and ahead.result:
+        rows = [{"candidate": cid, "gate": "would pass" if g.passed else "would fail",
+                 "validation": f"{pct(g.old_accuracy)} → {pct(g.new_accuracy)}", "p": g.p_value}
+                for cid, g in ahead.result.items()]
+        st.markdown("**Gates ready** (validated ahead; accepting one records its gate at once)")
+        st.dataframe(pd.DataFrame(rows), hide_index=True, key="ahead_gates",
+                     column_config={"p": st.column_config.NumberColumn("McNemar p", format="%.3g")})
+
+
 # ---------- proposed: decide ----------
 if state_ == "proposed":
     st.subheader(f"Step {step.index}" + (f" · attempt {step.attempt + 1}" if step.attempt else ""))
     with st.expander("Minibatch: the current prompt on training questions", expanded=True):
         step_view.minibatch(s, step, key=f"s{step.index}", dispute=can_act)
     undo.retry_panel(s, step, enabled=can_act)
+    validate_ahead(step)
     step_view.proposal_view(s, step, actions=can_act, key=f"s{step.index}")
 
     st.markdown("#### Your decision")

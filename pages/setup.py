@@ -302,6 +302,11 @@ with tab_new:
         gate_cap = int(ac[1].number_input("At most (cap)", min_value=1, max_value=100_000, value=200, step=50,
                                           key="gate_cap", help="or all the task's validation questions, if fewer"))
     st.caption(md_escape(POLICY_HELP[policy]))
+    ahead = {"local servers only": None, "always": True, "never": False}
+    validate_ahead = ahead[st.radio("Validate candidates ahead (in the background, while you read them)", list(ahead),
+                                    key="validate_ahead_choice", horizontal=True,
+                                    help="the accepted candidate's gate is then ready at once; it pays for every "
+                                         "candidate's validation, so it is on by default only for local servers")]
     title = st.text_input("Title (optional)", key="session_title", placeholder="e.g. PubMedQA, textgrad, first try")
 
     cfg = SessionConfig(task=task_spec, method=method, preset=preset, forward=specs["forward"][0],
@@ -310,7 +315,8 @@ with tab_new:
                         policy=policy, alpha=float(alpha), patience=int(patience), budget_usd=budget_usd,
                         budget_calls=budget_calls, forward_max_tokens=fwd_max_tokens, params=params,
                         gate_batch=gate_batch, gate_cap=max(gate_cap, gate_batch),
-                        templates=dict(state.ss("template_overrides", {})), title=title.strip())
+                        templates=dict(state.ss("template_overrides", {})), title=title.strip(),
+                        validate_ahead=validate_ahead)
     st.subheader("6 · Estimate and create")
     if task is not None and not errors:
         try:
@@ -323,13 +329,15 @@ with tab_new:
             priced = replace(cfg, prices=cfg.snapshot_prices(state.price_overrides()))  # this browser's prices
             est = estimate(priced, task, cached=state.response_cache() is not None)
             b, s1 = est["baseline"], est["step"]
-            ec = st.columns(4)
+            ec = st.columns(5)
             ec[0].metric("Baseline calls", f"{b['calls']:,}", help="the seed prompt on every validation question")
             ec[1].metric("Baseline cost", money(b["cost_usd"]))
-            ec[2].metric("One step: calls", f"{s1['calls']:,}",
-                         help=f"minibatch {s1['forward']}, optimiser {s1['optimiser']}, bandit {s1['bandit']}, "
-                              f"validation {s1['validation']}")
-            ec[3].metric("One step: cost", money(s1["cost_usd"]))
+            ec[2].metric("One step: calls", f"{s1['proposal']:,}",
+                         help=f"before you decide: minibatch {s1['forward']}, optimiser {s1['optimiser']}, "
+                              f"bandit {s1['bandit']}")
+            ec[3].metric("Then validation: calls", f"{s1['validation']:,}",
+                         help="the chosen prompt on the validation questions (the current prompt's answers are cached)")
+            ec[4].metric("One step: cost", money(s1["cost_usd"]), help="with its validation")
             st.caption("Estimates assume about 150 output tokens per answer; cached calls cost nothing."
                        + (f" No price is known for {md_escape(', '.join(state.unpriced(cfg)))}: its cost counts as "
                           "$0 (set a price in Settings)." if state.unpriced(cfg) else ""))

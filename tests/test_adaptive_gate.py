@@ -99,7 +99,9 @@ def test_old_gate_results_and_configs_still_load():
 
 def test_recommended_presets_default_to_the_adaptive_gate():
     assert "recommended" in PP and "recommended" in TP
-    assert PP["recommended"] == PP["quick"]
+    # ProTeGi's product preset: the method settings "quick" had before preset version 2 made quick quick
+    from core.protegi import QUICK_V1
+    assert PP["recommended"] == QUICK_V1 and PP["quick"].bandit_budget < QUICK_V1.bandit_budget
     # the paper's method settings, but no fixed 50-question validation set: the adaptive gate extends to its cap
     assert TP["recommended"].val_questions is None and TP["AutoMedPrompt paper"].val_questions == 50
     assert replace(TP["recommended"], val_questions=50) == TP["AutoMedPrompt paper"]

@@ -69,7 +69,7 @@ def test_fold_names_the_event_that_does_not_fit(tmp_path):
 def test_a_new_log_starts_with_the_schema_version(tmp_path):
     s = make(tmp_path)
     first = json.loads(s.events_path.read_text().splitlines()[0])
-    assert first["type"] == E.CREATED and first["schema"] == E.SCHEMA_VERSION == 2
+    assert first["type"] == E.CREATED and first["schema"] == E.SCHEMA_VERSION == 3
     assert all(set(c.__dataclass_fields__) >= {"ts", "spend", "keys"} for c in E.EVENT_CLASSES)
     assert set(E.EVENTS) == {c.type for c in E.EVENT_CLASSES}  # one registry of names and field types
     s.close()

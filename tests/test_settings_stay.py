@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.llm import RetryNotice
-from core.runner import Progress
+from core.llm import Completion, RetryNotice
 from core.session import Session, SessionConfig
 from core.settings_file import ProviderSettings, load, save, settings_path
 from ui.jobs import Job, _progress_text
@@ -197,11 +196,16 @@ def test_overview_lists_the_sessions_on_disk_with_every_column(env):
 
 def test_the_status_line_names_phases_in_words_and_shows_the_retry_in_progress():
     job = Job("j1", "step", "Step 1: minibatch and proposal", "root::sid")
-    job.on_progress("protegi.gradient", Progress(done=1, total=3))
+    p = job.progress  # the job's one counter, as the engine and the runner feed it
+    p.plan("protegi.gradient", 3)
+    p.ask("protegi.gradient", 3)
+    for _ in range(3):
+        p.launch("protegi.gradient")
+    p.land("protegi.gradient", Completion(text="x"), 1.0)
     job.on_retry(RetryNotice(2, 4, 8.0, "rate limited (HTTP 429)", "http://127.0.0.1:8088/v1", "protegi.gradient"))
     line = _progress_text(job)
-    assert "protegi.gradient" not in line and "phase: gradients (why the prompt failed)" in line
+    assert "protegi.gradient" not in line and "· gradient: 1 of 3 calls ·" in line
     assert "rate limited (HTTP 429) — retrying in 8 s, attempt 2 of 4" in line
-    job.on_progress("protegi.gradient", Progress(done=2, total=3))  # a call finished: the retry is over
+    p.land("protegi.gradient", Completion(text="y"), 1.0)  # a call finished: the retry is over
     assert "retrying" not in _progress_text(job)
     assert phase_label("textgrad.update") == "prompt update" and phase_label("someone.new_phase") == "new phase"

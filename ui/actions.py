@@ -55,12 +55,12 @@ def _start(s: Session, kind: str, label: str, work) -> Job | None:
 def start_baseline(s: Session) -> Job | None:
     n = len(s.val_examples())
     return _start(s, "baseline", f"Baseline: seed prompt on {n} validation questions",
-                  lambda job, m: s.run_baseline(models=m, progress=job.on_progress, cancel=job.cancel))
+                  lambda job, m: s.run_baseline(models=m, progress=job.progress, cancel=job.cancel))
 
 
 def start_step(s: Session, regenerate: bool = False) -> Job | None:
     label = f"Step {s.next_step_index}: {'regenerate' if regenerate else 'minibatch and proposal'}"
-    return _start(s, "step", label, lambda job, m: s.start_step(models=m, progress=job.on_progress, cancel=job.cancel,
+    return _start(s, "step", label, lambda job, m: s.start_step(models=m, progress=job.progress, cancel=job.cancel,
                                                                regenerate=regenerate))
 
 
@@ -75,7 +75,28 @@ def start_validate(s: Session) -> Job | None:
     st_ = s.step
     n = len(s.val_examples())
     return _start(s, "validate", f"Step {st_.index if st_ else '?'}: validation on {n} questions",
-                  lambda job, m: s.validate(models=m, progress=job.on_progress, cancel=job.cancel))
+                  lambda job, m: s.validate(models=m, progress=job.progress, cancel=job.cancel))
+
+
+def prevalidate_label(s: Session) -> str:
+    """The label of the open proposal's validate-ahead job (one per step attempt)."""
+    st_ = s.step
+    return f"Step {st_.index} (attempt {st_.attempt + 1}): validating the candidates ahead" if st_ else ""
+
+
+def start_prevalidate(s: Session) -> Job | None:
+    """Validate the open proposal's candidates in the background while the person reads them."""
+    return _start(s, "prevalidate", prevalidate_label(s),
+                  lambda job, m: s.prevalidate(models=m, progress=job.progress, cancel=job.cancel))
+
+
+def stop_prevalidate(s: Session, timeout_s: float = 30.0) -> None:
+    """Before a decision: stop a validate-ahead job still running (its finished calls stay cached and logged)."""
+    job = registry().active(state.owner(s))
+    if job is not None and job.kind == "prevalidate":
+        job.cancel.cancel()
+        if job.thread is not None:
+            job.thread.join(timeout_s)
 
 
 def start_auto(s: Session, steps: int) -> Job | None:
@@ -83,7 +104,7 @@ def start_auto(s: Session, steps: int) -> Job | None:
         def on_step(sess: Session, step: Step) -> None:
             job.partial.append({"step": step.index, "outcome": step.outcome,
                                 "val": step.gate.new_accuracy if step.gate else None})
-        return s.run_auto(steps, models=models, on_step=on_step, progress=job.on_progress, cancel=job.cancel)
+        return s.run_auto(steps, models=models, on_step=on_step, progress=job.progress, cancel=job.cancel)
 
     return _start(s, "auto", f"Auto-run ({s.config.policy} gate)", work)
 
@@ -97,7 +118,7 @@ def start_evaluate(s: Session, entries: list[Entry], limit: int | None) -> Job |
 
     def work(job: Job, models: Models):
         return score_split(_JobSession(s, models), entries, "test", limit=limit, reveal=True,
-                           on_progress=job.on_progress, cancel=job.cancel)
+                           on_progress=job.progress, cancel=job.cancel)
 
     return _start(s, "evaluate", f"Evaluate {len(entries)} prompt(s) on {n} test questions (revealed)", work)
 
@@ -108,7 +129,7 @@ def start_confirmation(s: Session) -> Job | None:
     n = len(s.task.splits.get("confirmation", []))
 
     def work(job: Job, models: Models):
-        return score_split(_JobSession(s, models), entries, "confirmation", on_progress=job.on_progress,
+        return score_split(_JobSession(s, models), entries, "confirmation", on_progress=job.progress,
                            cancel=job.cancel)
 
     return _start(s, "confirmation", f"Confirmation: {len(entries)} version(s) on {n} held-out questions", work)

@@ -123,17 +123,22 @@ def history_figure(s: Session) -> go.Figure:
     return fig
 
 
+SPEND_PART_NAMES = {"baseline": "baseline (seed prompt on validation)", "test": "Evaluate (test split)",
+                    "confirmation": "confirmation slice", "other": "other (unattributed)"}
+
+
 def spend_table(s: Session) -> pd.DataFrame:
-    """Per step and cumulative calls, tokens and cost (step 0 = baseline)."""
+    """The session's spend ledger, one row per part (baseline, each step, Evaluate on test, confirmation),
+    with running totals: its last row's totals are the session's spend (the sidebar's figures)."""
+    outcomes = {f"step {st.index}": st.outcome or st.status for st in s.steps}
+    order = ["baseline"] + [f"step {st.index}" for st in s.steps] + ["test", "confirmation", "other"]
     rows = []
-    base = next((ev.get("spend") for ev in s.events if ev["type"] == "baseline"), None)
-    if base:
-        rows.append({"step": 0, "outcome": "baseline", "calls": base["calls"], "cached": base["cached"],
-                     "tokens": base["input_tokens"] + base["output_tokens"], "cost_usd": base["cost_usd"]})
-    for st in s.steps:
-        sp = st.spend
-        rows.append({"step": st.index, "outcome": st.outcome or st.status, "calls": sp.calls, "cached": sp.cached,
-                     "tokens": sp.input_tokens + sp.output_tokens, "cost_usd": sp.cost_usd})
+    for part in order + [p for p in s.ledger if p not in order]:
+        sp = s.ledger.get(part)
+        if sp is None:
+            continue
+        rows.append({"part": SPEND_PART_NAMES.get(part, part), "outcome": outcomes.get(part, ""), "calls": sp.calls,
+                     "cached": sp.cached, "tokens": sp.input_tokens + sp.output_tokens, "cost_usd": sp.cost_usd})
     df = pd.DataFrame(rows)
     if not df.empty:
         for c in ("calls", "tokens", "cost_usd"):

@@ -25,7 +25,8 @@ from core import paths
 from core.cache import CacheError, ResponseCache
 from core.engine import Cancelled
 from core.llm import LLMError, RetryNotice, for_surface, redact
-from core.runner import CancelToken, Progress
+from core.progress import JobProgress
+from core.runner import CancelToken
 from core.session import Session, SessionError, SessionLocked
 from core.tasks import TaskError
 
@@ -47,9 +48,7 @@ class Job:
     label: str
     owner: str  # the session key "root::sid"
     status: str = "running"  # running | done | error | cancelled
-    phase: str = "starting"
-    progress: Progress | None = None
-    phases: list[str] = field(default_factory=list)
+    progress: JobProgress = field(default_factory=JobProgress)  # the job's one counter, passed to every phase
     started: float = field(default_factory=time.time)
     finished: float | None = None
     error: str | None = None
@@ -58,7 +57,6 @@ class Job:
     cancel: CancelToken = field(default_factory=CancelToken)
     thread: threading.Thread | None = None
     seen: bool = False  # the finished result was shown once
-    _parts: dict = field(default_factory=dict, repr=False)  # phase -> {id: Progress} of its batches
     retry: tuple[RetryNotice, float, int] | None = None  # the latest SDK retry: (notice, when, calls done then)
 
     @property
@@ -69,18 +67,15 @@ class Job:
     def elapsed(self) -> float:
         return (self.finished or time.time()) - self.started
 
-    def on_progress(self, phase: str, p: Progress) -> None:
-        """A PhaseProgress callback (called from the worker's event loop): the phase's batches summed."""
-        self.phase = phase
-        if phase not in self.phases:
-            self.phases.append(phase)
-        parts = self._parts.setdefault(phase, {})
-        parts[id(p)] = p
-        agg = Progress()
-        for q in list(parts.values()):
-            for k in ("done", "total", "cached", "failed", "input_tokens", "output_tokens", "cost_usd", "saved_usd"):
-                setattr(agg, k, getattr(agg, k) + getattr(q, k))
-        self.progress = agg
+    @property
+    def phase(self) -> str:
+        """The phase running now (or the last one that moved)."""
+        return self.progress.phase
+
+    def on_progress(self, phase: str, p: JobProgress) -> None:
+        """A PhaseProgress callback, for code that reports through one: the job's counter is kept as it is."""
+        if isinstance(p, JobProgress):
+            self.progress = p
 
     def on_retry(self, notice: RetryNotice) -> None:
         """A ClientOptions.on_retry callback (the worker's event loop): shown until the next call finishes."""
@@ -96,9 +91,7 @@ class Job:
 
     def fraction(self) -> float:
         p = self.progress
-        if p is None or not p.total:
-            return 0.0
-        return min(1.0, p.done / p.total)
+        return min(1.0, p.done / p.total) if p.total else 0.0
 
 
 def session_key(root: Path | str, sid: str) -> str:
@@ -236,18 +229,17 @@ def registry() -> Registry:
 
 # ---------- drawing ----------
 def _progress_text(job: Job) -> str:
+    """'<label> · gradient: 3 of 8 calls · 12 s elapsed · about 20 s left · 2 from cache'."""
     p = job.progress
     retry = job.retry_line()
-    if p is None or not p.total:
-        return f"{job.label} · waiting for the first answers · {job.elapsed:.0f}s" + (f" · {retry}" if retry else "")
-    bits = [f"{job.label}", f"phase: {phase_label(job.phase)}"]
-    if p is not None and p.total:
-        bits.append(f"{p.done}/{p.total} calls")
-        if p.cached:
-            bits.append(f"{p.cached} from cache")
-        if p.failed:
-            bits.append(f"{p.failed} failed")
-    bits.append(f"{job.elapsed:.0f}s")
+    if not p.total:
+        return f"{job.label} · waiting for the first answers · {job.elapsed:.0f} s elapsed" + (
+            f" · {retry}" if retry else "")
+    bits = [job.label, p.line(phase_label)]
+    if p.cached:
+        bits.append(f"{p.cached} from cache")
+    if p.failed:
+        bits.append(f"{p.failed} failed")
     return " · ".join(bits) + (f" · {retry}" if retry else "")
 
 
