@@ -14,6 +14,7 @@ from .bundle_integrity import content_hashes, first_difference, first_modificati
 from . import events as E
 from .bundle_schema import RESPONSE, SchemaError, check_config, parse_json
 from .event_log import EventLog
+from .guided import replay_person_actions
 from .cache import ResponseCache
 from .llm import Completion, ModelSpec, Request
 from .report import markdown_report  # noqa: F401 - the report lives beside the bundle for callers
@@ -288,11 +289,11 @@ def replay_bundle(data: bytes, *, root: Path | str | None = None) -> ReplayResul
             for st in recorded.steps:
                 if st.decision is None and st.outcome is None and st.proposal is None:
                     break  # a step cut off before its proposal: nothing of it to reproduce
-                point(E.STEP_STARTED, st.index, 0)
-                rs = replay.start_step()
+                point(E.STEP_STARTED, st.index, 0)  # each attempt as recorded: pause, feedback, person gradients
+                rs = replay_person_actions(replay, recorded.events, st.index, 0)
                 while rs.attempt < st.attempt:
                     point(E.STEP_STARTED, st.index, rs.attempt + 1)
-                    rs = replay.start_step(regenerate=True)
+                    rs = replay_person_actions(replay, recorded.events, st.index, rs.attempt + 1)
                 if st.decision is None and st.outcome is None:
                     break  # proposed, not yet decided: the proposal is compared below
                 d = st.decision or {}

@@ -17,7 +17,8 @@ ALGORITHM = "sha256-chain/1"
 # bookkeeping that legitimately differs between a recording and its replay (time, cache hits, token counts)
 _VOLATILE = {"ts", "keys", "key", "spend", "cached", "cost_usd", "input_tokens", "output_tokens", "saved_usd",
              "imported"}
-_COMPARED = (E.BASELINE, E.STEP_STARTED, E.FORWARD, E.PROPOSAL_MADE, E.DECISION, E.VALIDATION, E.GATE)
+_COMPARED = (E.BASELINE, E.STEP_STARTED, E.FORWARD, E.PROPOSAL_MADE, E.DECISION, E.VALIDATION, E.GATE,
+             E.PAUSED, E.FEEDBACK, E.PERSON_GRADIENT)
 
 
 def _canonical(obj: Any) -> bytes:

@@ -180,13 +180,45 @@ class ConfirmationScored(TestRevealed):
     type: ClassVar[str] = "confirmation_scored"
 
 
+@dataclass(kw_only=True)
+class StepPaused(Event):
+    """A guided step stopped after its forward pass, so the person reads the answers before any gradient is paid."""
+
+    type: ClassVar[str] = "paused"
+    step: int = _f(COUNT)
+
+
+@dataclass(kw_only=True)
+class Feedback(Event):
+    """The person's feedback on one minibatch answer (the loss, in their words); empty text withdraws it."""
+
+    type: ClassVar[str] = "feedback"
+    step: int = _f(COUNT)
+    question: str = _f(STR)
+    text: str = _f(STR)
+
+
+@dataclass(kw_only=True)
+class PersonGradient(Event):
+    """A gradient the person wrote (or edited from `replace`) and the candidates the edit/update calls made from it."""
+
+    type: ClassVar[str] = "person_gradient"
+    step: int = _f(COUNT)
+    text: str = _f(STR)
+    replace: str | None = _f(OSTR, None)
+    proposal: dict = _f(PROPOSAL)  # the new gradient, its candidates, their bandit screen
+
+
 EVENT_CLASSES: tuple[type[Event], ...] = (Created, Repointed, Baseline, StepStarted, Forward, ProposalMade, Decision,
                                           Validation, Gate, Auto, Stopped, SpendOnly, TestRevealed, ConfirmationScored)
-BY_TYPE: dict[str, type[Event]] = {c.type: c for c in EVENT_CLASSES}
+PERSON_EVENTS: tuple[type[Event], ...] = (StepPaused, Feedback, PersonGradient)  # the person's actions (issue 12)
+BY_TYPE: dict[str, type[Event]] = {c.type: c for c in EVENT_CLASSES + PERSON_EVENTS}
 
 # the names, for code that reads events as dicts
 CREATED, REPOINTED, BASELINE, STEP_STARTED, FORWARD, PROPOSAL_MADE, DECISION, VALIDATION, GATE, AUTO, STOPPED, \
     SPEND, TEST_REVEALED, CONFIRMATION_SCORED = (c.type for c in EVENT_CLASSES)
+PAUSED, FEEDBACK, PERSON_GRADIENT = (c.type for c in PERSON_EVENTS)
+EVENT_CLASSES = EVENT_CLASSES + PERSON_EVENTS
 
 
 def _record(cls: type[Event]) -> Record:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager, Protocol
 
 from . import candidate_checks as checks
-from . import estimate
+from . import estimate, guided
 from . import events as E
 from .config import BudgetExceeded, SessionConfig, SessionError
 from .engine import Cancelled, PhaseProgress, Spend, StepContext, forward_batch, normalise
@@ -194,8 +194,10 @@ class StepRunner:
         return s.versions[0]
 
     def start_step(self, *, models: Models | None = None, progress: PhaseProgress | None = None,
-                   cancel: CancelToken | None = None, regenerate: bool = False) -> Step:
-        """Sample the minibatch, answer it, and propose gradients and candidates."""
+                   cancel: CancelToken | None = None, regenerate: bool = False,
+                   pause_after_forward: bool = False) -> Step:
+        """Sample the minibatch, answer it, and propose gradients and candidates; `pause_after_forward` stops
+        after the answers (a 'paused' event) until continue_step (core/guided.py)."""
         s = self.state
         s.current  # noqa: B018 - requires the baseline
         if s.stopped:
@@ -203,12 +205,13 @@ class StepRunner:
         m = self.models(models)
         with self.s.lock:  # the step to start is decided and logged in one go
             open_step = s.step
-            if open_step is not None and open_step.status not in ("started", "proposed"):
+            if open_step is not None and open_step.status not in ("started", "answered", "proposed"):
                 raise SessionError(f"Step {open_step.index} is {open_step.status}; finish it first.")
-            if open_step is not None and open_step.status == "proposed" and not regenerate:
+            if open_step is not None and open_step.status in ("answered", "proposed") and not regenerate:
                 return open_step
             index = s.next_step_index
-            attempt = (open_step.attempt + (1 if open_step.status == "proposed" else 0)) if open_step else 0
+            attempt = (open_step.attempt + (1 if open_step.status in ("answered", "proposed") else 0)
+                       ) if open_step else 0
             self.check_budget(estimate.step(s, cached=m.cached, price_overrides=m.price_overrides), m)
             cfg = s.config.engine_config()
             size = cfg.minibatch if s.config.method == "protegi" else cfg.batch_size
@@ -229,11 +232,16 @@ class StepRunner:
             self.s.emit(E.Forward(step=index, reports=[compact_report(r) for r in reports],
                                   spend=ctx.spend.to_json(), keys=ctx.keys))
             ctx.spend, ctx.keys = Spend(), []
+            if pause_after_forward:
+                self.s.emit(E.StepPaused(step=index))
+                return None
             if isinstance(engine, TextGradEngine):
                 return await engine.propose(ctx, beam, reports, memory=s.memory())
             return await engine.propose(ctx, beam, reports)
 
         prop = self.run(m, forward_then_propose, ctx, "step")
+        if prop is None:  # paused after the forward pass
+            return s.steps[-1]
         checks.review(prop, s.task, getattr(cfg, "constraints", []))
         self.s.emit(E.ProposalMade(step=index, proposal=prop.to_json(), spend=ctx.spend.to_json(), keys=ctx.keys))
         return s.steps[-1]
@@ -385,6 +393,8 @@ class StepRunner:
                 st = s.step
                 if st is None or st.status == "started":
                     st = self.start_step(models=models, progress=progress, cancel=cancel)
+                if st.status == "answered":  # a guided step left paused: the automatic run continues it
+                    st = guided.continue_step(self, models=models, progress=progress, cancel=cancel)
                 if st.status == "proposed":
                     # flagged = the model ignored the output tags (e.g. it refused): a person may take it, the policy won't
                     cur = normalise(s.current.prompt)
