@@ -114,9 +114,9 @@ def apply_gradient(runner: Any, text: str, replace: str | None = None, *, models
         if isinstance(engine, TextGradEngine):
             return await engine.propose(ctx, [parent], [report], memory=s.memory(), feedback=feedback,
                                         gradient_text=text)
-        ids = set(base.failure_ids) if base else None
-        errors = [r for r in report.rows if not r.error and (r.id in ids if ids is not None else not r.correct)]
-        errors = errors if ids is not None else errors[: engine.cfg.errors_per_group]
+        by_id = {r.id: r for r in report.rows if not r.error}
+        errors = ([by_id[i] for i in base.failure_ids if i in by_id] if base else  # the group it edits, in order
+                  [r for r in by_id.values() if not r.correct][: engine.cfg.errors_per_group])
         return await engine.apply_gradient(ctx, list(st.beam), parent, errors, text, known, feedback, repeat=n)
 
     prop = runner.run(m, go, ctx, "step")
