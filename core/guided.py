@@ -124,6 +124,8 @@ def apply_gradient(runner: Any, text: str, replace: str | None = None, *, models
         seen = {normalise(p) for p in known}
         prop.candidates = [c for c in prop.candidates if normalise(c.prompt) not in seen]
         checks.review(prop, s.task, getattr(cfg, "constraints", []))
+        if not prop.candidates:
+            prop.note = "The update made no new prompt from your gradient. Reword it, or edit the prompt by hand."
     with runner.s.lock:
         if runner.state.step is not st or st.status not in ("answered", "proposed"):
             raise SessionError(f"Step {st.index} changed while your gradient was being applied; look at it again.")
