@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from core.session import SessionError
-from ui import actions, boot, servers, state, step_view
+from ui import actions, boot, person_view, servers, state, step_view
 from ui.estimate import step_estimate
 from ui.jobs import job_panel
 from ui.render import ci, empty_state, md_escape, money, pct, plain
@@ -40,6 +40,8 @@ if pending and can_act:
         st.error(md_escape(exc), icon=":material/error:")
     job = state.active_job(s)
     can_act = can_act and job is None
+if can_act and person_view.run_queued_gradient(s):  # 'Apply my gradient' (a job: it calls the backward model)
+    st.rerun()
 
 # ---------- header ----------
 cfg = s.config
@@ -139,13 +141,35 @@ if state_ == "ready" or (state_ == "started"):
     st.markdown(f"Next step: about **{est['calls']:,} calls** (minibatch {est['forward']}, optimiser "
                 f"{est['optimiser']}, bandit {est['bandit']}, validation {est['validation']}), "
                 f"**{md_escape(state.cost_text(cfg, est['cost_usd']))}**.")
+    pause = st.toggle("Pause after the answers", value=True, key="pause_after_forward",
+                      help="read the minibatch answers and give feedback before any gradient is paid for")
     c = st.columns([1, 6], vertical_alignment="bottom")
     if c[0].button("Run step", type="primary", key="run_step", disabled=not can_act,
                    help="sample a minibatch, answer it, and propose gradients and candidates"):
-        actions.start_step(s)
+        actions.start_step(s, pause=pause)
         st.rerun()
     with c[1]:
         auto_controls()
+    st.stop()
+
+# ---------- answered: a guided step, paused before its gradients ----------
+if state_ == "answered":
+    st.subheader(f"Step {step.index} · read the answers" + (f" · attempt {step.attempt + 1}" if step.attempt else ""))
+    person_view.answered_note(s, step)
+    with st.expander("Minibatch: the current prompt on training questions", expanded=True):
+        step_view.minibatch(s, step, key=f"s{step.index}")
+    person_view.feedback_editor(s, step, enabled=can_act, key=f"s{step.index}")
+    c = st.columns([2, 1])
+    if c[0].button("Continue: write gradients", type="primary", key="continue_step", disabled=not can_act,
+                   width="stretch", help="the gradient calls and candidates, using your feedback"):
+        actions.start_continue(s)
+        st.rerun()
+    if c[1].button("Regenerate", key="regenerate_answered", disabled=not can_act, width="stretch",
+                   help="a new minibatch"):
+        actions.start_step(s, regenerate=True, pause=True)
+        st.rerun()
+    with st.expander("Or write your own gradient (no model gradient is paid for)"):
+        person_view.gradient_editor(s, step, enabled=can_act, key=f"a{step.index}")
     st.stop()
 
 def decision_controls(step, *, proposed: bool) -> None:
@@ -180,7 +204,7 @@ def decision_controls(step, *, proposed: bool) -> None:
         st.rerun()
     if proposed and b[1].button("Regenerate", key="regenerate", disabled=not can_act, width="stretch",
                                 help="a new sample of gradients and candidates on a new minibatch"):
-        actions.start_step(s, regenerate=True)
+        actions.start_step(s, regenerate=True, pause=st.session_state.get("pause_after_forward", True))
         st.rerun()
     if b[2].button("Skip", key="skip", disabled=not can_act, width="stretch",
                    help="move on without a decision (e.g. no failures)"):
@@ -194,6 +218,9 @@ if state_ == "proposed":
     with st.expander("Minibatch: the current prompt on training questions", expanded=True):
         step_view.minibatch(s, step, key=f"s{step.index}")
     step_view.proposal_view(s, step, actions=can_act, key=f"s{step.index}")
+    with st.expander("Your feedback and your gradient: new candidates from your words"):
+        person_view.feedback_editor(s, step, enabled=can_act, key=f"p{step.index}")
+        person_view.gradient_editor(s, step, enabled=can_act, key=f"p{step.index}")
 
     st.markdown("#### Your decision")
     decision_controls(step, proposed=True)

@@ -112,6 +112,7 @@ def test_walk_accept_edit_reject_history_evaluate(env):
 
     # step 1: a candidate accepted (by the gate, or by the person's override)
     click(at, "run_step")
+    click(at, "continue_step")  # manual steps pause after the answers
     accept = [b for b in at.button if (b.key or "").startswith("accept_s1_")]
     assert accept, "no candidate to accept"
     accept[0].click().run()
@@ -123,6 +124,7 @@ def test_walk_accept_edit_reject_history_evaluate(env):
 
     # step 2: a hand edit, accepted
     click(at, "run_step")
+    click(at, "continue_step")
     at.text_area(key="edit_text").set_value("Weigh the evidence in the context; the evidence decides. Evidence first.")
     click(at, "accept_edit")
     g = open_session(env, sid).steps[-1].gate
@@ -131,6 +133,7 @@ def test_walk_accept_edit_reject_history_evaluate(env):
 
     # step 3: everything rejected
     click(at, "run_step")
+    click(at, "continue_step")
     click(at, "reject_all")
     s = open_session(env, sid)
     assert [x.outcome for x in s.steps] == ["accepted", "accepted", "rejected"]
@@ -184,6 +187,7 @@ def test_question_with_script_and_markdown_is_shown_literally(env):
     click(at, "create_session")
     goto(at, "optimize")
     click(at, "run_step")
+    click(at, "continue_step")
     shown = " ".join(str(v) for df in at.dataframe for v in df.value.to_numpy().ravel())
     assert XSS in shown  # literally, in the minibatch and failure tables
     for md in markdowns(at) + [e.value for e in at.sidebar.markdown]:
@@ -292,3 +296,40 @@ def test_corrupt_session_opens_read_only_with_a_warning(env):
         goto(at, page)
         assert any("Read-only" in w.value and "corrupt" in w.value for w in at.warning), page
     assert not any(b.key == "run_step" and not b.disabled for b in at.button)
+
+
+def test_guided_step_feedback_and_person_gradient_on_optimize(env):
+    at = new_app()
+    sid = create_session(at, val=10)
+    goto(at, "optimize")
+    click(at, "run_step")  # pauses after the answers: the app's default for a manual step
+    s = open_session(env, sid)
+    assert s.state == "answered" and s.events[-1]["type"] == "paused" and s.spend.calls == 10 + 3
+    assert at.button(key="continue_step").label == "Continue: write gradients"
+    qid = next(r.id for r in s.step.forward[0].rows if not r.correct)  # the table shows the failures first
+    at.selectbox(key="fb_q_s1").set_value(qid)
+    at.text_input(key="fb_text_s1").set_value("The answer ignored the stated p-value.")
+    click(at, "fb_save_s1")
+    assert open_session(env, sid).step.feedback == {qid: "The answer ignored the stated p-value."}
+    assert any("person" in m and qid in m for m in markdowns(at))
+    feedback_col = [df.value for df in at.dataframe if "your feedback (person)" in df.value.columns]
+    assert feedback_col and "The answer ignored the stated p-value." in feedback_col[0]["your feedback (person)"].tolist()
+
+    click(at, "continue_step")
+    s = open_session(env, sid)
+    assert s.state == "proposed" and s.step.proposal.gradients[0].feedback[qid] == "The answer ignored the stated p-value."
+    model_cands = [c.id for c in s.step.proposal.candidates]
+    at.selectbox(key="pg_src_p1").set_value(s.step.proposal.gradients[0].id)
+    check(at.run())
+    assert at.text_area(key="pg_text_p1").value == s.step.proposal.gradients[0].text  # editing the model's
+    at.text_area(key="pg_text_p1").set_value("The prompt never asks for the p-value.")
+    click(at, "pg_apply_p1")
+    s = open_session(env, sid)
+    new = [c for c in s.step.proposal.candidates if c.id not in model_cands]
+    assert new and {c.origin for c in new} == {"person"} and "p-value" in new[0].prompt
+    assert s.step.person_gradients == {"s1.h1.g1": s.step.proposal.gradients[0].id}
+    keys = [b.key for b in at.button]
+    assert f"accept_s1_{new[0].id}" in keys and all(f"accept_s1_{c}" in keys for c in model_cands)
+    assert any(m.value == "Written by you, editing gradient 1" for m in at.caption)
+    click(at, f"accept_s1_{new[0].id}")
+    assert open_session(env, sid).step.decision["candidate"] == new[0].id

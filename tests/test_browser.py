@@ -125,6 +125,13 @@ def sid_of(page) -> str:
     return m.group(1)
 
 
+def run_step(page, timeout: float = 60) -> None:
+    """Run step: the page pauses after the minibatch answers (its default); then write the gradients."""
+    click_key(page, "run_step")
+    wait_for(page, ".st-key-continue_step button", timeout)
+    click_key(page, "continue_step")
+
+
 def finish_gate(page) -> str:
     """Confirm the gate's verdict; returns it ('accept' or 'reject')."""
     btn = wait_for(page, ".st-key-confirm button", 90)
@@ -136,7 +143,7 @@ def finish_gate(page) -> str:
 
 def more_steps_for_the_readme(page) -> None:
     """A hand edit (accepted) and an auto-run, so the README's History chart has something to show."""
-    click_key(page, "run_step")
+    run_step(page)
     wait_for(page, CANDIDATE_ACCEPT.format(step=2), 60)
     fill_key(page, "edit_text", "You are a careful clinician. Weigh the evidence in the abstract: find the evidence "
                                 "for and against, then answer from the evidence.")
@@ -194,7 +201,7 @@ def test_setup_step_gate_history(app, stub, page):
     shot(page, "04_ready")
 
     # one step: minibatch, gradients and candidates, each candidate with a word diff
-    click_key(page, "run_step")
+    run_step(page)
     accept = wait_for(page, CANDIDATE_ACCEPT.format(step=1), 60)
     no_exception(page)
     text = body_text(page)
@@ -287,7 +294,7 @@ def test_script_in_a_question_stays_text(app, stub, page, tmp_path):
     assert page.locator('[data-testid="stAlertContentError"]').count() == 0, body_text(page)[:2000]
     click_key(page, "create_session")
     wait_for(page, ".st-key-run_step button", 60)
-    click_key(page, "run_step")
+    run_step(page)
     wait_for(page, CANDIDATE_ACCEPT.format(step=1), 60)
 
     # a hand edit with Markdown and a script after a blank line: the decision's diff must stay text too
@@ -346,7 +353,7 @@ def test_sigkill_during_validation_then_resume(browser, stub, tmp_path):
     ctx, page = new_page(browser)
     try:
         open_page(page, f"{server.url}/optimize?session={sid}")
-        click_key(page, "run_step")
+        run_step(page)
         accept = wait_for(page, CANDIDATE_ACCEPT.format(step=2), 60)
         n_cached = len(cache)
         stub.delay_s = 1.0  # validation: 24 new answers, 8 at a time, 1 s each
@@ -413,7 +420,7 @@ def test_real_step_against_the_local_model(browser, local_llm_url, tmp_path):
         click_key(page, "create_session")
         wait_for(page, ".st-key-run_step button", slow)
         no_exception(page)
-        click_key(page, "run_step")
+        run_step(page, slow)
         page.locator(".st-key-reject_all button").first.wait_for(state="visible", timeout=slow * 1000)
         no_exception(page)
         text = body_text(page)

@@ -229,3 +229,20 @@ def test_replay_reproduces_pause_feedback_person_gradients_and_decisions(tmp_pat
     r = replay_bundle(data)
     assert r.first_difference is None and r.misses == 0 and r.matches
     assert [x["action"] for x in r.steps] == ["accept", "reject"]
+
+
+def test_report_marks_the_persons_feedback_and_gradient(tmp_path):
+    from core.report import markdown_report
+
+    s, _, _ = make(tmp_path)
+    st = s.start_step(pause_after_forward=True)
+    qid = st.minibatch_ids[0]
+    s.add_feedback(qid, "The answer ignored the stated p-value.")
+    st = s.continue_step()
+    s.apply_gradient("Quote the p-value, then answer.", replace=st.proposal.gradients[0].id)
+    md = markdown_report(s)
+    assert f"- {qid} (person): The answer ignored the stated p-value." in md
+    assert f"Per-question feedback on {qid} (person):" in md
+    assert "— written by the person, editing gradient 1:" in md
+    assert "Candidate 4 (person, from gradient 2)" in md
+    s.close()
