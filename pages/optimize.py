@@ -41,7 +41,8 @@ if pending and can_act:
     job = state.active_job(s)
     can_act = can_act and job is None
 if can_act and person_view.run_queued_gradient(s):  # 'Apply my gradient' (a job: it calls the backward model)
-    st.rerun()
+    job = state.active_job(s)
+    can_act = can_act and job is None
 
 # ---------- header ----------
 cfg = s.config
@@ -174,7 +175,7 @@ if state_ == "answered":
 
 def decision_controls(step, *, proposed: bool) -> None:
     """Edit (from the current prompt or any candidate) and accept; reject all; regenerate; skip."""
-    marker = (s.id, step.index, step.attempt)
+    marker = (s.id, step.index, step.attempt, len(step.person_gradients))  # a gradient of yours: new candidates
     if st.session_state.get("edit_for") != marker:
         st.session_state["edit_for"] = marker
         st.session_state["edit_source"] = "current"
@@ -218,9 +219,12 @@ if state_ == "proposed":
     with st.expander("Minibatch: the current prompt on training questions", expanded=True):
         step_view.minibatch(s, step, key=f"s{step.index}")
     step_view.proposal_view(s, step, actions=can_act, key=f"s{step.index}")
-    with st.expander("Your feedback and your gradient: new candidates from your words"):
-        person_view.feedback_editor(s, step, enabled=can_act, key=f"p{step.index}")
+    st.markdown("#### Your feedback and your gradient")
+    pc = st.columns(2)
+    with pc[0]:
         person_view.gradient_editor(s, step, enabled=can_act, key=f"p{step.index}")
+    with pc[1]:
+        person_view.feedback_editor(s, step, enabled=can_act, key=f"p{step.index}")
 
     st.markdown("#### Your decision")
     decision_controls(step, proposed=True)

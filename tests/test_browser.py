@@ -444,3 +444,62 @@ def test_real_step_against_the_local_model(browser, local_llm_url, tmp_path):
     finally:
         ctx.close()
         server.stop()
+
+
+def test_person_feedback_and_gradient_in_a_guided_step(browser, app, stub):
+    """A manual step pauses after the answers; the person's feedback on a wrong answer, then the model's gradients,
+    then the person's own gradient: its candidates appear beside the model's, marked 'person'."""
+    from core.runner import Runner
+    from core.session import Models, Session, SessionConfig
+
+    root = app.tmp / "sessions"
+    cfg = SessionConfig(task={"name": "pubmedqa", "val_size": 10}, method="textgrad", preset="quick",
+                        forward=STUB_SPEC, backward=STUB_SPEC, forward_base_url=stub.base_url,
+                        backward_base_url=stub.base_url, policy="strict")
+    from concurrent.futures import ThreadPoolExecutor
+
+    def baseline() -> str:  # off playwright's event loop
+        with Session.create(cfg, root=root, models=Models.from_config(cfg, Runner())) as s:
+            s.run_baseline()
+            return s.id
+
+    with ThreadPoolExecutor(1) as pool:
+        sid = pool.submit(baseline).result()
+    ctx, page = new_page(browser)
+    try:
+        open_page(page, f"{app.url}/optimize?session={sid}")
+        click_key(page, "run_step")
+        wait_for(page, ".st-key-continue_step button", 60)
+        step = Session.open(sid, root=root, readonly=True).step
+        assert step.status == "answered" and step.proposal is None
+        wrong = next(r for r in step.forward[0].rows if not r.correct)
+        choose_option(page, "fb_q_s1", f"{wrong.id} · gold {wrong.gold} · wrong")
+        fill_key(page, "fb_text_s1", "The answer ignored the stated p-value.")
+        click_key(page, "fb_save_s1")
+        page.get_by_text(f"Your feedback on question {wrong.id} is recorded.").first.wait_for(timeout=30_000)
+        wait_idle(page)
+        no_exception(page)
+        assert "The answer ignored the stated p-value." in body_text(page)
+        shot(page, "15_guided_step_feedback")
+
+        click_key(page, "continue_step")
+        wait_for(page, CANDIDATE_ACCEPT.format(step=1), 60)
+        wait_for(page, ".st-key-pg_text_p1 textarea", 30)
+        fill_key(page, "pg_text_p1", "The prompt never asks the model to quote the p-value.")
+        click_key(page, "pg_apply_p1")
+        deadline = time.time() + 60
+        while time.time() < deadline and "person_gradient" not in {e["type"] for e in events(root, sid)}:
+            time.sleep(0.2)
+        page.get_by_text("Written by you").first.wait_for(timeout=60_000)  # the person's gradient card
+        wait_idle(page)
+        no_exception(page)
+        s = Session.open(sid, root=root, readonly=True)
+        new = [c for c in s.step.proposal.candidates if c.origin == "person"]
+        assert page.locator(".st-key-edit_text textarea").first.input_value() == s.current.prompt  # editor kept
+        assert new and page.locator(f'[class*="st-key-accept_s1_{new[0].id.replace(".", "-")}"], '
+                                    f'[class*="st-key-accept_s1_{new[0].id}"]').count() >= 1
+        assert {c.origin for c in s.step.proposal.candidates} == {"update", "person"}
+        assert s.step.proposal.gradients[0].feedback[wrong.id] == "The answer ignored the stated p-value."
+        shot(page, "16_person_gradient_candidates")
+    finally:
+        ctx.close()
