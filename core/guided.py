@@ -17,7 +17,7 @@ from .engine import PhaseProgress, normalise
 from .lineage import Candidate, Gradient
 from .protegi import ProtegiEngine
 from .runner import CancelToken
-from .state import Step, compact_report  # noqa: F401 - compact_report for callers building reports
+from .state import Step
 from .textgrad import TextGradEngine
 
 FEEDBACK_CHARS = 4000  # the longest feedback on one answer

@@ -225,7 +225,7 @@ def _proposal_lines(prop: Proposal, names: dict[str, str], chosen: str | None,
     if prop.gradients:
         lines += [f"#### Gradients ({len(prop.gradients)})", ""]
         for n, g in enumerate(prop.gradients, 1):
-            by = (f" — written by the person" + (f", editing {md_text(names.get(person[g.id], person[g.id]))}"
+            by = (" — written by the person" + (f", editing {md_text(names.get(person[g.id], person[g.id]))}"
                                                 if person[g.id] else "")) if g.id in person else ""
             lines += [f"Gradient {n}, from the failures {md_text(', '.join(map(str, g.failure_ids))) or '(none)'}"
                       + (" (parsed by fallback: the reply had no tags)" if g.flagged else "") + by + ":", "",

@@ -44,7 +44,7 @@ def test_a_whole_guided_step_through_the_verbs_replays_identical(pgs_env):
     assert g["candidates"] and {c["origin"] for c in g["candidates"]} == {"person"}
     assert all("Quote the p-value" in c["prompt"] for c in g["candidates"]) and g["replaces"] == d["gradients"][0]["id"]
     again = last_json(pgs("step", sid, "--json", "--quiet").stdout)  # the open step, with the person's beside
-    assert [c["id"] for c in again["candidates"]] == [*[c["id"] for c in d["candidates"]], *[c["id"] for c in g["candidates"]]]
+    assert [c["id"] for c in again["candidates"]] == [c["id"] for c in d["candidates"] + g["candidates"]]
     assert again["gradients"][-1] == {**again["gradients"][-1], "origin": "person", "replaces": d["gradients"][0]["id"]}
 
     pick = g["candidates"][0]

@@ -9,7 +9,8 @@ import json
 import sys
 
 from ..session import Session, Step
-from .common import ConfigError, add_model_args, add_session_output_args, phase_bars, read_prompt, session_models, sessions_root
+from .common import (ConfigError, add_model_args, add_session_output_args, phase_bars, read_prompt, session_models,
+                     sessions_root)
 from .sessions import add_config_args, config_from_args, repoint
 
 ANSWER_CHARS = 300  # of a model's raw answer, in the printed minibatch
@@ -178,7 +179,8 @@ def cmd_validate(a: argparse.Namespace) -> int:
         print(json.dumps(out, ensure_ascii=False))
     else:
         print(f"step {out['step']}: val {g.new_accuracy:.3f} (current {g.old_accuracy:.3f}, p={g.p_value:.3g}) on "
-              f"{g.n} questions: the gate says {out['verdict']}; next: pgs confirm {out['session']} [--accept|--reject]")
+              f"{g.n} questions: the gate says {out['verdict']}; "
+              f"next: pgs confirm {out['session']} [--accept|--reject]")
     return 0
 
 
