@@ -15,6 +15,7 @@ from . import events as E
 from .bundle_schema import RESPONSE, SchemaError, check_config, parse_json
 from .event_log import EventLog
 from .cache import ResponseCache, cache_key
+from .guided import replay_person_actions
 from .llm import Completion, ModelSpec, Request
 from .report import markdown_report  # noqa: F401 - the report lives beside the bundle for callers
 from .runner import Runner
@@ -393,7 +394,7 @@ def replay_bundle(data: bytes, *, root: Path | str | None = None) -> ReplayResul
             point(E.STEP_STARTED, step, attempt)
             catch_up(E.STEP_STARTED, step, attempt)
             fail_as_recorded(runs[0])
-            replay.start_step(regenerate=attempt > 0)
+            replay_person_actions(replay, recorded.events, step, attempt)  # pause, feedback, person gradients
             for fails in runs[1:]:
                 fail_as_recorded(fails)
                 replay.retry_failed()

@@ -18,7 +18,7 @@ ALGORITHM = "sha256-chain/1"
 _VOLATILE = {"ts", "keys", "key", "spend", "cached", "cost_usd", "input_tokens", "output_tokens", "saved_usd",
              "imported"}
 _COMPARED = (E.BASELINE, E.STEP_STARTED, E.FORWARD, E.PROPOSAL_MADE, E.PROPOSAL_RETRIED, E.DECISION, E.VALIDATION,
-             E.GATE, E.REVERTED, *E.PERSON_MARKS)
+             E.GATE, E.REVERTED, *E.PERSON_MARKS, E.PAUSED, E.FEEDBACK, E.PERSON_GRADIENT)
 
 
 def _canonical(obj: Any) -> bytes:

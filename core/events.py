@@ -228,17 +228,47 @@ class SentencesUnlocked(SentencesLocked):
     type: ClassVar[str] = "sentences_unlocked"
 
 
+@dataclass(kw_only=True)
+class StepPaused(Event):
+    """A guided step stopped after its forward pass, so the person reads the answers before any gradient is paid."""
+
+    type: ClassVar[str] = "paused"
+    step: int = _f(COUNT)
+
+
+@dataclass(kw_only=True)
+class Feedback(Event):
+    """The person's feedback on one minibatch answer (the loss, in their words); empty text withdraws it."""
+
+    type: ClassVar[str] = "feedback"
+    step: int = _f(COUNT)
+    question: str = _f(STR)
+    text: str = _f(STR)
+
+
+@dataclass(kw_only=True)
+class PersonGradient(Event):
+    """A gradient the person wrote (or edited from `replace`) and the candidates the edit/update calls made from it."""
+
+    type: ClassVar[str] = "person_gradient"
+    step: int = _f(COUNT)
+    text: str = _f(STR)
+    replace: str | None = _f(OSTR, None)
+    proposal: dict = _f(PROPOSAL)  # the new gradient, its candidates, their bandit screen
+
+
 EVENT_CLASSES: tuple[type[Event], ...] = (Created, Repointed, Baseline, StepStarted, Forward, ProposalMade, Decision,
                                           Validation, Gate, Auto, Stopped, SpendOnly, TestRevealed, ConfirmationScored,
                                           ProposalRetried, Reverted, LabelDisputed, SentencesLocked,
-                                          SentencesUnlocked)
+                                          SentencesUnlocked, StepPaused, Feedback, PersonGradient)
 BY_TYPE: dict[str, type[Event]] = {c.type: c for c in EVENT_CLASSES}
 
 # the names, for code that reads events as dicts
 CREATED, REPOINTED, BASELINE, STEP_STARTED, FORWARD, PROPOSAL_MADE, DECISION, VALIDATION, GATE, AUTO, STOPPED, \
     SPEND, TEST_REVEALED, CONFIRMATION_SCORED, PROPOSAL_RETRIED, REVERTED, LABEL_DISPUTED, SENTENCES_LOCKED, \
-    SENTENCES_UNLOCKED = (c.type for c in EVENT_CLASSES)
+    SENTENCES_UNLOCKED, PAUSED, FEEDBACK, PERSON_GRADIENT = (c.type for c in EVENT_CLASSES)
 PERSON_MARKS = (LABEL_DISPUTED, SENTENCES_LOCKED, SENTENCES_UNLOCKED)  # what the person marks between phases
+PERSON_EVENTS: tuple[type[Event], ...] = (StepPaused, Feedback, PersonGradient)  # the person's actions in a step
 
 
 def _record(cls: type[Event]) -> Record:

@@ -44,7 +44,7 @@ class Candidate:
     id: str
     prompt: str
     parent: str  # the prompt it was derived from
-    origin: str  # "edit" | "paraphrase" | "update" | "manual" | "beam"
+    origin: str  # "edit" | "paraphrase" | "update" | "manual" | "beam" | "person" (from the person's gradient)
     gradient_id: str | None = None
     source_id: str | None = None  # paraphrase: the candidate it rephrases
     flagged: bool = False

@@ -70,11 +70,18 @@ def answer_excerpt(text: str, limit: int = ANSWER_EXCERPT_CHARS) -> str:
     return f"{text[:half]} ... {text[-half:]}"
 
 
-def error_block(ctx: StepContext, rows: list[EvalRow]) -> str:
+def error_block(ctx: StepContext, rows: list[EvalRow], feedback: dict[str, str] | None = None) -> str:
+    """The errors as the gradient and edit calls see them; the person's feedback on an error is attached to it."""
     return "\n".join(ctx.templates.text("protegi.error", index=i, text=ctx.task_text(r.id), label=r.gold,
                                         prediction=r.parsed if r.parsed is not None else "unparsed",
-                                        answer=answer_excerpt(r.raw_output))
+                                        answer=answer_excerpt(r.raw_output)) + person_note(feedback, r.id)
                      for i, r in enumerate(rows, 1)).strip()
+
+
+def person_note(feedback: dict[str, str] | None, qid: str) -> str:
+    """A person's feedback on one answer, as a line under its error (nothing when there is none)."""
+    text = " ".join((feedback or {}).get(qid, "").split())
+    return f"\nFeedback from a person on this answer: \"{text}\"" if text else ""
 
 
 def calls_per_parent(cfg: ProtegiConfig, n_failures: int) -> int:
@@ -103,23 +110,29 @@ class ProtegiEngine:
         return c.text if c.ok else "", rec
 
     async def _group(self, ctx: StepContext, gi: int, parent: str, errors: list[EvalRow],
-                     repeat: int = 0) -> tuple[list[Gradient], list[Candidate]]:
+                     repeat: int = 0, feedback: dict[str, str] | None = None,
+                     person_reason: str | None = None) -> tuple[list[Gradient], list[Candidate]]:
         """One error group's gradient → edits → paraphrases; `repeat` > 0 for a group identical to an earlier
-        one: its sample indices move by GROUP_REPEAT_STRIDE, so its calls get their own cache keys."""
+        one: its sample indices move by GROUP_REPEAT_STRIDE, so its calls get their own cache keys.
+        `person_reason`: the person's gradient, used in place of the gradient call."""
         cfg, att, off = self.cfg, ctx.attempt, repeat * GROUP_REPEAT_STRIDE
-        errs = error_block(ctx, errors)
+        errs = error_block(ctx, errors, feedback)
         ids = [r.id for r in errors]
-        reply, rec = await self._call(ctx, "protegi.gradient",
-                                      {"prompt": parent, "errors": errs, "num_reasons": cfg.reasons_per_group}, att + off)
-        reasons = extract_tagged(reply, "<START>", "<END>")[: cfg.reasons_per_group]
-        flagged = not reasons and bool(reply.strip())
-        if flagged:
-            reasons = [reply.strip()]
-        missing = cfg.reasons_per_group - len(reasons)  # fewer reasons: fewer edits and paraphrases follow
-        ctx.job.add_plan("edit", -missing)
-        ctx.job.add_plan("paraphrase", -missing * cfg.edits_per_reason * cfg.paraphrases)
-        grads = [Gradient(id=f"{ctx.prefix}g{gi}.{k}", text=t, failure_ids=ids, parent=parent,
-                          flagged=flagged, call=rec if k == 1 else None) for k, t in enumerate(reasons, 1)]
+        if person_reason is not None:
+            grads = [Gradient(id=f"{ctx.prefix}g{gi}", text=person_reason, failure_ids=ids, parent=parent)]
+        else:
+            reply, rec = await self._call(ctx, "protegi.gradient",
+                                          {"prompt": parent, "errors": errs, "num_reasons": cfg.reasons_per_group},
+                                          att + off)
+            reasons = extract_tagged(reply, "<START>", "<END>")[: cfg.reasons_per_group]
+            flagged = not reasons and bool(reply.strip())
+            if flagged:
+                reasons = [reply.strip()]
+            missing = cfg.reasons_per_group - len(reasons)  # fewer reasons: fewer edits and paraphrases follow
+            ctx.job.add_plan("edit", -missing)
+            ctx.job.add_plan("paraphrase", -missing * cfg.edits_per_reason * cfg.paraphrases)
+            grads = [Gradient(id=f"{ctx.prefix}g{gi}.{k}", text=t, failure_ids=ids, parent=parent,
+                              flagged=flagged, call=rec if k == 1 else None) for k, t in enumerate(reasons, 1)]
 
         async def edit(g: Gradient) -> list[Candidate]:
             reply, rec = await self._call(ctx, "protegi.edit", {"prompt": parent, "errors": errs, "reason": g.text,
@@ -156,7 +169,8 @@ class ProtegiEngine:
         cands = [c for group in await asyncio.gather(*(edit(g) for g in grads)) for c in group]
         return grads, cands
 
-    async def _expand(self, ctx: StepContext, pi: int, parent: str, report: EvalReport) -> tuple[list[Gradient], list[Candidate]]:
+    async def _expand(self, ctx: StepContext, pi: int, parent: str, report: EvalReport,
+                      feedback: dict[str, str] | None = None) -> tuple[list[Gradient], list[Candidate]]:
         failures = [r for r in report.rows if not r.correct and not r.error]
         if not failures:
             return [], []
@@ -167,7 +181,7 @@ class ProtegiEngine:
             key = tuple(r.id for r in errs)
             repeats.append(seen_groups.get(key, 0))
             seen_groups[key] = repeats[-1] + 1
-        results = await asyncio.gather(*(self._group(ctx, f"{pi}.{gi}" if pi else gi, parent, errs, rep)
+        results = await asyncio.gather(*(self._group(ctx, f"{pi}.{gi}" if pi else gi, parent, errs, rep, feedback)
                                          for gi, (errs, rep) in enumerate(zip(groups, repeats), 1)))
         grads = [g for gs, _ in results for g in gs]
         cands, seen = [], {normalise(parent)}
@@ -191,10 +205,13 @@ class ProtegiEngine:
         ctx.plan("edit", edits)
         ctx.plan("paraphrase", edits * cfg.edits_per_reason * cfg.paraphrases)
 
-    async def propose(self, ctx: StepContext, beam: list[str], reports: list[EvalReport]) -> Proposal:
+    async def propose(self, ctx: StepContext, beam: list[str], reports: list[EvalReport],
+                      feedback: dict[str, str] | None = None) -> Proposal:
+        """Gradients and candidates for every beam prompt; `feedback` is the person's, by question id."""
         self.plan(ctx, reports)
         self.failed = []
-        results = await asyncio.gather(*(self._expand(ctx, i, p, r) for i, (p, r) in enumerate(zip(beam, reports))))
+        results = await asyncio.gather(*(self._expand(ctx, i, p, r, feedback)
+                                         for i, (p, r) in enumerate(zip(beam, reports))))
         # failed calls, in an order that does not depend on which answer landed first (replay compares them)
         prop = Proposal(calls=sorted(self.failed, key=lambda r: (r.template, r.key, repr(r.messages))))
         seen = {normalise(p) for p in beam}
@@ -212,6 +229,28 @@ class ProtegiEngine:
                          + (f" {prop.note}" if prop.note else ""))
             return prop
         if self.cfg.bandit != "none":
+            await self.screen(ctx, beam, prop)
+        return prop
+
+    async def apply_gradient(self, ctx: StepContext, beam: list[str], parent: str, errors: list[EvalRow],
+                             text: str, known: list[str], feedback: dict[str, str] | None = None,
+                             repeat: int = 1) -> Proposal:
+        """The person's gradient through the edit call, the paraphrases and (as configured) the bandit screen;
+        `known` prompts (the beam, earlier candidates) are not candidates again."""
+        cfg = self.cfg
+        ctx.plan("edit", 1)
+        ctx.plan("paraphrase", cfg.edits_per_reason * cfg.paraphrases)
+        grads, cands = await self._group(ctx, 1, parent, errors, repeat, feedback, person_reason=text)
+        prop, seen = Proposal(gradients=grads), {normalise(p) for p in known}
+        for c in cands:
+            if normalise(c.prompt) not in seen:
+                seen.add(normalise(c.prompt))
+                c.origin = "person"
+                prop.candidates.append(c)
+        checks.review(prop, ctx.task)
+        if not prop.candidates:
+            prop.note = "The edit call made no new prompt from your gradient. Reword it, or edit the prompt by hand."
+        elif cfg.bandit != "none":
             await self.screen(ctx, beam, prop)
         return prop
 

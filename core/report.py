@@ -191,8 +191,13 @@ def step_section(session: Session, st: Step, verdict: Verdict | None) -> list[st
         lines += [f"| {md_text(r.id)} | {md_text(r.gold)} | {md_text(_answer(r))} | {md_text(r.status)} |"
                   for rep in st.forward[:1] for r in rep.failures]
         lines.append("")
+    if st.feedback:
+        lines += ["#### Feedback from the person (in place of the model's, for these questions)", ""]
+        lines += [f"- {md_text(q)} (person): {md_text(' '.join(str(x).split()))}" for q, x in st.feedback.items()]
+        lines.append("")
     if prop is not None:
-        lines += _proposal_lines(prop, names, d.get("candidate") if action == "accept" else None)
+        lines += _proposal_lines(prop, names, d.get("candidate") if action == "accept" else None,
+                                 st.person_gradients, st.feedback)
     if action == "edit" and d.get("prompt"):
         lines += ["#### Your hand edit (diff from the parent version)", "",
                   *fenced(unified(str(parent), str(d["prompt"]), f"v{st.parent_version}", "edit"), "diff"), ""]
@@ -226,16 +231,22 @@ def _gate_lines(st: Step, verdict: Verdict | None) -> list[str]:
     return out
 
 
-def _proposal_lines(prop: Proposal, names: dict[str, str], chosen: str | None) -> list[str]:
+def _proposal_lines(prop: Proposal, names: dict[str, str], chosen: str | None,
+                    person: dict[str, str | None] | None = None, feedback: dict[str, str] | None = None) -> list[str]:
+    """`person`: the person's gradients (id -> the one each edits); `feedback`: the person's, by question."""
     lines: list[str] = []
+    person, feedback = person or {}, feedback or {}
     if prop.gradients:
         lines += [f"#### Gradients ({len(prop.gradients)})", ""]
         for n, g in enumerate(prop.gradients, 1):
+            by = (" — written by the person" + (f", editing {md_text(names.get(person[g.id], person[g.id]))}"
+                                                if person[g.id] else "")) if g.id in person else ""
             lines += [f"Gradient {n}, from the failures {md_text(', '.join(map(str, g.failure_ids))) or '(none)'}"
-                      + (" (parsed by fallback: the reply had no tags)" if g.flagged else "") + ":", "",
+                      + (" (parsed by fallback: the reply had no tags)" if g.flagged else "") + by + ":", "",
                       *fenced(str(g.text)), ""]
             for qid, fb in (g.feedback or {}).items():
-                lines += [f"Per-question feedback on {md_text(qid)}:", "", *fenced(str(fb)), ""]
+                who = " (person)" if qid in feedback else ""
+                lines += [f"Per-question feedback on {md_text(qid)}{who}:", "", *fenced(str(fb)), ""]
     if prop.bandit:
         b = prop.bandit
         lines += [f"Candidates screened with {md_text(b.get('algorithm'))}: {_num(b.get('spent'), 'd')} of "

@@ -22,7 +22,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
 
-from . import estimate
+from . import estimate, guided
 from . import events as E
 from . import paths
 from . import person_marks as marks
@@ -314,9 +314,25 @@ class Session:
         return self.runner.baseline(models=models, progress=progress, cancel=cancel)
 
     def start_step(self, *, progress: PhaseProgress | None = None, cancel: CancelToken | None = None,
-                   regenerate: bool = False, models: Models | None = None) -> Step:
-        """Sample the minibatch, answer it, and propose gradients and candidates."""
-        return self.runner.start_step(models=models, progress=progress, cancel=cancel, regenerate=regenerate)
+                   regenerate: bool = False, models: Models | None = None, pause_after_forward: bool = False) -> Step:
+        """Sample the minibatch, answer it, and (unless `pause_after_forward`) propose gradients and candidates."""
+        return self.runner.start_step(models=models, progress=progress, cancel=cancel, regenerate=regenerate,
+                                      pause_after_forward=pause_after_forward)
+
+    # ---------- the person's actions (core/guided.py) ----------
+    def continue_step(self, *, progress: PhaseProgress | None = None, cancel: CancelToken | None = None,
+                      models: Models | None = None) -> Step:
+        """Run the proposal of a step paused after its forward pass."""
+        return guided.continue_step(self.runner, models=models, progress=progress, cancel=cancel)
+
+    def add_feedback(self, question_id: str, text: str) -> Step:
+        """The person's feedback on one minibatch answer (used in place of / beside the model's loss)."""
+        return guided.add_feedback(self.runner, question_id, text)
+
+    def apply_gradient(self, text: str, replace: str | None = None, *, progress: PhaseProgress | None = None,
+                       cancel: CancelToken | None = None, models: Models | None = None) -> list:
+        """The person's gradient (editing gradient `replace`, or new) -> new candidates of origin 'person'."""
+        return guided.apply_gradient(self.runner, text, replace, models=models, progress=progress, cancel=cancel)
 
     def retry_failed(self, *, progress: PhaseProgress | None = None, cancel: CancelToken | None = None,
                      models: Models | None = None) -> Step:

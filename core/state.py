@@ -57,6 +57,9 @@ class Step:
     def failed_calls(self) -> list:
         """The proposal's optimiser calls that failed (what "Retry failed calls" sends again)."""
         return [c for c in self.proposal.all_calls() if c.error] if self.proposal else []
+    paused: bool = False  # a guided step: stopped after the forward pass until the person continues
+    feedback: dict[str, str] = field(default_factory=dict)  # the person's feedback, by minibatch question id
+    person_gradients: dict[str, str | None] = field(default_factory=dict)  # gradient id -> the one it replaces
 
     @property
     def status(self) -> str:
@@ -68,6 +71,8 @@ class Step:
             return "decided"
         if self.proposal is not None:
             return "proposed"
+        if self.paused and self.forward:
+            return "answered"
         return "started"
 
 
@@ -342,6 +347,26 @@ def _apply(s: SessionState, e: E.Event, raw: dict) -> None:
             d = st.decision or {}
             s.versions.append(Version(len(s.versions), d["prompt"], st.index, st.candidate_report,
                                       "edit" if d.get("action") == "edit" else "candidate"))
+    elif isinstance(e, E.StepPaused):
+        s.steps[-1].paused = True
+    elif isinstance(e, E.Feedback):
+        st = s.steps[-1]
+        if e.question not in st.minibatch_ids:
+            raise ValueError("feedback on a question outside the minibatch")
+        if e.text.strip():
+            st.feedback[e.question] = e.text
+        else:
+            st.feedback.pop(e.question, None)
+    elif isinstance(e, E.PersonGradient):
+        st = s.steps[-1]
+        add = Proposal.from_json(e.proposal)
+        if st.proposal is None:
+            st.proposal = Proposal(bandit=add.bandit, note=add.note)
+        st.proposal.gradients += add.gradients
+        st.proposal.candidates += add.candidates
+        st.proposal.calls += add.calls
+        for g in add.gradients:
+            st.person_gradients[g.id] = e.replace
     elif isinstance(e, E.Auto):
         s.auto = {"steps": e.steps, "policy": e.policy} if e.steps else None
     elif isinstance(e, E.Stopped):

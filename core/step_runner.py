@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager, Protocol
 
 from . import candidate_checks as checks
-from . import estimate
+from . import estimate, guided
 from . import events as E
 from . import person_marks as marks
 from .config import BudgetExceeded, SessionConfig, SessionError
@@ -196,10 +196,12 @@ class StepRunner:
         return s.versions[0]
 
     def start_step(self, *, models: Models | None = None, progress: PhaseProgress | None = None,
-                   cancel: CancelToken | None = None, regenerate: bool = False) -> Step:
-        """Sample the minibatch, answer it, and propose gradients and candidates. A step interrupted before its
-        proposal runs again on its recorded minibatch; a regeneration is logged only once its proposal is
-        ready, so cancelling it keeps the proposal on screen."""
+                   cancel: CancelToken | None = None, regenerate: bool = False,
+                   pause_after_forward: bool = False) -> Step:
+        """Sample the minibatch, answer it, and propose gradients and candidates; `pause_after_forward` stops
+        after the answers (a 'paused' event) until continue_step (core/guided.py). A step interrupted before
+        its proposal runs again on its recorded minibatch; a regeneration is logged only once its answers (when
+        pausing) or its proposal are ready, so cancelling it keeps what was on screen."""
         s = self.state
         s.current  # noqa: B018 - requires the baseline
         if s.stopped:
@@ -207,12 +209,12 @@ class StepRunner:
         m = self.models(models)
         with self.s.lock:  # the step to start is decided and logged in one go
             open_step = s.step
-            if open_step is not None and open_step.status not in ("started", "proposed"):
+            if open_step is not None and open_step.status not in ("started", "answered", "proposed"):
                 raise SessionError(f"Step {open_step.index} is {open_step.status}; finish it first.")
-            if open_step is not None and open_step.status == "proposed" and not regenerate:
+            if open_step is not None and open_step.status in ("answered", "proposed") and not regenerate:
                 return open_step
             index = s.next_step_index
-            replacing = open_step if open_step is not None and open_step.status == "proposed" else None
+            replacing = open_step if open_step is not None and open_step.status in ("answered", "proposed") else None
             attempt = (open_step.attempt + (1 if replacing else 0)) if open_step else 0
             self.check_budget(estimate.step(s, cached=m.cached, price_overrides=m.price_overrides), m)
             cfg = s.config.engine_config()
@@ -233,32 +235,46 @@ class StepRunner:
         labels = list(s.task.labels)
         forward: list[E.Forward] = []
 
+        def commit_replacement(evs: list) -> None:  # the regenerated attempt, logged in one go
+            with self.s.lock:
+                if s.step is not replacing or replacing.status not in ("answered", "proposed"):
+                    exc = SessionError(f"Step {index} changed while it was regenerated; regenerate again.")
+                    self.record_unfinished(ctx, "step", exc)
+                    raise exc
+                for ev in evs:
+                    self.s.emit(ev)
+
         async def forward_then_propose():  # one event loop and one client for the whole step
             ctx.plan("minibatch", len(beam) * len(batch))
             rows = await asyncio.gather(*(forward_batch(ctx, [p] * len(batch), batch, phase="minibatch") for p in beam))
             reports = [EvalReport(p, r, labels) for p, r in zip(beam, rows)]
             self.check_errors(reports[0], "minibatch")
-            if replacing:  # its spend stays in ctx: on a cancel it is still recorded, else with the proposal
+            if replacing:  # its spend stays in ctx: on a cancel it is still recorded, else with what is logged
                 forward.append(E.Forward(step=index, reports=[compact_report(r) for r in reports]))
             else:
                 self.s.emit(E.Forward(step=index, reports=[compact_report(r) for r in reports],
                                       spend=ctx.spend.to_json(), keys=ctx.keys))
                 ctx.spend, ctx.keys = Spend(), []
+            if pause_after_forward:
+                if replacing:
+                    fw = forward[0]
+                    fw.spend, fw.keys = ctx.spend.to_json(), ctx.keys
+                    commit_replacement([started, fw, E.StepPaused(step=index)])
+                    ctx.spend, ctx.keys = Spend(), []
+                else:
+                    self.s.emit(E.StepPaused(step=index))
+                return None
             if isinstance(engine, TextGradEngine):
                 return await engine.propose(ctx, beam, reports, memory=s.memory())
             return await engine.propose(ctx, beam, reports)
 
         prop = self.run(m, forward_then_propose, ctx, "step")
+        if prop is None:  # paused after the forward pass
+            return s.steps[-1]
         checks.review(prop, s.task, getattr(cfg, "constraints", []), locked=s.active_locks())
         made = E.ProposalMade(step=index, proposal=prop.to_json(), spend=ctx.spend.to_json(), keys=ctx.keys)
         if replacing:
-            with self.s.lock:
-                if s.step is not replacing or replacing.status != "proposed":
-                    exc = SessionError(f"Step {index} changed while its proposal was regenerated; regenerate again.")
-                    self.record_unfinished(ctx, "step", exc)
-                    raise exc
-                for ev in (started, forward[0], made):
-                    self.s.emit(ev)
+            commit_replacement([started, forward[0], made])
         else:
             self.s.emit(made)
         return s.steps[-1]
@@ -511,6 +527,8 @@ class StepRunner:
                 st = s.step
                 if st is None or st.status == "started":
                     st = self.start_step(models=models, progress=progress, cancel=cancel)
+                if st.status == "answered":  # a guided step left paused: the automatic run continues it
+                    st = guided.continue_step(self, models=models, progress=progress, cancel=cancel)
                 if st.status == "proposed":
                     # flagged = the model ignored the output tags (e.g. it refused): a person may take it, the policy won't
                     cur = normalise(s.current.prompt)

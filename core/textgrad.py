@@ -129,7 +129,10 @@ class TextGradEngine:
         return self.cfg.role.replace("{task}", ctx.task.title)
 
     async def propose(self, ctx: StepContext, beam: list[str], reports: list[EvalReport],
-                      memory: list[MemoryItem] | None = None) -> Proposal:
+                      memory: list[MemoryItem] | None = None, feedback: dict[str, str] | None = None,
+                      gradient_text: str | None = None) -> Proposal:
+        """Loss, gradient, update. `feedback`: the person's, by question id, used in place of that question's
+        loss call; `gradient_text`: the person's gradient, used in place of the loss and gradient calls."""
         prompt, report = beam[0], reports[0]
         cfg, tpl = self.cfg, ctx.templates
         rows = [r for r in report.rows if not r.error]
@@ -139,20 +142,28 @@ class TextGradEngine:
             return prop
 
         k = max(1, int(cfg.candidates))
-        ctx.plan("loss", len(rows))  # the whole step's optimiser calls, known before the first is sent
+        person = {q: " ".join(x.split()) for q, x in (feedback or {}).items() if x.strip()}
+        model_rows = [r for r in rows if r.id not in person]  # the person's feedback needs no loss call
+        if gradient_text is not None:
+            ctx.plan("update", k)
+            return await self.update(ctx, prompt, rows, Gradient(
+                id=f"{ctx.prefix}g1", text=gradient_text, failure_ids=[r.id for r in rows if not r.correct],
+                parent=prompt, feedback=person), memory, prop, k)
+        ctx.plan("loss", len(model_rows))  # the whole step's optimiser calls, known before the first is sent
         ctx.plan("gradient", 1)
         ctx.plan("update", k)
 
         # 1. the loss: one feedback call per example, all at once
         loss_msgs = [tpl.messages("textgrad.loss", task_title=ctx.task.title, question=ctx.task_text(r.id),
-                                  answer=r.raw_output, gold=r.gold, parsed=r.parsed or "unparsed") for r in rows]
+                                  answer=r.raw_output, gold=r.gold, parsed=r.parsed or "unparsed") for r in model_rows]
         losses = await ctx.backward([Request(messages=m, temperature=0.0, max_tokens=cfg.max_tokens, tag="textgrad.loss")
-                                     for m in loss_msgs], phase="loss")
+                                     for m in loss_msgs], phase="loss") if loss_msgs else []
         prop.calls = [CallRecord.of("textgrad.loss", m, c) for m, c in zip(loss_msgs, losses)]
         # a failed loss call's error text (request ids, redacted keys) stays in its CallRecord, out of the gradient
         # prompt: the prompt, and so its cache key and an offline replay, must not depend on how a call failed
-        feedback = {r.id: (c.text.strip() if c.ok else "(no feedback: the evaluation call failed)")
-                    for r, c in zip(rows, losses)}
+        model = {r.id: (c.text.strip() if c.ok else "(no feedback: the evaluation call failed)")
+                 for r, c in zip(model_rows, losses)}
+        feedback = {r.id: person[r.id] if r.id in person else model[r.id] for r in rows}
 
         # 2. the gradient on the system prompt
         blocks = []
@@ -173,6 +184,13 @@ class TextGradEngine:
         grad = Gradient(id=f"{ctx.prefix}g1", text="\n\n".join(parts) if parts else g.text.strip(),
                         failure_ids=[r.id for r in rows if not r.correct], parent=prompt, flagged=not parts,
                         call=CallRecord.of("textgrad.gradient", gmsgs, g), feedback=feedback)
+        return await self.update(ctx, prompt, rows, grad, memory, prop, k)
+
+    async def update(self, ctx: StepContext, prompt: str, rows, grad: Gradient, memory: list[MemoryItem] | None,
+                     prop: Proposal, k: int) -> Proposal:
+        """3. the TGD update from `grad` (the model's gradient or the person's); candidates land in `prop`."""
+        cfg, tpl = self.cfg, ctx.templates
+        person = grad.call is None  # the person's gradient: its candidates say so
         prop.gradients.append(grad)
 
         # 3. the TGD update: the current feedback inside <CONTEXT>, in the <FEEDBACK> tags the prompt points at
@@ -206,7 +224,7 @@ class TextGradEngine:
                                 else "The update repeated another sample")
                 continue
             seen.add(normalise(text))
-            cand = Candidate(id=f"{ctx.prefix}c{i}", prompt=text, parent=prompt, origin="update",
+            cand = Candidate(id=f"{ctx.prefix}c{i}", prompt=text, parent=prompt, origin="person" if person else "update",
                              gradient_id=grad.id, call=rec)
             if not closed or is_cut_off(u.finish_reason):
                 cand.flags.append("cut off")

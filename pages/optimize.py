@@ -6,7 +6,7 @@ import streamlit as st
 from core.estimate import prevalidation
 from core.session import SessionError
 from core.step_runner import ahead_candidates
-from ui import actions, boot, person_marks, servers, state, step_view, undo
+from ui import actions, boot, person_marks, person_view, servers, state, step_view, undo
 from ui.estimate import step_estimate
 from ui.jobs import job_panel
 from ui.render import ci, empty_state, md_escape, money, pct, plain
@@ -45,6 +45,9 @@ if pending and can_act:
         actions.start_validate(s)
     except SessionError as exc:
         st.error(md_escape(exc), icon=":material/error:")
+    job = state.active_job(s)
+    can_act = can_act and job is None
+if can_act and person_view.run_queued_gradient(s):  # 'Apply my gradient' (a job: it calls the backward model)
     job = state.active_job(s)
     can_act = can_act and job is None
 
@@ -150,18 +153,40 @@ if state_ == "ready" or (state_ == "started"):
     st.markdown(f"Next step: about **{est['proposal']:,} calls** before you decide (minibatch {est['forward']}, "
                 f"optimiser {est['optimiser']}, bandit {est['bandit']}), then **{est['validation']:,}** to validate "
                 f"your choice: **{md_escape(state.cost_text(cfg, est['cost_usd']))}** in all.")
+    pause = st.toggle("Pause after the answers", value=True, key="pause_after_forward",
+                      help="read the minibatch answers and give feedback before any gradient is paid for")
     c = st.columns([1, 6], vertical_alignment="bottom")
     if c[0].button("Run step", type="primary", key="run_step", disabled=not can_act,
                    help="sample a minibatch, answer it, and propose gradients and candidates"):
-        actions.start_step(s)
+        actions.start_step(s, pause=pause)
         st.rerun()
     with c[1]:
         auto_controls()
     st.stop()
 
+# ---------- answered: a guided step, paused before its gradients ----------
+if state_ == "answered":
+    st.subheader(f"Step {step.index} · read the answers" + (f" · attempt {step.attempt + 1}" if step.attempt else ""))
+    person_view.answered_note(s, step)
+    with st.expander("Minibatch: the current prompt on training questions", expanded=True):
+        step_view.minibatch(s, step, key=f"s{step.index}")
+    person_view.feedback_editor(s, step, enabled=can_act, key=f"s{step.index}")
+    c = st.columns([2, 1])
+    if c[0].button("Continue: write gradients", type="primary", key="continue_step", disabled=not can_act,
+                   width="stretch", help="the gradient calls and candidates, using your feedback"):
+        actions.start_continue(s)
+        st.rerun()
+    if c[1].button("Regenerate", key="regenerate_answered", disabled=not can_act, width="stretch",
+                   help="a new minibatch"):
+        actions.start_step(s, regenerate=True, pause=True)
+        st.rerun()
+    with st.expander("Or write your own gradient (no model gradient is paid for)"):
+        person_view.gradient_editor(s, step, enabled=can_act, key=f"a{step.index}")
+    st.stop()
+
 def decision_controls(step, *, proposed: bool) -> None:
     """Edit (from the current prompt or any candidate) and accept; reject all; regenerate; skip."""
-    marker = (s.id, step.index, step.attempt)
+    marker = (s.id, step.index, step.attempt, len(step.person_gradients))  # a gradient of yours: new candidates
     if st.session_state.get("edit_for") != marker:
         st.session_state["edit_for"] = marker
         st.session_state["edit_source"] = "current"
@@ -193,7 +218,7 @@ def decision_controls(step, *, proposed: bool) -> None:
         st.rerun()
     if proposed and b[1].button("Regenerate", key="regenerate", disabled=not can_act, width="stretch",
                                 help="a new sample of gradients and candidates on a new minibatch"):
-        actions.start_step(s, regenerate=True)
+        actions.start_step(s, regenerate=True, pause=st.session_state.get("pause_after_forward", True))
         st.rerun()
     if b[2].button("Skip", key="skip", disabled=not can_act, width="stretch",
                    help="move on without a decision (e.g. no failures)"):
@@ -239,6 +264,12 @@ if state_ == "proposed":
     undo.retry_panel(s, step, enabled=can_act)
     validate_ahead(step)
     step_view.proposal_view(s, step, actions=can_act, key=f"s{step.index}")
+    st.markdown("#### Your feedback and your gradient")
+    pc = st.columns(2)
+    with pc[0]:
+        person_view.gradient_editor(s, step, enabled=can_act, key=f"p{step.index}")
+    with pc[1]:
+        person_view.feedback_editor(s, step, enabled=can_act, key=f"p{step.index}")
 
     st.markdown("#### Your decision")
     decision_controls(step, proposed=True)

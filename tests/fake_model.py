@@ -87,7 +87,8 @@ class FakeModel:
             prompt = _between(user, 'My current prompt is:\n"', '"\n\nBut')
             if "no-tags" in self.misbehave:
                 return f"{prompt} Weigh the evidence."
-            return f"<START>{prompt} Weigh the evidence.<END>"
+            reason = _between(user, "problem with this prompt is that ", "\n")
+            return f"<START>{prompt} Weigh the evidence.{follows(reason)}<END>"
         if tag == "protegi.paraphrase":
             prompt = _between(user, "Input: ", "\n\nOutput:")
             return f"Output: {prompt} Think it through (variant {req.sample})."
@@ -100,7 +101,8 @@ class FakeModel:
                 return "Here is a better prompt: be careful."
             prompt = _between(user, "<VARIABLE> ", " </VARIABLE>")
             suffix = "" if req.sample == 0 else f" (try {req.sample})"
-            return f"<IMPROVED_VARIABLE>{prompt} Weigh the evidence.{suffix}</IMPROVED_VARIABLE>"
+            gradient = (re.findall(r"<FEEDBACK>(.*?)</FEEDBACK>", user, re.S) or [""])[-1]
+            return f"<IMPROVED_VARIABLE>{prompt} Weigh the evidence.{follows(gradient)}{suffix}</IMPROVED_VARIABLE>"
         return "OK."
 
     def forward(self, system: str, user: str) -> str:
@@ -115,6 +117,15 @@ class FakeModel:
             return f"Looking at the study design and results.\nAnswer: {gold}"
         wrong = [lab for lab in labels if lab != gold]
         return f"The data point one way.\nAnswer: {wrong[h % len(wrong)]}"
+
+
+FOLLOWS = {"p-value": "Quote the p-value before answering."}  # a reason naming the word -> the edit adds the sentence
+
+
+def follows(reason: str) -> str:
+    """What an edit or update adds for a reason (a gradient) that names one of FOLLOWS' words: how a person's
+    gradient ("the answer ignored the p-value") gets candidates of its own; the fake's own gradients name none."""
+    return "".join(f" {v}" for k, v in FOLLOWS.items() if k in reason.lower())
 
 
 def _between(text: str, start: str, end: str) -> str:

@@ -112,6 +112,7 @@ def test_walk_accept_edit_reject_history_evaluate(env):
 
     # step 1: a candidate accepted (by the gate, or by the person's override)
     click(at, "run_step")
+    click(at, "continue_step")  # manual steps pause after the answers
     accept = [b for b in at.button if (b.key or "").startswith("accept_s1_")]
     assert accept, "no candidate to accept"
     accept[0].click().run()
@@ -123,6 +124,7 @@ def test_walk_accept_edit_reject_history_evaluate(env):
 
     # step 2: a hand edit, accepted
     click(at, "run_step")
+    click(at, "continue_step")
     at.text_area(key="edit_text").set_value("Weigh the evidence in the context; the evidence decides. Evidence first.")
     click(at, "accept_edit")
     g = open_session(env, sid).steps[-1].gate
@@ -131,6 +133,7 @@ def test_walk_accept_edit_reject_history_evaluate(env):
 
     # step 3: everything rejected
     click(at, "run_step")
+    click(at, "continue_step")
     click(at, "reject_all")
     s = open_session(env, sid)
     assert [x.outcome for x in s.steps] == ["accepted", "accepted", "rejected"]
@@ -184,6 +187,7 @@ def test_question_with_script_and_markdown_is_shown_literally(env):
     click(at, "create_session")
     goto(at, "optimize")
     click(at, "run_step")
+    click(at, "continue_step")
     shown = " ".join(str(v) for df in at.dataframe for v in df.value.to_numpy().ravel())
     assert XSS in shown  # literally, in the minibatch and failure tables
     for md in markdowns(at) + [e.value for e in at.sidebar.markdown]:
@@ -315,6 +319,7 @@ def test_retry_failed_calls_button_sends_only_the_failed_ones(env):
         goto(at, "optimize")
         _FlakyModel.failing["textgrad.update"] = True
         click(at, "run_step")
+        click(at, "continue_step")  # manual steps pause after the answers
         warn = [w.value for w in at.warning if "failed" in w.value]
         from ui.render import md_escape  # the texts are shown escaped (literally)
         assert warn and (f"{md_escape('update (the improved prompt)')}: "
@@ -341,6 +346,7 @@ def test_history_reverts_to_an_earlier_version(env):
     sid = create_session(at)
     goto(at, "optimize")
     click(at, "run_step")
+    click(at, "continue_step")  # manual steps pause after the answers
     at.text_area(key="edit_text").set_value("Weigh the evidence in the context; the evidence decides. Evidence first.")
     click(at, "accept_edit")
     g = open_session(env, sid).steps[-1].gate
@@ -357,3 +363,40 @@ def test_history_reverts_to_an_earlier_version(env):
     goto(at, "optimize")
     assert any(m.label == "Current (v2)" for m in at.metric)
     assert any("v0's prompt, reverted" in e.label for e in at.expander)
+
+
+def test_guided_step_feedback_and_person_gradient_on_optimize(env):
+    at = new_app()
+    sid = create_session(at, val=10)
+    goto(at, "optimize")
+    click(at, "run_step")  # pauses after the answers: the app's default for a manual step
+    s = open_session(env, sid)
+    assert s.state == "answered" and s.events[-1]["type"] == "paused" and s.spend.calls == 10 + 3
+    assert at.button(key="continue_step").label == "Continue: write gradients"
+    qid = next(r.id for r in s.step.forward[0].rows if not r.correct)  # the table shows the failures first
+    at.selectbox(key="fb_q_s1").set_value(qid)
+    at.text_input(key="fb_text_s1").set_value("The answer ignored the stated p-value.")
+    click(at, "fb_save_s1")
+    assert open_session(env, sid).step.feedback == {qid: "The answer ignored the stated p-value."}
+    assert any("person" in m and qid in m for m in markdowns(at))
+    feedback_col = [df.value for df in at.dataframe if "your feedback (person)" in df.value.columns]
+    assert feedback_col and "The answer ignored the stated p-value." in feedback_col[0]["your feedback (person)"].tolist()
+
+    click(at, "continue_step")
+    s = open_session(env, sid)
+    assert s.state == "proposed" and s.step.proposal.gradients[0].feedback[qid] == "The answer ignored the stated p-value."
+    model_cands = [c.id for c in s.step.proposal.candidates]
+    at.selectbox(key="pg_src_p1").set_value(s.step.proposal.gradients[0].id)
+    check(at.run())
+    assert at.text_area(key="pg_text_p1").value == s.step.proposal.gradients[0].text  # editing the model's
+    at.text_area(key="pg_text_p1").set_value("The prompt never asks for the p-value.")
+    click(at, "pg_apply_p1")
+    s = open_session(env, sid)
+    new = [c for c in s.step.proposal.candidates if c.id not in model_cands]
+    assert new and {c.origin for c in new} == {"person"} and "p-value" in new[0].prompt
+    assert s.step.person_gradients == {"s1.h1.g1": s.step.proposal.gradients[0].id}
+    keys = [b.key for b in at.button]
+    assert f"accept_s1_{new[0].id}" in keys and all(f"accept_s1_{c}" in keys for c in model_cands)
+    assert any(m.value == "Written by you, editing gradient 1" for m in at.caption)
+    click(at, f"accept_s1_{new[0].id}")
+    assert open_session(env, sid).step.decision["candidate"] == new[0].id

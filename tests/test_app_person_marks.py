@@ -60,6 +60,7 @@ def test_lock_a_sentence_take_a_lock_breaking_candidate_by_override_and_see_blam
     assert any(e.label.startswith("Lock sentences (1 of") for e in at.expander)
 
     click(at, "run_step")
+    click(at, "continue_step")  # manual steps pause after the answers
     s = open_session(env, sid)
     c0, c1 = s.step.proposal.candidates[:2]
     assert first not in c0.prompt and first in c1.prompt
@@ -90,6 +91,7 @@ def test_dispute_a_minibatch_and_a_validation_question_and_history_lists_them(en
     sid = create(at)
     goto(at, "optimize")
     click(at, "run_step")
+    click(at, "continue_step")  # manual steps pause after the answers
     reason = next(w for w in at.text_input if (w.key or "").startswith("dispute_reason_s1_"))
     qid = reason.key.removeprefix("dispute_reason_s1_")
     reason.set_value("gold contradicts the <b>abstract</b>")

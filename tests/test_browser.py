@@ -125,6 +125,13 @@ def sid_of(page) -> str:
     return m.group(1)
 
 
+def run_step(page, timeout: float = 60) -> None:
+    """Run step: the page pauses after the minibatch answers (its default); then write the gradients."""
+    click_key(page, "run_step")
+    wait_for(page, ".st-key-continue_step button", timeout)
+    click_key(page, "continue_step")
+
+
 def finish_gate(page) -> str:
     """Confirm the gate's verdict; returns it ('accept' or 'reject')."""
     btn = wait_for(page, ".st-key-confirm button", 90)
@@ -136,7 +143,7 @@ def finish_gate(page) -> str:
 
 def more_steps_for_the_readme(page) -> None:
     """A hand edit (accepted) and an auto-run, so the README's History chart has something to show."""
-    click_key(page, "run_step")
+    run_step(page)
     wait_for(page, CANDIDATE_ACCEPT.format(step=2), 60)
     fill_key(page, "edit_text", "You are a careful clinician. Weigh the evidence in the abstract: find the evidence "
                                 "for and against, then answer from the evidence.")
@@ -194,7 +201,7 @@ def test_setup_step_gate_history(app, stub, page):
     shot(page, "04_ready")
 
     # one step: minibatch, gradients and candidates, each candidate with a word diff
-    click_key(page, "run_step")
+    run_step(page)
     accept = wait_for(page, CANDIDATE_ACCEPT.format(step=1), 60)
     no_exception(page)
     text = body_text(page)
@@ -287,7 +294,7 @@ def test_script_in_a_question_stays_text(app, stub, page, tmp_path):
     assert page.locator('[data-testid="stAlertContentError"]').count() == 0, body_text(page)[:2000]
     click_key(page, "create_session")
     wait_for(page, ".st-key-run_step button", 60)
-    click_key(page, "run_step")
+    run_step(page)
     wait_for(page, CANDIDATE_ACCEPT.format(step=1), 60)
 
     # a hand edit with Markdown and a script after a blank line: the decision's diff must stay text too
@@ -346,7 +353,7 @@ def test_sigkill_during_validation_then_resume(browser, stub, tmp_path):
     ctx, page = new_page(browser)
     try:
         open_page(page, f"{server.url}/optimize?session={sid}")
-        click_key(page, "run_step")
+        run_step(page)
         accept = wait_for(page, CANDIDATE_ACCEPT.format(step=2), 60)
         n_cached = len(cache)
         stub.delay_s = 1.0  # validation: 24 new answers, 8 at a time, 1 s each
@@ -413,7 +420,7 @@ def test_real_step_against_the_local_model(browser, local_llm_url, tmp_path):
         click_key(page, "create_session")
         wait_for(page, ".st-key-run_step button", slow)
         no_exception(page)
-        click_key(page, "run_step")
+        run_step(page, slow)
         page.locator(".st-key-reject_all button").first.wait_for(state="visible", timeout=slow * 1000)
         no_exception(page)
         text = body_text(page)
@@ -470,7 +477,7 @@ def test_lock_a_sentence_then_blame_in_history(app, page):
         wait_idle(page)
         wait_for(page, "text=Lock sentences (1 of 3 locked)", 20)
         assert [e["numbers"] for e in events(app.tmp / "sessions", sid) if e["type"] == "sentences_locked"] == [[1]]
-        click_key(page, "run_step")
+        run_step(page)
         wait_for(page, CANDIDATE_ACCEPT.format(step=1), 60)
         no_exception(page)
         text = body_text(page)
@@ -494,3 +501,62 @@ def test_lock_a_sentence_then_blame_in_history(app, page):
         assert "Sentence 1 · seed prompt" in text and "Weigh the evidence." in text
         assert "Failures it came from" in text
         shot(page, "11_history_blame")
+
+
+def test_person_feedback_and_gradient_in_a_guided_step(browser, app, stub):
+    """A manual step pauses after the answers; the person's feedback on a wrong answer, then the model's gradients,
+    then the person's own gradient: its candidates appear beside the model's, marked 'person'."""
+    from core.runner import Runner
+    from core.session import Models, Session, SessionConfig
+
+    root = app.tmp / "sessions"
+    cfg = SessionConfig(task={"name": "pubmedqa", "val_size": 10}, method="textgrad", preset="quick",
+                        forward=STUB_SPEC, backward=STUB_SPEC, forward_base_url=stub.base_url,
+                        backward_base_url=stub.base_url, policy="strict")
+    from concurrent.futures import ThreadPoolExecutor
+
+    def baseline() -> str:  # off playwright's event loop
+        with Session.create(cfg, root=root, models=Models.from_config(cfg, Runner())) as s:
+            s.run_baseline()
+            return s.id
+
+    with ThreadPoolExecutor(1) as pool:
+        sid = pool.submit(baseline).result()
+    ctx, page = new_page(browser)
+    try:
+        open_page(page, f"{app.url}/optimize?session={sid}")
+        click_key(page, "run_step")
+        wait_for(page, ".st-key-continue_step button", 60)
+        step = Session.open(sid, root=root, readonly=True).step
+        assert step.status == "answered" and step.proposal is None
+        wrong = next(r for r in step.forward[0].rows if not r.correct)
+        choose_option(page, "fb_q_s1", f"{wrong.id} · gold {wrong.gold} · wrong")
+        fill_key(page, "fb_text_s1", "The answer ignored the stated p-value.")
+        click_key(page, "fb_save_s1")
+        page.get_by_text(f"Your feedback on question {wrong.id} is recorded.").first.wait_for(timeout=30_000)
+        wait_idle(page)
+        no_exception(page)
+        assert "The answer ignored the stated p-value." in body_text(page)
+        shot(page, "15_guided_step_feedback")
+
+        click_key(page, "continue_step")
+        wait_for(page, CANDIDATE_ACCEPT.format(step=1), 60)
+        wait_for(page, ".st-key-pg_text_p1 textarea", 30)
+        fill_key(page, "pg_text_p1", "The prompt never asks the model to quote the p-value.")
+        click_key(page, "pg_apply_p1")
+        deadline = time.time() + 60
+        while time.time() < deadline and "person_gradient" not in {e["type"] for e in events(root, sid)}:
+            time.sleep(0.2)
+        page.get_by_text("Written by you").first.wait_for(timeout=60_000)  # the person's gradient card
+        wait_idle(page)
+        no_exception(page)
+        s = Session.open(sid, root=root, readonly=True)
+        new = [c for c in s.step.proposal.candidates if c.origin == "person"]
+        assert page.locator(".st-key-edit_text textarea").first.input_value() == s.current.prompt  # editor kept
+        assert new and page.locator(f'[class*="st-key-accept_s1_{new[0].id.replace(".", "-")}"], '
+                                    f'[class*="st-key-accept_s1_{new[0].id}"]').count() >= 1
+        assert {c.origin for c in s.step.proposal.candidates} == {"update", "person"}
+        assert s.step.proposal.gradients[0].feedback[wrong.id] == "The answer ignored the stated p-value."
+        shot(page, "16_person_gradient_candidates")
+    finally:
+        ctx.close()

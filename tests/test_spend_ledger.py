@@ -63,6 +63,7 @@ def test_every_spend_figure_on_every_page_is_the_ledger(env, served):
     goto(at, "optimize")
     for index in (1, 2):
         click(at, "run_step")
+        click(at, "continue_step")  # manual steps pause after the answers
         _accept_first(at, index)
     goto(at, "evaluate")
     at.number_input(key="eval_limit").set_value(8)

@@ -87,6 +87,7 @@ def test_optimize_page_shows_the_cost_first_then_the_gates_and_accepting_one_cal
     sid = create_session(at, val=12)  # fake:scripted is not a local server: validating ahead waits for the button
     goto(at, "optimize")
     click(at, "run_step")
+    click(at, "continue_step")  # manual steps pause after the answers
     assert not any(df for df in at.dataframe if "gate" in df.value.columns)
     button = at.button(key="validate_ahead")
     s = open_session(app_test_env, sid)

@@ -58,17 +58,33 @@ def start_baseline(s: Session) -> Job | None:
                   lambda job, m: s.run_baseline(models=m, progress=job.progress, cancel=job.cancel))
 
 
-def start_step(s: Session, regenerate: bool = False) -> Job | None:
+def start_step(s: Session, regenerate: bool = False, pause: bool = False) -> Job | None:
+    """A step's minibatch and proposal; `pause`: only the minibatch answers, until the person continues."""
     label = f"Step {s.next_step_index}: {'regenerate' if regenerate else 'minibatch and proposal'}"
+    if pause:
+        label = f"Step {s.next_step_index}: {'regenerate' if regenerate else 'the minibatch'} (the answers only)"
     return _start(s, "step", label, lambda job, m: s.start_step(models=m, progress=job.progress, cancel=job.cancel,
-                                                               regenerate=regenerate))
+                                                               regenerate=regenerate, pause_after_forward=pause))
+
+
+def start_continue(s: Session) -> Job | None:
+    """The gradients and candidates of a step paused after its answers."""
+    return _start(s, "step", f"Step {s.next_step_index}: gradients and candidates",
+                  lambda job, m: s.continue_step(models=m, progress=job.progress, cancel=job.cancel))
+
+
+def start_person_gradient(s: Session, text: str, replace: str | None) -> Job | None:
+    """The person's gradient through the edit (ProTeGi) or update (TextGrad) call."""
+    return _start(s, "step", f"Step {s.next_step_index}: candidates from your gradient",
+                  lambda job, m: s.apply_gradient(text, replace, models=m, progress=job.progress,
+                                                  cancel=job.cancel))
 
 
 def start_retry(s: Session) -> Job | None:
     st_ = s.step
     n = len(st_.failed_calls) if st_ else 0
     return _start(s, "step", f"Step {st_.index if st_ else '?'}: retry {n} failed call{'s' if n != 1 else ''}",
-                  lambda job, m: s.retry_failed(models=m, progress=job.on_progress, cancel=job.cancel))
+                  lambda job, m: s.retry_failed(models=m, progress=job.progress, cancel=job.cancel))
 
 
 def start_validate(s: Session) -> Job | None:

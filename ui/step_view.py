@@ -50,6 +50,8 @@ def minibatch(s: Session, st_: Step, *, key: str, dispute: bool = False) -> None
         flt = st.segmented_control("Show", FILTERS, default="failures" if n_fail else "all", key=f"filter_{key}")
         raw = st.toggle("Raw model output", key=f"raw_{key}")
     df = report_frame(s, rep, raw=raw)
+    if st_.feedback:  # the person's feedback, beside the answer it is about
+        df.insert(4, "your feedback (person)", [st_.feedback.get(i, "") for i in df["id"]])
     if flt == "failures":
         df = df[df["status"] != "correct"]
     elif flt == "unparsed":
@@ -94,7 +96,13 @@ def failures_table(s: Session, ids: list[str], rep: EvalReport | None) -> None:
 
 def gradient_card(s: Session, st_: Step, g: Gradient, n: int) -> None:
     with st.container(border=True):
-        badge_row([(f"gradient {n}", "violet")] + ([("parsed by fallback: no tags", "orange")] if g.flagged else []))
+        person = g.id in st_.person_gradients
+        badge_row([(f"gradient {n}", "violet")] + ([("person", "green")] if person else []) +
+                  ([("parsed by fallback: no tags", "orange")] if g.flagged else []))
+        if person:
+            base = st_.person_gradients[g.id]
+            st.caption("Written by you" + (f", editing {md_escape(item_names(st_.proposal).get(base, base))}"
+                                           if base else ""))
         plain(g.text, box=True)
         rep = st_.forward[0] if st_.forward else None
         with st.expander(f"From {len(g.failure_ids)} question(s) it got wrong"):
@@ -102,7 +110,7 @@ def gradient_card(s: Session, st_: Step, g: Gradient, n: int) -> None:
         if g.feedback:
             with st.expander(f"Per-question feedback (the loss, {len(g.feedback)})"):
                 for qid, fb in g.feedback.items():
-                    st.markdown(f"**{md_escape(qid)}**")
+                    st.markdown(f"**{md_escape(qid)}**" + (" :green-badge[person]" if qid in st_.feedback else ""))
                     plain(fb)
         call_record(g.call)
 

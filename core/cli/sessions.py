@@ -83,6 +83,15 @@ def refuse_unpriced_budget(cfg: SessionConfig) -> None:
 
 
 def cmd_optimize(a: argparse.Namespace) -> int:
+    cfg, data = config_from_args(a)
+    models = session_models(cfg, a)
+    s = Session.create(cfg, root=sessions_root(a), models=models, data=data)
+    with s:
+        return drive(s, a, a.steps)
+
+
+def config_from_args(a: argparse.Namespace) -> tuple[SessionConfig, tuple[str, bytes] | None]:
+    """The checked session config (and a custom file's name and bytes) the arguments of optimize or new give."""
     task = load_task_from_args(a)  # validates the task and custom file up front
     if a.task in BUILTIN_TASKS:
         spec = builtin_spec(a.task, a.seed, val_size=a.val_size)
@@ -103,10 +112,7 @@ def cmd_optimize(a: argparse.Namespace) -> int:
                         forward_max_tokens=a.max_tokens, gate_batch=a.gate_batch, gate_cap=a.gate_cap)
     cfg.check()
     refuse_unpriced_budget(cfg)  # before any model, warning or call
-    models = session_models(cfg, a)
-    s = Session.create(cfg, root=sessions_root(a), models=models, data=data)
-    with s:
-        return drive(s, a, a.steps)
+    return cfg, data
 
 
 def cmd_resume(a: argparse.Namespace) -> int:
@@ -148,8 +154,8 @@ def repoint(s: Session, a: argparse.Namespace) -> None:
     print(f"session {s.id} re-pointed: {s.servers_text()}", file=sys.stderr)
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
-    o = sub.add_parser("optimize", help="run a tuning session with an automatic decision policy")
+def add_config_args(o: argparse.ArgumentParser) -> None:
+    """The settings a new session is created with (optimize, new)."""
     add_task_args(o)
     o.add_argument("--method", choices=("protegi", "textgrad"), default="textgrad")
     o.add_argument("--forward", required=True, help="forward model spec (answers the questions)")
@@ -160,7 +166,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--gate-batch", type=int, default=50, help="adaptive gate: validation questions per look (50)")
     o.add_argument("--gate-cap", type=int, default=200, help="adaptive gate: at most this many questions (200)")
     o.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a preset setting, e.g. minibatch=16")
-    o.add_argument("--steps", type=int, default=3)
     o.add_argument("--policy", help="strict | tie | significant | always | adaptive (default: adaptive for the "
                                     "recommended preset, else strict)")
     o.add_argument("--patience", type=int, default=3)
@@ -170,6 +175,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--max-tokens", type=int, default=512, help="forward answer length limit (default 512)")
     add_prompt_args(o, help_text="seed prompt")
     add_session_output_args(o)
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    o = sub.add_parser("optimize", help="run a tuning session with an automatic decision policy")
+    add_config_args(o)
+    o.add_argument("--steps", type=int, default=3)
     o.set_defaults(fn=cmd_optimize)
 
     r = sub.add_parser("resume", help="continue a session's automatic run after a stop or crash")
