@@ -1,0 +1,244 @@
+"""Studies (core/study.py, `pgs study`): a grid of ordinary sessions, its statistics recomputed from the sessions'
+own events, resume after a kill without redoing finished runs, and one concurrency limit shared by all runs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from core.cli import main
+from core.limits import SharedLimit, SharedRunner
+from core.llm import Completion, register_provider
+from core.metrics import summarise
+from core.runner import Runner
+from core.session import Models, SessionConfig
+from core.study import Study, StudyError, StudySpec, read_results, run_study, studies_root
+from core.tasks import builtin_spec
+from tests.conftest import pgs_cmd
+from tests.fake_model import FakeModel, _between, _h
+
+
+@dataclass
+class MinibatchFake(FakeModel):
+    """FakeModel whose critique and rewrite carry a hash of what they were shown, so seeds (other minibatches)
+    give other prompts; which prompt scores better is left to the fake's hash, not rigged."""
+
+    def reply(self, req):
+        user = next((c for r, c in reversed(req.messages) if r == "user"), "")
+        if req.tag == "textgrad.gradient":
+            return f"<FEEDBACK>Weigh the evidence (case {_h(user) % 997}).</FEEDBACK>"
+        if req.tag == "textgrad.update":
+            prompt = _between(user, "<VARIABLE> ", " </VARIABLE>")
+            return f"<IMPROVED_VARIABLE>{prompt} Weigh the evidence, note {_h(user) % 997}.</IMPROVED_VARIABLE>"
+        return super().reply(req)
+
+
+class InFlight:
+    """Calls in flight across every model instance and thread, and the most seen at once."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.now = 0
+        self.max = 0
+        self.calls = 0
+
+    def reset(self):
+        self.now = self.max = self.calls = 0
+
+
+FLIGHT = InFlight()
+
+
+@dataclass
+class FlightFake(FakeModel):
+    delay_s: float = 0.01
+    flight: InFlight = field(default=FLIGHT)
+
+    async def acomplete(self, req):
+        with self.flight.lock:
+            self.flight.now += 1
+            self.flight.calls += 1
+            self.flight.max = max(self.flight.max, self.flight.now)
+        try:
+            return await super().acomplete(req)
+        finally:
+            with self.flight.lock:
+                self.flight.now -= 1
+
+
+register_provider("fakevary", lambda spec: MinibatchFake(spec=spec), price=(1.0, 2.0))
+register_provider("fakeflight", lambda spec: FlightFake(spec=spec), price=(1.0, 2.0))
+
+
+def final_val_from_events(sessions: Path, sid: str) -> float:
+    """The run's final validation accuracy read straight from events.jsonl: the baseline's, replaced by the
+    candidate's report at each accepted gate."""
+    events = [json.loads(line) for line in (sessions / sid / "events.jsonl").read_text().splitlines() if line.strip()]
+    def accuracy(report: dict) -> float:
+        answered = [r for r in report["rows"] if not r.get("error")]
+        return sum(bool(r["correct"]) for r in answered) / len(answered)
+
+    acc = next(accuracy(e["report"]) for e in events if e["type"] == "baseline")
+    validations = {e["step"]: e for e in events if e["type"] == "validation"}
+    for e in events:
+        if e["type"] == "gate" and e["accepted"]:
+            acc = accuracy(validations[e["step"]]["candidate_report"])
+    return acc
+
+
+def t975_df2() -> float:
+    """Student's t, 2 degrees of freedom, 0.975 quantile in closed form: F(t) = 1/2 + t / (2 sqrt(2 + t^2))."""
+    r = 0.95 ** 2
+    return math.sqrt(2 * r / (1 - r))
+
+
+def test_three_seed_study_json_agrees_with_its_sessions(pgs_env, capsys):
+    code = main(["study", "--task", "pubmedqa", "--forward", "fakevary:f", "--backward", "fakevary:b", "--seeds", "3",
+                 "--steps", "2", "--presets", "quick", "--val-sizes", "60", "--json"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert code == 0
+    d = json.loads(out[-1])
+    assert len(d["runs"]) == 3 and {r["seed"] for r in d["runs"]} == {0, 1, 2}
+    assert sum("done: val" in line for line in out) == 3  # one progress line per finished run
+    sessions = pgs_env / "sessions"
+    vals = [final_val_from_events(sessions, r["session"]) for r in d["runs"]]
+    assert [r["final_val"] for r in d["runs"]] == pytest.approx(vals)
+    assert len(set(vals)) > 1, "the seeds should lead to different prompts here"
+    mean, sd = statistics.mean(vals), statistics.stdev(vals)
+    half = t975_df2() * sd / math.sqrt(3)
+    for block in (d["overall"], d["settings"][0]):
+        fv = block["final_val"]
+        assert fv["n"] == 3
+        assert fv["mean"] == pytest.approx(mean, abs=1e-6) and fv["sd"] == pytest.approx(sd, abs=1e-6)
+        assert fv["ci95"] == pytest.approx([mean - half, mean + half], abs=1e-5)
+    assert d["overall"]["calls"] == sum(r["calls"] for r in d["runs"]) > 0
+    manifest = json.loads(Path(d["manifest"]).read_text())
+    assert [r["session"] for r in manifest["runs"]] == [r["session"] for r in d["runs"]]
+    assert Path(d["manifest"]).parent == studies_root(sessions)
+
+
+def test_summary_of_one_run_has_no_spread():
+    s = summarise([0.5])
+    assert (s.n, s.mean, s.sd, s.ci95) == (1, 0.5, None, None)
+    assert summarise([]).mean is None
+
+
+def run_lines(proc: subprocess.Popen, until: str, timeout: float = 120) -> list[str]:
+    lines, t0 = [], time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if until in line:
+            return lines
+    raise AssertionError(f"never printed {until!r}: {lines}")
+
+
+def test_killed_study_resumes_without_redoing_finished_runs(pgs_env):
+    env = {**os.environ, "PGS_FAKE_DELAY": "0.01"}
+    args = ["study", "--task", "pubmedqa", "--forward", "fake:f", "--backward", "fake:b", "--seeds", "3", "--steps",
+            "2", "--val-limit", "40", "--parallel", "1", "--concurrency", "2", "--no-cache"]
+    proc = subprocess.Popen(pgs_cmd() + args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        lines = run_lines(proc, "done: val")
+    finally:
+        proc.kill()
+        proc.wait()
+    study_id = lines[0].split()[1].rstrip(":")
+    sessions = pgs_env / "sessions"
+    study = Study.load(study_id, studies_root(sessions))
+    first = sessions / study.runs[0].session / "events.jsonl"
+    before = first.read_bytes()
+    calls_before = {r.session: r.calls for r in read_results(study, sessions)}
+    assert calls_before[study.runs[0].session] > 0
+
+    out = subprocess.run(pgs_cmd() + ["study", "--resume", study_id, "--no-cache", "--json"], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    d = json.loads(out.stdout.strip().splitlines()[-1])
+    assert [r["status"] for r in d["runs"]] == ["done"] * 3
+    assert first.read_bytes() == before  # the finished run made no call and wrote nothing
+    assert "run 1/3" in out.stdout and "already finished, skipped" in out.stdout.split("run 1/3", 1)[1].split("\n")[0]
+    made = {r["session"]: r["calls"] - calls_before[r["session"]] for r in d["runs"]}
+    assert made[study.runs[0].session] == 0 and sum(made.values()) > 0
+    again = subprocess.run(pgs_cmd() + ["study", "--resume", study_id, "--no-cache", "--json"], capture_output=True,
+                           text=True, env=env, timeout=300)
+    assert json.loads(again.stdout.strip().splitlines()[-1])["overall"]["calls"] == d["overall"]["calls"]
+    assert again.stdout.count("already finished, skipped") == 3
+
+
+def study_with(runner: Runner, tmp: Path) -> list[str]:
+    sessions = tmp / "sessions"
+    spec = StudySpec(task=builtin_spec("pubmedqa", 0), method="textgrad", forward="fakeflight:f",
+                     backwards=["fakeflight:b"], steps=1, seeds=3, presets=["quick"], val_limit=30)
+    study = Study.plan(spec, studies_root(sessions))
+    lines: list[str] = []
+    run_study(study, sessions=sessions, models_for=lambda cfg: Models.from_config(cfg, runner), parallel=3,
+              say=lines.append)
+    assert [r.status for r in study.runs] == ["done"] * 3, lines
+    return lines
+
+
+def test_one_concurrency_limit_holds_across_all_runs(tmp_path):
+    FLIGHT.reset()
+    study_with(SharedRunner(concurrency=2), tmp_path / "shared")
+    assert FLIGHT.calls > 0 and FLIGHT.max == 2  # full use of the limit, never more
+    FLIGHT.reset()
+    study_with(Runner(concurrency=2), tmp_path / "plain")  # a runner per loop: each run would get its own 2
+    assert FLIGHT.max > 2
+
+
+def test_shared_limit_gives_back_the_slots_of_cancelled_waiters():
+    limit = SharedLimit(1)
+
+    async def hold(seconds):
+        async with limit:
+            await asyncio.sleep(seconds)
+
+    async def go():
+        first = asyncio.ensure_future(hold(0.05))
+        await asyncio.sleep(0)
+        waiters = [asyncio.ensure_future(hold(0)) for _ in range(5)]
+        await asyncio.sleep(0.01)
+        for w in waiters[:3]:
+            w.cancel()
+        await asyncio.gather(first, *waiters, return_exceptions=True)
+
+    def other_loop():
+        asyncio.run(go())
+
+    threads = [threading.Thread(target=other_loop) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert limit.in_use == 0 and not limit._waiters
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--resume", "study-nope"], "No study 'study-nope'"),
+    (["--task", "pubmedqa", "--forward", "fake:f", "--backward", "fake:b", "--steps", "1", "--bandits", "ucb"],
+     "use --method protegi"),
+    (["--task", "pubmedqa", "--forward", "fake:f", "--backward", "fake:b", "--steps", "1", "--preset-study",
+      "backward model ablation"], "needs 2 backward models"),
+    (["--task", "pubmedqa", "--forward", "fake:f", "--backward", "fake:b", "--steps", "1", "--method", "protegi",
+      "--bandits", "ucb,thompson"], "Unknown bandit 'thompson'"),
+    (["--task", "pubmedqa", "--forward", "fake:f", "--backward", "fake:b", "--steps", "1", "--seeds", "0"], "--seeds"),
+])
+def test_bad_study_arguments_are_one_line(pgs_env, args, says):
+    out = subprocess.run(pgs_cmd() + ["study"] + args, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and says in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert not (pgs_env / "studies").exists() or not list((pgs_env / "studies").glob("*.json"))
