@@ -242,3 +242,39 @@ def test_bad_study_arguments_are_one_line(pgs_env, args, says):
     assert out.returncode == 2 and says in out.stderr and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
     assert not (pgs_env / "studies").exists() or not list((pgs_env / "studies").glob("*.json"))
+
+
+def test_studies_page_shows_the_runs_and_opens_one(app_test_env):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.test_app import APP, check, goto, plotly_spec
+
+    sessions = app_test_env / "sessions"
+    spec = StudySpec(task=builtin_spec("pubmedqa", 0), method="textgrad", forward="fakevary:f",
+                     backwards=["fakevary:b"], steps=2, seeds=3, presets=["quick"], val_sizes=[60], reveal_test=True,
+                     test_limit=40)
+    study = Study.plan(spec, studies_root(sessions))
+    run_study(study, sessions=sessions, models_for=lambda cfg: Models.from_config(cfg, Runner()), parallel=3,
+              say=lambda line: None)
+    results = read_results(study, sessions)
+    at = check(AppTest.from_file(APP, default_timeout=60).run())
+    goto(at, "studies")
+    settings, runs = (d.value for d in at.dataframe)
+    assert list(runs["session"]) == [r.session for r in study.runs]
+    assert list(runs["final val"]) == pytest.approx([r.final_val for r in results])
+    assert runs["test"].notna().all()  # revealed at the end of each run
+    fig = plotly_spec(at)
+    points = {t["name"]: t for t in fig["data"]}
+    assert sorted(points["final val, one run each"]["y"]) == pytest.approx(sorted(r.final_val for r in results))
+    assert len(points["test, one run each"]["y"]) == 3
+    mean = points["final val mean, 95% t-interval"]
+    vals = [r.final_val for r in results]
+    assert mean["y"][0] == pytest.approx(statistics.mean(vals))
+    half = t975_df2() * statistics.stdev(vals) / math.sqrt(3)
+    assert mean["error_y"]["array"][0] == pytest.approx(half, abs=1e-4)
+    assert list(settings["calls"])[-1] == sum(r.calls for r in results) > 0
+    target = study.runs[1].session
+    at.button(key=f"study_open_{target}").click().run()
+    check(at)
+    assert at.session_state["sid"] == target
+    assert any(t.value == "History" for t in at.title)
