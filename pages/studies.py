@@ -41,8 +41,10 @@ except StudyError as exc:
 results = read_results(study, state.sessions_root())
 per, overall = summarise_study(results)
 spec = study.spec
+st.subheader(f"Study {study.id}" + (f" · {md_escape(spec.preset_study)}" if spec.preset_study else ""))
 st.markdown(f"Task **{md_escape(spec.task.get('name') or spec.task.get('file'))}** · method "
-            f"**{md_escape(spec.method)}** · forward {md_code(spec.forward)} · {spec.steps} steps per run · "
+            f"**{md_escape(spec.method)}** · forward {md_code(spec.forward)} · backward "
+            f"{', '.join(md_code(b) for b in spec.backwards)} · {spec.steps} steps per run · "
             f"created {time.strftime('%Y-%m-%d %H:%M', time.localtime(study.created))}")
 m = st.columns(4)
 fv = overall.final_val
@@ -54,7 +56,8 @@ m[3].metric("Cost", money(overall.cost_usd))
 
 st.subheader("Final validation per setting")
 st.plotly_chart(studies_view.study_figure(results), key="study_chart", config={"displaylogo": False})
-st.caption(f"Each point is one run (one session); the bar is the mean with its {md_escape(INTERVAL)}.")
+st.caption(f"Each point is one run (one session); the bar is the mean with its {md_escape(INTERVAL)} (drawn "
+           "within 0–100 %; the table gives it as computed).")
 st.dataframe(studies_view.settings_table(per, overall), hide_index=True)
 
 st.subheader("Runs")

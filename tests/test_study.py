@@ -26,22 +26,7 @@ from core.session import Models, SessionConfig
 from core.study import Study, StudyError, StudySpec, read_results, run_study, studies_root
 from core.tasks import builtin_spec
 from tests.conftest import pgs_cmd
-from tests.fake_model import FakeModel, _between, _h
-
-
-@dataclass
-class MinibatchFake(FakeModel):
-    """FakeModel whose critique and rewrite carry a hash of what they were shown, so seeds (other minibatches)
-    give other prompts; which prompt scores better is left to the fake's hash, not rigged."""
-
-    def reply(self, req):
-        user = next((c for r, c in reversed(req.messages) if r == "user"), "")
-        if req.tag == "textgrad.gradient":
-            return f"<FEEDBACK>Weigh the evidence (case {_h(user) % 997}).</FEEDBACK>"
-        if req.tag == "textgrad.update":
-            prompt = _between(user, "<VARIABLE> ", " </VARIABLE>")
-            return f"<IMPROVED_VARIABLE>{prompt} Weigh the evidence, note {_h(user) % 997}.</IMPROVED_VARIABLE>"
-        return super().reply(req)
+from tests.fake_model import FakeModel, MinibatchFake
 
 
 class InFlight:

@@ -8,21 +8,28 @@ import html
 import pandas as pd
 import plotly.graph_objects as go
 
-from core.study import RunResult, SettingSummary, summarise_study
+from core.study import RunResult, SettingSummary, summarise_study, varying_axes
 
 from .charts import ACCEPT, SEED, esc
 
 TEST = "#6a1b9a"
 
 
+AXIS_COLUMNS = {"backward": "backward", "val_size": "val size", "bandit": "bandit", "preset": "preset"}
+
+
 def runs_table(results: list[RunResult]) -> pd.DataFrame:
-    """One row per run, in grid order."""
-    return pd.DataFrame([{"run": n, "session": r.session, "seed": r.settings.seed, "backward": r.settings.backward,
-                          "val size": r.settings.val_size or "default", "bandit": r.settings.bandit or "preset's",
-                          "preset": r.settings.preset, "status": r.status, "baseline val": r.baseline_val,
-                          "final val": r.final_val, "test": r.test, "steps": r.steps, "accepted": r.accepted,
-                          "calls": r.calls, "cost_usd": round(r.cost_usd, 6)}
-                         for n, r in enumerate(results, 1)])
+    """One row per run, in grid order; of the study's axes only those it varies (the rest are the same for all)."""
+    varying = varying_axes(results)
+    rows = []
+    for n, r in enumerate(results, 1):
+        axes = {"backward": r.settings.backward, "val_size": r.settings.val_size or "default",
+                "bandit": r.settings.bandit or "preset's", "preset": r.settings.preset}
+        rows.append({"run": n, "session": r.session, "seed": r.settings.seed,
+                     **{AXIS_COLUMNS[a]: axes[a] for a in varying}, "status": r.status, "baseline val": r.baseline_val,
+                     "final val": r.final_val, "test": r.test, "steps": r.steps, "accepted": r.accepted,
+                     "calls": r.calls, "cost_usd": round(r.cost_usd, 6)})
+    return pd.DataFrame(rows)
 
 
 def settings_table(per: list[SettingSummary], overall: SettingSummary) -> pd.DataFrame:
@@ -68,6 +75,7 @@ def study_figure(results: list[RunResult]) -> go.Figure:
             mx.append(gi + offset + 0.1)
             my.append(s.mean)
             lo, hi = s.ci95 if s.ci95 else (s.mean, s.mean)
+            lo, hi = max(0.0, lo), min(1.0, hi)  # drawn within 0-100 %; the table keeps the interval as computed
             up.append(hi - s.mean)
             down.append(s.mean - lo)
         if mx:
