@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -62,6 +63,15 @@ def batch_body(spec: ModelSpec, req: Request) -> dict:
 
 def requests_hash(spec: ModelSpec, keys: Sequence[str]) -> str:
     return hashlib.sha256(json.dumps([spec.provider, spec.base_url or "", spec.model, list(keys)]).encode()).hexdigest()[:32]
+
+
+_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _lock_for(digest: str) -> threading.Lock:
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(digest, threading.Lock())
 
 
 class BatchRunner:
@@ -137,6 +147,10 @@ class BatchRunner:
             sleep: Callable[[float], None] = time.sleep) -> list[Completion]:
         """One completion per request, in order: cache hits, then the batch's answers (cached as they land)."""
         keys = [cache_key(self.spec, r) for r in requests]
+        with _lock_for(requests_hash(self.spec, keys)):  # the same requests from two threads: one batch
+            return self._run(requests, keys, on_status, sleep)
+
+    def _run(self, requests, keys, on_status, sleep) -> list[Completion]:
         out: list[Completion | None] = [None] * len(requests)
         for i, (k, r) in enumerate(zip(keys, requests)):
             hit = self.cache.get(k) if (self.cache is not None and r.use_cache) else None
@@ -226,3 +240,38 @@ class BatchRunner:
         return Completion(text=text, input_tokens=tin, output_tokens=tout,
                           cost_usd=BATCH_DISCOUNT * cost_of(self.spec, tin, tout, self.price), model=str(self.spec),
                           finish_reason=str(choice.get("finish_reason") or ""))
+
+
+class BatchAsRunner:
+    """What a scoring job needs of a Runner (`cache`, `arun`), answered by one batch per `arun`: a study's test
+    reveals at batch price. The batch waits in a worker thread, so the job's event loop stays free."""
+
+    def __init__(self, *, cache: ResponseCache | None, record_dir: Path | str, poll_s: float = 30.0,
+                 on_status: Callable[[BatchStatus], None] | None = None, timeout_s: float = 60.0):
+        self.cache, self.record_dir, self.poll_s = cache, Path(record_dir), poll_s
+        self.on_status, self.timeout_s = on_status, timeout_s
+
+    async def arun(self, model: Any, requests: Sequence[Request], *, progress: Any = None, cancel: Any = None,
+                   on_result: Callable[[Completion], None] | None = None, job: Any = None, phase: str = "") -> Any:
+        import asyncio
+
+        from .progress import Progress
+        from .runner import BatchResult
+
+        runner = BatchRunner(model.spec, cache=self.cache, record_dir=self.record_dir, poll_s=self.poll_s,
+                             price=getattr(model, "price", None), timeout_s=self.timeout_s)
+        if job is not None:
+            job.ask(phase, len(requests))
+        completions = await asyncio.to_thread(runner.run, list(requests), on_status=self.on_status)
+        prog = Progress(total=len(requests))
+        for c in completions:
+            prog.add(c)
+            if on_result:
+                on_result(c)
+            if job is not None:
+                if not c.cached:
+                    job.launch(phase)
+                job.land(phase, c, None, sent=not c.cached)
+        if progress:
+            progress(prog)
+        return BatchResult(completions, prog)

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from itertools import product
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from . import paths
 from .bandits import ALGORITHMS
@@ -295,9 +295,10 @@ def final_test(s: Session) -> float | None:
 
 
 def run_study(study: Study, *, sessions: Path | str, models_for: Callable[[SessionConfig], Models],
-              parallel: int = 4, say: Callable[[str], None] = print) -> list[StudyRun]:
+              parallel: int = 4, say: Callable[[str], None] = print, test_runner: Any = None) -> list[StudyRun]:
     """Run (or resume) every unfinished run, `parallel` at a time; each run's calls go through the runner
-    `models_for` gives (one SharedRunner for all, so the per-provider limit is the study's). Returns the runs."""
+    `models_for` gives (one SharedRunner for all, so the per-provider limit is the study's); `test_runner`
+    (e.g. core/batch.BatchAsRunner) scores the test reveals instead. Returns the runs."""
     total = len(study.runs)
     say_lock = threading.Lock()
 
@@ -327,6 +328,8 @@ def run_study(study: Study, *, sessions: Path | str, models_for: Callable[[Sessi
                     s.run_auto(study.spec.steps, on_step=lambda _s, st: tell(
                         f"{name}: step {st.index} {st.outcome or 'open'}"))
                 if study.spec.reveal_test and final_test(s) is None:
+                    if test_runner is not None:
+                        s.models = replace(s.models, runner=test_runner)
                     _reveal_final(s, study.spec.test_limit)
                 study.set_status(run, "done")
                 r = run_result(s, run)

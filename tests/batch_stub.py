@@ -29,6 +29,7 @@ class BatchStub:
         self.batches: dict[str, dict] = {}
         self.polls: dict[str, int] = {}
         self.uploads = 0
+        self.chat_calls = 0
         self.lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -58,6 +59,10 @@ class BatchStub:
                     return self._send(200, stub._upload(self.headers.get("Content-Type", ""), body))
                 if self.path == "/v1/batches":
                     return self._send(200, stub._create(json.loads(body)))
+                if self.path == "/v1/chat/completions":  # the synchronous calls of a study's steps
+                    with stub.lock:
+                        stub.chat_calls += 1
+                    return self._send(200, stub._answer(json.loads(body), "sync")["body"])
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
 
             def do_GET(self):
@@ -119,6 +124,14 @@ class BatchStub:
                     b["request_counts"]["completed"] = total * n // self.polls_to_finish
             return json.loads(json.dumps(b))
 
+    def _answer(self, body: dict, cid: str) -> dict:
+        text = self.responder(body)
+        tin, tout = default_usage(body, text)
+        return {"status_code": 200, "request_id": f"rq_{cid}", "body": {
+            "id": f"chatcmpl-{cid}", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": tin, "completion_tokens": tout, "total_tokens": tin + tout}}}
+
     def _finish(self, b: dict) -> None:
         lines = [json.loads(x) for x in self.files[b["input_file_id"]].decode().splitlines() if x.strip()]
         out, err = [], []
@@ -128,14 +141,7 @@ class BatchStub:
                 err.append({"id": f"req_{cid}", "custom_id": cid, "response": {"status_code": 500, "body": {
                     "error": {"message": "stub: this request failed"}}}, "error": None})
                 continue
-            text = self.responder(line["body"])
-            tin, tout = default_usage(line["body"], text)
-            out.append({"id": f"req_{cid}", "custom_id": cid, "error": None, "response": {
-                "status_code": 200, "request_id": f"rq_{cid}", "body": {
-                    "id": f"chatcmpl-{cid}", "object": "chat.completion", "created": int(time.time()),
-                    "model": line["body"]["model"], "choices": [{"index": 0, "finish_reason": "stop", "message": {
-                        "role": "assistant", "content": text}}],
-                    "usage": {"prompt_tokens": tin, "completion_tokens": tout, "total_tokens": tin + tout}}}})
+            out.append({"id": f"req_{cid}", "custom_id": cid, "error": None, "response": self._answer(line["body"], cid)})
         for kind, rows in (("output_file_id", out), ("error_file_id", err)):
             if rows:
                 fid = f"file-{len(self.files) + 1}"

@@ -98,3 +98,25 @@ def test_batch_needs_an_openai_model(pgs_env):
                                       "--batch"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "Batch pricing needs an OpenAI model" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+
+
+def test_study_test_reveals_go_as_batches(pgs_env):
+    with BatchStub(stub_responder(FakeModel()), polls_to_finish=2) as stub:
+        env = {**os.environ, "PGS_PRICES": PRICES}
+        out = subprocess.run(pgs_cmd() + ["study", "--task", "pubmedqa", "--forward", SPEC, "--backward", SPEC,
+                                          "--base-url", stub.base_url, "--seeds", "2", "--steps", "1", "--presets",
+                                          "quick", "--val-limit", "20", "--reveal-test", "--test-limit", "15",
+                                          "--batch", "--poll-seconds", "0.05", "--json"],
+                             capture_output=True, text=True, env=env, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        d = json.loads(out.stdout.strip().splitlines()[-1])
+        assert stub.chat_calls > 0  # the steps ran synchronously
+        sizes = [len(stub.files[b["input_file_id"]].decode().strip().splitlines()) for b in stub.batches.values()]
+        assert sizes == [15] * len(stub.batches) and 1 <= len(stub.batches) <= 2  # one per distinct final prompt
+        for r in d["runs"]:
+            events = [json.loads(x) for x in (pgs_env / "sessions" / r["session"] / "events.jsonl").read_text()
+                      .splitlines() if x.strip()]
+            reveal = [e for e in events if e["type"] == "test_revealed"]
+            assert len(reveal) == 1 and reveal[0]["n"] == 15
+            assert r["test"] == pytest.approx(reveal[0]["scores"][0]["accuracy"])
+        assert "completed 15/15" in out.stderr

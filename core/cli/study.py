@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from ..limits import SharedRunner
 from ..session import Models, SessionConfig
@@ -73,8 +74,19 @@ def cmd_study(a: argparse.Namespace) -> int:
             warn_unpriced(spec)
         return models
 
+    test_runner = None
+    if a.batch:
+        if not study.spec.reveal_test:
+            raise ConfigError("--batch sends the test reveals as Batch API jobs: use it with --reveal-test.")
+        from ..batch import BatchAsRunner
+        from ..paths import cache_dir
+
+        test_runner = BatchAsRunner(cache=runner.cache, record_dir=Path(a.cache_dir or cache_dir()) / "batches",
+                                    poll_s=a.poll_seconds, timeout_s=a.timeout, on_status=lambda st: print(
+                                        f"batch {st.batch_id}{' (resumed)' if st.resumed else ''}: {st.status} "
+                                        f"{st.completed}/{st.total} failed {st.failed}", file=sys.stderr, flush=True))
     run_study(study, sessions=sessions, models_for=models_for, parallel=a.parallel,
-              say=lambda line: print(line, flush=True))
+              say=lambda line: print(line, flush=True), test_runner=test_runner)
     results = read_results(study, sessions)
     out = study_json(study, results)
     if a.json:
@@ -116,6 +128,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-limit", type=int, help="validate on the first N validation questions")
     p.add_argument("--reveal-test", action="store_true", help="score each finished run's final prompt on the "
                                                                "sealed test split (logged in its session)")
+    p.add_argument("--batch", action="store_true", help="with --reveal-test: score test as OpenAI Batch API jobs "
+                                                         "(half price, polled, resumed after a crash)")
+    p.add_argument("--poll-seconds", type=float, default=30.0, help="with --batch: seconds between polls (30)")
     p.add_argument("--test-limit", type=int, help="with --reveal-test: the first N test questions")
     p.add_argument("--parallel", type=int, default=4, help="runs at once (default 4); their calls share "
                                                            "--concurrency per provider")
