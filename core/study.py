@@ -220,8 +220,14 @@ class Study:
                              r.get("error")) for r in d["runs"]]
         except FileNotFoundError:
             raise StudyError(f"No study '{study_id}' in {root}.") from None
-        except (OSError, ValueError, TypeError, KeyError) as exc:
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
             raise StudyError(f"The study manifest {path} cannot be read ({type(exc).__name__}); restore it.") from None
+        try:
+            spec.check()
+        except SessionError as exc:
+            raise StudyError(f"The study manifest {path} has a setting that is not allowed: {exc}") from None
+        if [r.settings for r in runs] != spec.grid():
+            raise StudyError(f"The study manifest {path} lists runs its grid does not have; restore it.")
         return Study(study_id, spec, runs, float(d.get("created", 0)), path)
 
     def to_json(self) -> dict:

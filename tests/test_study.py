@@ -263,3 +263,48 @@ def test_studies_page_shows_the_runs_and_opens_one(app_test_env):
     check(at)
     assert at.session_state["sid"] == target
     assert any(t.value == "History" for t in at.title)
+
+
+def test_study_presets_expand_to_their_grids(pgs_env, capsys):
+    from core.cli import build_parser
+    from core.cli.study import spec_from_args
+
+    def grid(*args):
+        return spec_from_args(build_parser().parse_args(["study", "--task", "pubmedqa", "--forward", "fake:f",
+                                                         "--steps", "1", *args])).grid()
+
+    assert [r.seed for r in grid("--backward", "fake:b", "--preset-study", "stability over 5 seeds")] == [0, 1, 2, 3, 4]
+    ablation = grid("--backward", "fake:a,fake:b", "--preset-study", "backward model ablation")
+    assert [(r.backward, r.seed) for r in ablation] == [("fake:a", s) for s in range(3)] + [("fake:b", s) for s in range(3)]
+    assert sorted({r.val_size for r in grid("--backward", "fake:b", "--preset-study", "validation 50 vs 200")}) == [50, 200]
+    assert len(grid("--backward", "fake:b", "--preset-study", "stability over 5 seeds", "--seeds", "2")) == 2
+
+
+def test_bandit_study_runs_each_bandit_it_names(pgs_env, capsys):
+    code = main(["study", "--task", "liar", "--method", "protegi", "--forward", "fake:f", "--backward", "fake:b",
+                 "--preset-study", "UCB vs Successive Rejects", "--seeds", "1", "--steps", "1", "--val-limit", "20",
+                 "--json"])
+    d = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and [r["bandit"] for r in d["runs"]] == ["ucb", "successive-rejects"]
+    for r in d["runs"]:
+        events = [json.loads(x) for x in (pgs_env / "sessions" / r["session"] / "events.jsonl").read_text().splitlines()]
+        used = {e["proposal"]["bandit"]["algorithm"] for e in events if e["type"] == "proposal"
+                and e["proposal"].get("bandit")}
+        assert used == {r["bandit"]}
+    assert [s["label"] for s in d["settings"]] == ["bandit ucb", "bandit successive-rejects"]
+
+
+def test_a_tampered_manifest_is_one_line(pgs_env, capsys):
+    spec = StudySpec(task=builtin_spec("pubmedqa", 0), method="textgrad", forward="fake:f", backwards=["fake:b"],
+                     steps=1, seeds=2)
+    study = Study.plan(spec, studies_root(pgs_env / "sessions"))
+    d = json.loads(study.path.read_text())
+    d["runs"][1]["settings"]["seed"] = 7
+    study.path.write_text(json.dumps(d))
+    with pytest.raises(StudyError, match="lists runs its grid does not have"):
+        Study.load(study.id, study.path.parent)
+    study.path.write_text("{not json")
+    assert main(["study", "--resume", study.id]) == 2
+    assert "cannot be read" in capsys.readouterr().err
+    assert main(["study", "--resume", study.id, "--seeds", "3"]) == 2
+    assert "drop --seeds" in capsys.readouterr().err

@@ -57,6 +57,10 @@ def cmd_study(a: argparse.Namespace) -> int:
     sessions = sessions_root(a)
     root = studies_root(sessions)
     if a.resume:
+        given = [f"--{k.replace('_', '-')}" for k in ("task", "forward", "backward", "steps", "seeds", "val_sizes",
+                                                     "bandits", "presets", "preset_study") if getattr(a, k) is not None]
+        if given:
+            raise ConfigError(f"--resume runs the study as it was planned; drop {', '.join(given)}.")
         study = Study.load(a.resume, root)
         print(f"study {study.id}: resuming {len(study.runs)} runs ({study.path})", flush=True)
     else:
