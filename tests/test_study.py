@@ -308,3 +308,12 @@ def test_a_tampered_manifest_is_one_line(pgs_env, capsys):
     assert "cannot be read" in capsys.readouterr().err
     assert main(["study", "--resume", study.id, "--seeds", "3"]) == 2
     assert "drop --seeds" in capsys.readouterr().err
+
+
+def test_help_of_pgs_and_pgs_study_prints(capsys):
+    for argv in (["--help"], ["study", "--help"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "study" in out and "--preset-study" in out and "stability over 5 seeds" in out

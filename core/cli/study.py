@@ -114,7 +114,7 @@ def cmd_study(a: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("study", help="a grid of headless sessions over seeds, backward models, validation sizes, "
-                                     "bandits and presets, with mean, sd and a 95 % interval")
+                                     "bandits and presets, with mean, sd and a 95%% interval")
     add_task_args(p, task_required=False)
     p.add_argument("--method", choices=("protegi", "textgrad"), default="textgrad")
     p.add_argument("--forward", help="forward model spec")
