@@ -98,6 +98,10 @@ class StudySpec:
     test_limit: int | None = None
     preset_study: str | None = None
 
+    @property
+    def task_name(self) -> str:
+        return self.task.get("name") or os.path.basename(self.data_file or "") or "?"
+
     def grid(self) -> list[RunSettings]:
         """Every run, setting by setting, seeds innermost."""
         return [RunSettings(seed, b, v, bd, p) for b, v, bd, p, seed in
@@ -129,6 +133,25 @@ class StudySpec:
             raise StudyError(f"This study has {n} runs; at most {MAX_RUNS} are allowed.")
         for r in self.grid()[:: self.seeds]:  # one per setting: the seed does not change what is valid
             self.session_config(r).check()
+
+    def check_tasks(self) -> None:
+        """Each validation size's task loads (a size the data cannot hold is refused before anything is written)."""
+        from .session import load_session_task
+
+        content = None
+        if self.data_file:
+            try:
+                content = Path(self.data_file).read_bytes()
+            except OSError as exc:
+                raise StudyError(f"Cannot read {self.data_file}: {exc.strerror or exc}.") from None
+        for v in self.val_sizes:
+            task = dict(self.task, **({"val_size": v} if v is not None else {}))
+            if self.data_file:
+                task["file"] = os.path.basename(self.data_file)
+            try:
+                load_session_task(task, Path(self.data_file or ".").parent, content)
+            except SessionError as exc:
+                raise StudyError(f"Validation size {v or 'default'}: {exc}") from None
 
     def session_config(self, r: RunSettings) -> SessionConfig:
         """The ordinary session config of one run."""
@@ -202,6 +225,7 @@ class Study:
     def plan(spec: StudySpec, root: Path | str) -> "Study":
         """A new study: checked, its manifest written before any run starts."""
         spec.check()
+        spec.check_tasks()
         sid = "study-" + time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
         runs = [StudyRun(r, f"{sid[6:]}-r{n:03d}") for n, r in enumerate(spec.grid(), 1)]
         study = Study(sid, spec, runs, time.time(), Path(root) / f"{sid}.json")
@@ -271,7 +295,7 @@ def list_studies(root: Path | str) -> list[dict]:
             d = json.loads(p.read_text(encoding="utf-8"))
             out.append({"id": p.stem, "created": float(d.get("created", 0)), "runs": len(d["runs"]),
                         "done": sum(1 for r in d["runs"] if r.get("status") == "done"),
-                        "task": d["spec"]["task"].get("name") or d["spec"]["task"].get("file"),
+                        "task": d["spec"]["task"].get("name") or os.path.basename(d["spec"].get("data_file") or "?"),
                         "method": d["spec"]["method"], "preset_study": d["spec"].get("preset_study")})
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
             continue

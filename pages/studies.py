@@ -42,7 +42,7 @@ results = read_results(study, state.sessions_root())
 per, overall = summarise_study(results)
 spec = study.spec
 st.subheader(f"Study {study.id}" + (f" · {md_escape(spec.preset_study)}" if spec.preset_study else ""))
-st.markdown(f"Task **{md_escape(spec.task.get('name') or spec.task.get('file'))}** · method "
+st.markdown(f"Task **{md_escape(spec.task_name)}** · method "
             f"**{md_escape(spec.method)}** · forward {md_code(spec.forward)} · backward "
             f"{', '.join(md_code(b) for b in spec.backwards)} · {spec.steps} steps per run · "
             f"created {time.strftime('%Y-%m-%d %H:%M', time.localtime(study.created))}")
