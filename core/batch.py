@@ -9,6 +9,7 @@ like any call's; failed ones are returned as errors (never cached).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -21,6 +22,8 @@ from typing import Any, Callable, Sequence
 
 from .cache import ResponseCache, cache_key
 from .llm import Completion, LLMError, ModelSpec, Request, cost_of, redact
+from .progress import Progress
+from .runner import BatchResult
 
 BATCH_DISCOUNT = 0.5  # OpenAI bills Batch API tokens at half the synchronous price
 ENDPOINT = "/v1/chat/completions"
@@ -253,11 +256,6 @@ class BatchAsRunner:
 
     async def arun(self, model: Any, requests: Sequence[Request], *, progress: Any = None, cancel: Any = None,
                    on_result: Callable[[Completion], None] | None = None, job: Any = None, phase: str = "") -> Any:
-        import asyncio
-
-        from .progress import Progress
-        from .runner import BatchResult
-
         runner = BatchRunner(model.spec, cache=self.cache, record_dir=self.record_dir, poll_s=self.poll_s,
                              price=getattr(model, "price", None), timeout_s=self.timeout_s)
         if job is not None:

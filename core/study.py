@@ -26,7 +26,8 @@ from .bandits import ALGORITHMS
 from .config import DEFAULT_PRESET, PRESETS, SessionConfig, SessionError, default_policy
 from .llm import LLMError
 from .metrics import SampleSummary, summarise
-from .session import Models, Session
+from .session import Models, Session, load_session_task
+from .testlock import score_split, version_entries
 
 INTERVAL = "95 % t-interval over runs: mean ± t(0.975, n-1) · sd / sqrt(n), sd with n - 1"
 BANDIT_ALIASES = {"sr": "successive-rejects", "sh": "successive-halving", "bf": "brute-force"}
@@ -136,8 +137,6 @@ class StudySpec:
 
     def check_tasks(self) -> None:
         """Each validation size's task loads (a size the data cannot hold is refused before anything is written)."""
-        from .session import load_session_task
-
         content = None
         if self.data_file:
             try:
@@ -395,8 +394,6 @@ def _open_or_create(study: Study, run: StudyRun, sessions: Path | str,
 
 
 def _reveal_final(s: Session, limit: int | None) -> None:
-    from .testlock import score_split, version_entries
-
     score_split(s, version_entries(s, [s.versions[-1].number]), "test", limit=limit, reveal=True)
 
 

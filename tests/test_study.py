@@ -9,7 +9,6 @@ import math
 import os
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,10 +18,10 @@ import pytest
 
 from core.cli import main
 from core.limits import SharedLimit, SharedRunner
-from core.llm import Completion, register_provider
+from core.llm import register_provider
 from core.metrics import summarise
 from core.runner import Runner
-from core.session import Models, SessionConfig
+from core.session import Models
 from core.study import Study, StudyError, StudySpec, read_results, run_study, studies_root
 from core.tasks import builtin_spec
 from tests.conftest import pgs_cmd
@@ -221,6 +220,9 @@ def test_shared_limit_gives_back_the_slots_of_cancelled_waiters():
     (["--task", "pubmedqa", "--forward", "fake:f", "--backward", "fake:b", "--steps", "1", "--method", "protegi",
       "--bandits", "ucb,thompson"], "Unknown bandit 'thompson'"),
     (["--task", "pubmedqa", "--forward", "fake:f", "--backward", "fake:b", "--steps", "1", "--seeds", "0"], "--seeds"),
+    (["--task", "pubmedqa", "--forward", "fake:f", "--backward", "fake:b", "--steps", "1", "--val-sizes", "50,99999"],
+     "Validation size 99999"),
+    (["--resume", "../../etc/passwd"], "is not a study id"),
 ])
 def test_bad_study_arguments_are_one_line(pgs_env, args, says):
     out = subprocess.run(pgs_cmd() + ["study"] + args, capture_output=True, text=True, timeout=120)

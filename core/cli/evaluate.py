@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 from ..baselines import strategy_prompt
-from ..evaluate import evaluate
-from ..paths import SESSIONS_HELP
+from ..batch import BatchRunner, BatchStatus
+from ..evaluate import evaluate, forward_request, report_from
+from ..paths import SESSIONS_HELP, cache_dir
 from ..session import Session
 from ..tasks import list_tasks
 from ..testlock import SEALED_MESSAGE, SEALED_SPLIT, score_split, version_entries
@@ -89,10 +90,6 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 def evaluate_batch(a: argparse.Namespace, prompt: str, examples, model, task, runner):
     """--batch: the questions as one OpenAI Batch API job (half price), polled with a status line on stderr;
     a run killed while it waits resumes the recorded batch; answers are cached like any call's."""
-    from ..batch import BatchRunner, BatchStatus
-    from ..evaluate import forward_request, report_from
-    from ..paths import cache_dir
-
     reqs = [forward_request(prompt, task, ex, max_tokens=a.max_tokens) for ex in examples]
     records = Path(a.cache_dir or cache_dir()) / "batches"
     batch = BatchRunner(model.spec, cache=runner.cache, record_dir=records, price=getattr(model, "price", None),

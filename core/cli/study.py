@@ -10,9 +10,11 @@ import os
 import sys
 from pathlib import Path
 
+from ..batch import BatchAsRunner
 from ..limits import SharedRunner
+from ..paths import cache_dir
 from ..session import Models, SessionConfig
-from ..study import (INTERVAL, STUDY_PRESETS, Study, StudyError, StudySpec, apply_preset, parse_bandits,
+from ..study import (INTERVAL, STUDY_PRESETS, Study, StudySpec, apply_preset, parse_bandits,
                      read_results, run_study, studies_root, study_json, summarise_study)
 from ..tasks import BUILTIN_TASKS, builtin_spec
 from .common import (ConfigError, add_model_args, add_task_args, client_options, custom_task_spec,
@@ -82,9 +84,6 @@ def cmd_study(a: argparse.Namespace) -> int:
     if a.batch:
         if not study.spec.reveal_test:
             raise ConfigError("--batch sends the test reveals as Batch API jobs: use it with --reveal-test.")
-        from ..batch import BatchAsRunner
-        from ..paths import cache_dir
-
         test_runner = BatchAsRunner(cache=runner.cache, record_dir=Path(a.cache_dir or cache_dir()) / "batches",
                                     poll_s=a.poll_seconds, timeout_s=a.timeout, on_status=lambda st: print(
                                         f"batch {st.batch_id}{' (resumed)' if st.resumed else ''}: {st.status} "
