@@ -1,5 +1,5 @@
 """Batch pricing for big runs: the requests a run needs, sent as one OpenAI Batch API job (files + batches
-endpoints; half price, results within 24 hours) instead of one call each.
+endpoints) or one Anthropic Message Batch (half price, results within 24 hours) instead of one call each.
 
 Cached answers are used first; the rest go in one JSONL file, uploaded and submitted. The batch id is recorded
 (<cache>/batches/<hash of the requests>.json, written atomically) before the first poll, so a run that is killed
@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .cache import ResponseCache, cache_key
-from .llm import Completion, LLMError, ModelSpec, Request, cost_of, redact
+from .llm import Completion, LLMError, ModelSpec, Request, anthropic_sends_temperature, cost_of, redact
 from .progress import Progress
 from .runner import BatchResult
 
 BATCH_DISCOUNT = 0.5  # OpenAI bills Batch API tokens at half the synchronous price
 ENDPOINT = "/v1/chat/completions"
 DONE = ("completed", "failed", "expired", "cancelled")
-BATCH_PROVIDERS = ("openai", "openai-compatible")
+BATCH_PROVIDERS = ("openai", "openai-compatible", "anthropic")
 
 
 @dataclass
@@ -84,7 +84,8 @@ class BatchRunner:
                  price: tuple[float, float] | None = None, poll_s: float = 30.0, timeout_s: float = 60.0,
                  max_wait_s: float = 26 * 3600):
         if spec.provider not in BATCH_PROVIDERS:
-            raise LLMError(f"Batch pricing needs an OpenAI model (openai: or openai-compatible:), not {spec.provider}.")
+            raise LLMError(f"Batch pricing needs an OpenAI or Anthropic model (openai:, openai-compatible:, "
+                           f"anthropic:), not {spec.provider}.")
         self.spec, self.cache, self.record_dir = spec, cache, Path(record_dir)
         self.price, self.poll_s, self.max_wait_s = price, poll_s, max_wait_s
         self._api_key, self._timeout = api_key, timeout_s
@@ -195,19 +196,27 @@ class BatchRunner:
         client = self.client()
         t0 = time.monotonic()
         while True:
-            b = self._sdk("poll", lambda: client.batches.retrieve(rec.batch_id))
-            counts = getattr(b, "request_counts", None)
-            status = BatchStatus(rec.batch_id, str(b.status), int(getattr(counts, "completed", 0) or 0),
-                                 int(getattr(counts, "failed", 0) or 0), int(getattr(counts, "total", 0) or rec.requests),
-                                 resumed)
+            b = self._sdk("poll", lambda: self._retrieve(client, rec.batch_id))
+            status = self._status(b, rec, resumed)
             if on_status:
                 on_status(status)
-            if status.status in DONE:
+            if status.status in self.done_states:
                 return b
             if time.monotonic() - t0 > self.max_wait_s:
                 raise LLMError(f"The batch {rec.batch_id} is still '{status.status}' after {self.max_wait_s / 3600:.0f} "
                                f"hours; run the same command again later to pick it up.")
             sleep(self.poll_s)
+
+    done_states = DONE
+
+    def _retrieve(self, client: Any, batch_id: str) -> Any:
+        return client.batches.retrieve(batch_id)
+
+    def _status(self, b: Any, rec: BatchRecord, resumed: bool) -> BatchStatus:
+        counts = getattr(b, "request_counts", None)
+        return BatchStatus(rec.batch_id, str(b.status), int(getattr(counts, "completed", 0) or 0),
+                           int(getattr(counts, "failed", 0) or 0), int(getattr(counts, "total", 0) or rec.requests),
+                           resumed)
 
     def _results(self, batch: Any) -> dict[str, Completion]:
         """Completions by custom id from the batch's output (and error) files."""
@@ -245,6 +254,86 @@ class BatchRunner:
                           finish_reason=str(choice.get("finish_reason") or ""))
 
 
+class AnthropicBatchRunner(BatchRunner):
+    """The same run through Anthropic's Message Batches (messages/batches endpoints; half price)."""
+
+    done_states = ("ended",)
+
+    def client(self) -> Any:
+        if self._client is None:
+            from anthropic import Anthropic
+
+            key = self._api_key or os.environ.get("ANTHROPIC_API_KEY")
+            if not key:
+                raise LLMError("No Anthropic key: set ANTHROPIC_API_KEY or enter a key in Settings.")
+            self._client = Anthropic(api_key=key, base_url=self.spec.base_url or None, timeout=self._timeout)
+        return self._client
+
+    def _sdk(self, what: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except LLMError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - an SDK or network failure is one line, key redacted
+            secrets = [self._api_key, os.environ.get("ANTHROPIC_API_KEY")]
+            raise LLMError(redact(f"The batch {what} failed ({type(exc).__name__}: {exc})", secrets)[:500]) from None
+
+    def _submit(self, requests: Sequence[Request]) -> BatchRecord:
+        client = self.client()
+        items = [{"custom_id": f"r{n}", "params": anthropic_params(self.spec, r)} for n, r in enumerate(requests)]
+        b = self._sdk("submission", lambda: client.messages.batches.create(requests=items))
+        return BatchRecord(b.id, "", self.spec.model, self.spec.base_url, len(requests), time.time())
+
+    def _retrieve(self, client: Any, batch_id: str) -> Any:
+        return client.messages.batches.retrieve(batch_id)
+
+    def _status(self, b: Any, rec: BatchRecord, resumed: bool) -> BatchStatus:
+        c = getattr(b, "request_counts", None)
+        n = {k: int(getattr(c, k, 0) or 0) for k in ("processing", "succeeded", "errored", "canceled", "expired")}
+        return BatchStatus(rec.batch_id, str(b.processing_status), n["succeeded"],
+                           n["errored"] + n["canceled"] + n["expired"], sum(n.values()) or rec.requests, resumed)
+
+    def _results(self, batch: Any) -> dict[str, Completion]:
+        client = self.client()
+        rows = self._sdk("download", lambda: list(client.messages.batches.results(batch.id)))
+        out: dict[str, Completion] = {}
+        for row in rows:
+            res = row.result
+            if getattr(res, "type", "") != "succeeded":
+                err = getattr(getattr(getattr(res, "error", None), "error", None), "message", None)
+                out[str(row.custom_id)] = Completion(error=f"batch request {getattr(res, 'type', '?')}: "
+                                                           f"{str(err or 'no answer')[:300]}", model=str(self.spec))
+                continue
+            msg = res.message
+            text = "".join(getattr(b, "text", "") or "" for b in (msg.content or []))
+            tin, tout = int(msg.usage.input_tokens or 0), int(msg.usage.output_tokens or 0)
+            out[str(row.custom_id)] = (Completion(error="The model returned empty content.", model=str(self.spec))
+                                       if not text.strip() else Completion(
+                text=text, input_tokens=tin, output_tokens=tout, model=str(self.spec),
+                cost_usd=BATCH_DISCOUNT * cost_of(self.spec, tin, tout, self.price),
+                finish_reason=str(getattr(msg, "stop_reason", "") or "")))
+        return out
+
+
+def anthropic_params(spec: ModelSpec, req: Request) -> dict:
+    """The Messages API params of one request, as AnthropicModel sends them."""
+    system = "\n\n".join(c for r, c in req.messages if r == "system")
+    params: dict[str, Any] = {"model": spec.model, "max_tokens": req.max_tokens,
+                              "messages": [{"role": r, "content": c} for r, c in req.messages if r != "system"]}
+    if system:
+        params["system"] = system
+    if req.stop:
+        params["stop_sequences"] = list(req.stop)
+    if anthropic_sends_temperature():
+        params["temperature"] = req.temperature
+    return params
+
+
+def batch_runner(spec: ModelSpec, **kw: Any) -> BatchRunner:
+    """The batch runner for a model's provider (OpenAI Batch API, or Anthropic Message Batches)."""
+    return (AnthropicBatchRunner if spec.provider == "anthropic" else BatchRunner)(spec, **kw)
+
+
 class BatchAsRunner:
     """What a scoring job needs of a Runner (`cache`, `arun`), answered by one batch per `arun`: a study's test
     reveals at batch price. The batch waits in a worker thread, so the job's event loop stays free."""
@@ -256,7 +345,7 @@ class BatchAsRunner:
 
     async def arun(self, model: Any, requests: Sequence[Request], *, progress: Any = None, cancel: Any = None,
                    on_result: Callable[[Completion], None] | None = None, job: Any = None, phase: str = "") -> Any:
-        runner = BatchRunner(model.spec, cache=self.cache, record_dir=self.record_dir, poll_s=self.poll_s,
+        runner = batch_runner(model.spec, cache=self.cache, record_dir=self.record_dir, poll_s=self.poll_s,
                              price=getattr(model, "price", None), timeout_s=self.timeout_s)
         if job is not None:
             job.ask(phase, len(requests))

@@ -59,14 +59,26 @@ class BatchStub:
                     return self._send(200, stub._upload(self.headers.get("Content-Type", ""), body))
                 if self.path == "/v1/batches":
                     return self._send(200, stub._create(json.loads(body)))
+                if self.path == "/v1/messages/batches":  # Anthropic Message Batches
+                    return self._send(200, stub._create_anthropic(json.loads(body), self._root()))
                 if self.path == "/v1/chat/completions":  # the synchronous calls of a study's steps
                     with stub.lock:
                         stub.chat_calls += 1
                     return self._send(200, stub._answer(json.loads(body), "sync")["body"])
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
 
+            def _root(self) -> str:
+                return f"http://127.0.0.1:{self.server.server_address[1]}"
+
             def do_GET(self):
                 parts = self.path.strip("/").split("/")
+                if len(parts) >= 4 and parts[1:3] == ["messages", "batches"]:
+                    if len(parts) == 5 and parts[4] == "results":
+                        with stub.lock:
+                            data = stub.files.get(f"results-{parts[3]}")
+                        return self._send(200, None, data) if data is not None else self._send(404, {"error": {}})
+                    b = stub._poll_anthropic(parts[3])
+                    return self._send(200, b) if b else self._send(404, {"error": {"message": "no such batch"}})
                 if len(parts) == 3 and parts[1] == "batches":
                     b = stub._poll(parts[2])
                     return self._send(200, b) if b else self._send(404, {"error": {"message": "no such batch"}})
@@ -123,6 +135,50 @@ class BatchStub:
                     b["status"] = "in_progress"
                     b["request_counts"]["completed"] = total * n // self.polls_to_finish
             return json.loads(json.dumps(b))
+
+    def _create_anthropic(self, req: dict, root: str) -> dict:
+        with self.lock:
+            bid = f"msgbatch_{len(self.batches) + 1}"
+            now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            self.batches[bid] = {"id": bid, "type": "message_batch", "processing_status": "in_progress",
+                                 "request_counts": {"processing": len(req["requests"]), "succeeded": 0, "errored": 0,
+                                                    "canceled": 0, "expired": 0},
+                                 "created_at": now, "expires_at": now, "ended_at": None, "archived_at": None,
+                                 "cancel_initiated_at": None, "results_url": None,
+                                 "_requests": req["requests"], "_root": root}
+            self.polls[bid] = 0
+            return self._public(self.batches[bid])
+
+    @staticmethod
+    def _public(b: dict) -> dict:
+        return {k: v for k, v in json.loads(json.dumps(b)).items() if not k.startswith("_")}
+
+    def _poll_anthropic(self, bid: str) -> dict | None:
+        with self.lock:
+            b = self.batches.get(bid)
+            if b is None:
+                return None
+            self.polls[bid] += 1
+            if b["processing_status"] != "ended" and not self.hold and self.polls[bid] >= self.polls_to_finish:
+                lines = []
+                for item in b["_requests"]:
+                    cid, params = item["custom_id"], item["params"]
+                    if cid in self.fail_ids:
+                        lines.append({"custom_id": cid, "result": {"type": "errored", "error": {
+                            "type": "error", "error": {"type": "api_error", "message": "stub: this request failed"}}}})
+                        continue
+                    text = self.responder(params)
+                    tin, tout = default_usage(params, text)
+                    lines.append({"custom_id": cid, "result": {"type": "succeeded", "message": {
+                        "id": f"msg_{cid}", "type": "message", "role": "assistant", "model": params["model"],
+                        "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": None,
+                        "usage": {"input_tokens": tin, "output_tokens": tout}}}})
+                self.files[f"results-{bid}"] = ("\n".join(json.dumps(x) for x in lines) + "\n").encode()
+                ok = sum(1 for x in lines if x["result"]["type"] == "succeeded")
+                b["request_counts"].update(processing=0, succeeded=ok, errored=len(lines) - ok)
+                b["processing_status"] = "ended"
+                b["results_url"] = f"{b['_root']}/v1/messages/batches/{bid}/results"
+            return self._public(b)
 
     def _answer(self, body: dict, cid: str) -> dict:
         text = self.responder(body)

@@ -93,10 +93,10 @@ def test_failed_batch_requests_are_errors_not_cached(pgs_env):
         assert len(second) == 2  # only the two that failed were sent again
 
 
-def test_batch_needs_an_openai_model(pgs_env):
+def test_batch_needs_an_openai_or_anthropic_model(pgs_env):
     out = subprocess.run(pgs_cmd() + ["evaluate", "--task", "pubmedqa", "--limit", "3", "--model", "fake:x",
                                       "--batch"], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 2 and "Batch pricing needs an OpenAI model" in out.stderr
+    assert out.returncode == 2 and "Batch pricing needs an OpenAI or Anthropic model" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
 
 
@@ -120,3 +120,30 @@ def test_study_test_reveals_go_as_batches(pgs_env):
             assert len(reveal) == 1 and reveal[0]["n"] == 15
             assert r["test"] == pytest.approx(reveal[0]["scores"][0]["accuracy"])
         assert "completed 15/15" in out.stderr
+
+
+def test_anthropic_message_batch_scores_like_the_openai_batch(pgs_env):
+    with BatchStub(stub_responder(FakeModel()), polls_to_finish=2) as stub:
+        openai_run = last_json(evaluate(stub.base_url, "--batch", "--poll-seconds", "0.05", "--no-cache", limit=9))
+        env = {**os.environ, "PGS_PRICES": json.dumps({"stub-claude": [1.0, 2.0]}), "ANTHROPIC_API_KEY": "sk-ant-test"}
+        out = subprocess.run(pgs_cmd() + ["evaluate", "--task", "pubmedqa", "--split", "val", "--limit", "9", "--model",
+                                          "anthropic:stub-claude", "--base-url", stub.base_url.removesuffix("/v1"),
+                                          "--batch", "--poll-seconds", "0.05", "--json"],
+                             capture_output=True, text=True, env=env, timeout=120)
+        assert out.returncode == 0, out.stderr
+        d = json.loads(out.stdout.strip().splitlines()[-1])
+        assert "batch msgbatch_2: ended 9/9" in out.stderr and "sk-ant-test" not in out.stderr + out.stdout
+        assert len(stub.batches["msgbatch_2"]["_requests"]) == 9
+        for k in ("accuracy", "correct", "answered"):
+            assert d[k] == openai_run[k], k
+        assert d["cost_usd"] == pytest.approx(BATCH_HALF * (d["input_tokens"] * 1.0 + d["output_tokens"] * 2.0) / 1e6, abs=1e-6)
+        stub.fail_ids = {"r0"}
+        again = subprocess.run(pgs_cmd() + ["evaluate", "--task", "pubmedqa", "--split", "val", "--limit", "10",
+                                            "--model", "anthropic:stub-claude", "--base-url",
+                                            stub.base_url.removesuffix("/v1"), "--batch", "--poll-seconds", "0.05",
+                                            "--json"], capture_output=True, text=True, env=env, timeout=120)
+        assert again.returncode == 3 and "stub: this request failed" in again.stderr
+        assert len(stub.batches["msgbatch_3"]["_requests"]) == 1  # nine answers came from the cache
+
+
+BATCH_HALF = 0.5

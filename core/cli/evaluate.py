@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from ..baselines import strategy_prompt
-from ..batch import BatchRunner, BatchStatus
+from ..batch import BatchStatus, batch_runner
 from ..evaluate import evaluate, forward_request, report_from
 from ..paths import SESSIONS_HELP, cache_dir
 from ..session import Session
@@ -92,7 +92,7 @@ def evaluate_batch(a: argparse.Namespace, prompt: str, examples, model, task, ru
     a run killed while it waits resumes the recorded batch; answers are cached like any call's."""
     reqs = [forward_request(prompt, task, ex, max_tokens=a.max_tokens) for ex in examples]
     records = Path(a.cache_dir or cache_dir()) / "batches"
-    batch = BatchRunner(model.spec, cache=runner.cache, record_dir=records, price=getattr(model, "price", None),
+    batch = batch_runner(model.spec, cache=runner.cache, record_dir=records, price=getattr(model, "price", None),
                         poll_s=a.poll_seconds, timeout_s=a.timeout)
     last: list = [None]
 
@@ -178,8 +178,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="allow scoring on the sealed test split (recorded in the session's log as a reveal)")
     add_model_args(e)
     add_prompt_args(e)
-    e.add_argument("--batch", action="store_true", help="send the questions as one OpenAI Batch API job (half "
-                   "price, results within 24 h); polled, resumed after a crash, cached like any call")
+    e.add_argument("--batch", action="store_true", help="send the questions as one OpenAI Batch API job or "
+                   "Anthropic Message Batch (half price, results within 24 h); polled, resumed after a crash, cached like any call")
     e.add_argument("--poll-seconds", type=float, default=30.0, help="with --batch: seconds between polls (30)")
     e.add_argument("--strategy", default="zero-shot", help="zero-shot | cot | few-shot:K (default zero-shot)")
     e.add_argument("--limit", type=int, help="only the first N questions of the split")
