@@ -24,8 +24,10 @@ from typing import Any, Callable
 from . import paths
 from .bandits import ALGORITHMS
 from .config import DEFAULT_PRESET, PRESETS, SessionConfig, SessionError, default_policy
+from .engine import Cancelled
 from .llm import LLMError
 from .metrics import SampleSummary, summarise
+from .runner import CancelToken
 from .session import Models, Session, load_session_task
 from .testlock import score_split, version_entries
 
@@ -304,9 +306,9 @@ def list_studies(root: Path | str) -> list[dict]:
 # ---------------------------------------------------------------- running
 
 
-def finished(s: Session) -> bool:
-    """A run is over when its session stopped, or its automatic run ended after the baseline."""
-    return bool(s.stopped) or (s.auto is None and bool(s.versions))
+def finished(s: Session, steps: int) -> bool:
+    """A run is over when its session stopped (patience) or has decided the study's `steps` steps."""
+    return bool(s.stopped) or (bool(s.versions) and s.folded.finished_steps >= steps)
 
 
 def final_test(s: Session) -> float | None:
@@ -324,11 +326,15 @@ def final_test(s: Session) -> float | None:
 
 
 def run_study(study: Study, *, sessions: Path | str, models_for: Callable[[SessionConfig], Models],
-              parallel: int = 4, say: Callable[[str], None] = print, test_runner: Any = None) -> list[StudyRun]:
+              parallel: int = 4, say: Callable[[str], None] = print, test_runner: Any = None,
+              cancel: CancelToken | None = None) -> list[StudyRun]:
     """Run (or resume) every unfinished run, `parallel` at a time; each run's calls go through the runner
     `models_for` gives (one SharedRunner for all, so the per-provider limit is the study's); `test_runner`
-    (e.g. core/batch.BatchAsRunner) scores the test reveals instead. Returns the runs."""
+    (e.g. core/batch.BatchAsRunner) scores the test reveals instead. Ctrl-C (or `cancel`) stops every run at
+    once; the runs stay unfinished for the next resume. Returns the runs."""
     total = len(study.runs)
+    steps = study.spec.steps
+    cancel = cancel or CancelToken()
     say_lock = threading.Lock()
 
     def tell(text: str) -> None:
@@ -345,7 +351,7 @@ def run_study(study: Study, *, sessions: Path | str, models_for: Callable[[Sessi
             return
         with s:
             try:
-                if finished(s) and (not study.spec.reveal_test or final_test(s) is not None):
+                if finished(s, steps) and (not study.spec.reveal_test or final_test(s) is not None):
                     if run.status != "done":
                         study.set_status(run, "done")
                     tell(f"{name}: session {s.id} already finished, skipped")
@@ -353,26 +359,37 @@ def run_study(study: Study, *, sessions: Path | str, models_for: Callable[[Sessi
                 study.set_status(run, "running")
                 tell(f"{name}: session {s.id} {'resumed' if s.versions else 'started'}")
                 s.models = models_for(s.config)
-                if not finished(s):
-                    s.run_auto(study.spec.steps, on_step=lambda _s, st: tell(
+                if not finished(s, steps):
+                    remaining = steps - s.folded.finished_steps
+                    if s.auto is None:  # a run cancelled before: plan only what the study still needs
+                        s.plan_auto(remaining)
+                    s.run_auto(remaining, cancel=cancel, on_step=lambda _s, st: tell(
                         f"{name}: step {st.index} {st.outcome or 'open'}"))
                 if study.spec.reveal_test and final_test(s) is None:
                     if test_runner is not None:
                         s.models = replace(s.models, runner=test_runner)
                     _reveal_final(s, study.spec.test_limit)
                 study.set_status(run, "done")
-                r = run_result(s, run)
+                r = run_result(s, run, steps)
                 test = "" if r.test is None else f", test {r.test:.3f}"
                 tell(f"{name}: done: val {r.baseline_val:.3f} -> {r.final_val:.3f}{test}, {r.calls} calls, "
                      f"${r.cost_usd:.4f}")
+            except Cancelled:
+                tell(f"{name}: stopped; pgs study --resume {study.id} continues it")
             except (SessionError, LLMError, OSError) as exc:
                 study.set_status(run, "failed", str(exc))
                 tell(f"{name}: failed: {exc}")
 
     todo = list(enumerate(study.runs, 1))
-    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(todo) or 1)), thread_name_prefix="study") as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, min(parallel, len(todo) or 1)), thread_name_prefix="study")
+    try:
         for fut in [pool.submit(one, n, r) for n, r in todo]:
             fut.result()  # a bug in one run is raised here, after the others finished
+    except BaseException:  # Ctrl-C or a bug: no run is started after it, the running ones abort their calls
+        cancel.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     return study.runs
 
 
@@ -423,12 +440,12 @@ class RunResult:
                 **({"error": self.error} if self.error else {})}
 
 
-def run_result(s: Session | None, run: StudyRun) -> RunResult:
+def run_result(s: Session | None, run: StudyRun, steps: int) -> RunResult:
     """What a run's session says (a run whose session does not exist yet has no scores)."""
     if s is None:
         return RunResult(run.session, run.settings, run.status, error=run.error)
     vals = [v.accuracy for v in s.versions]
-    return RunResult(run.session, run.settings, "done" if finished(s) else run.status,
+    return RunResult(run.session, run.settings, "done" if finished(s, steps) else run.status,
                      vals[-1] if vals else None, vals[0] if vals else None, final_test(s), s.spend.calls,
                      s.spend.cost_usd, sum(1 for st in s.steps if st.outcome),
                      sum(1 for st in s.steps if st.outcome == "accepted"), run.error)
@@ -441,10 +458,10 @@ def read_results(study: Study, sessions: Path | str) -> list[RunResult]:
         try:
             s = Session.open(run.session, root=sessions, readonly=True)
         except SessionError:
-            out.append(run_result(None, run))
+            out.append(run_result(None, run, study.spec.steps))
             continue
         with s:
-            out.append(run_result(s, run))
+            out.append(run_result(s, run, study.spec.steps))
     return out
 
 

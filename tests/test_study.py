@@ -319,3 +319,28 @@ def test_help_of_pgs_and_pgs_study_prints(capsys):
         assert exc.value.code == 0
     out = capsys.readouterr().out
     assert "study" in out and "--preset-study" in out and "stability over 5 seeds" in out
+
+
+def test_a_stopped_study_resumes_to_exactly_its_steps(tmp_path):
+    from core.runner import CancelToken
+
+    sessions = tmp_path / "sessions"
+    spec = StudySpec(task=builtin_spec("pubmedqa", 0), method="textgrad", forward="fake:f", backwards=["fake:b"],
+                     steps=2, seeds=2, presets=["quick"], val_limit=30)
+    study = Study.plan(spec, studies_root(sessions))
+    cancel = CancelToken()
+    lines: list[str] = []
+
+    def say(line):
+        lines.append(line)
+        if ": step 1 " in line:  # Stop pressed after the first decided step
+            cancel.cancel()
+
+    run_study(study, sessions=sessions, models_for=lambda cfg: Models.from_config(cfg, Runner()), parallel=1,
+              say=say, cancel=cancel)
+    assert any("stopped; pgs study --resume" in x for x in lines), lines
+    first = read_results(study, sessions)
+    assert first[0].steps == 1 and first[0].status != "done"
+    run_study(Study.load(study.id, study.path.parent), sessions=sessions,
+              models_for=lambda cfg: Models.from_config(cfg, Runner()), parallel=2, say=lines.append)
+    assert [(r.status, r.steps) for r in read_results(study, sessions)] == [("done", 2), ("done", 2)]
