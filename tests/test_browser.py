@@ -470,7 +470,7 @@ def test_studies_page_of_a_three_seed_study_on_the_stub(browser, tmp_path):
             assert d["study"] in text and "Final validation per setting" in text
             assert count_testid(page, "stDataFrame") == 2
             shot(page, "20_studies")
-            docs_shot(page, "studies", scroll_to='[data-testid="stPlotlyChart"]')
+            docs_shot(page, "studies", scroll_to='[data-testid="stMetric"]')
             target = d["runs"][4]["session"]
             click_key(page, f"study_open_{target}")
             wait_for(page, '[data-testid="stMain"] h1:has-text("History")', 60)
