@@ -170,6 +170,8 @@ def blame(session: SessionLike, version: int | None = None) -> list[SentenceBlam
     n = len(versions) - 1 if version is None else version
     if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n < len(versions):
         raise BlameError(f"There is no version {version!r}: this session has versions 0 to {len(versions) - 1}.")
+    while getattr(versions[n], "reverted_to", None) is not None:  # a revert: blamed as the version it restores
+        n = versions[n].reverted_to
     owners = _introducers(versions, n)
     events = getattr(session, "events", None)
     overrides = {i: v.override for i, v in verdicts(events).items()} if isinstance(events, list) else None

@@ -4,7 +4,7 @@ fenced (core/report.py's md_text and fenced), so model text stays text."""
 from __future__ import annotations
 
 from .blame import SentenceBlame
-from .report import fenced, md_text
+from .markdown_text import fenced, md_text
 
 
 def _delta(s: SentenceBlame) -> str:
@@ -28,7 +28,7 @@ def blame_markdown(sentences: list[SentenceBlame]) -> str:
         shown.add((s.step, s.origin, s.gradient_id))
         numbers = [str(n) for n, x in enumerate(sentences, 1)
                    if (x.step, x.origin, x.gradient_id) == (s.step, s.origin, s.gradient_id)]
-        head = f"### Step {md_text(s.step)} — {md_text(s.origin)}"
+        head = f"### From step {md_text(s.step)} — {md_text(s.origin)}"
         head += f", {_delta(s)} points" if s.delta_pts is not None else ""
         lines += [head, "", f"Sentence{'s' if len(numbers) > 1 else ''} {', '.join(numbers)}."
                   + (" Written by the person (a hand edit)." if s.origin == "person" else ""), ""]

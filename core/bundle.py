@@ -14,7 +14,7 @@ from .bundle_integrity import content_hashes, first_difference, first_modificati
 from . import events as E
 from .bundle_schema import RESPONSE, SchemaError, check_config, parse_json
 from .event_log import EventLog
-from .cache import ResponseCache
+from .cache import ResponseCache, cache_key
 from .llm import Completion, ModelSpec, Request
 from .report import markdown_report  # noqa: F401 - the report lives beside the bundle for callers
 from .runner import Runner
@@ -211,19 +211,84 @@ def import_bundle(data: bytes, *, root: Path | str | None = None, cache: Respons
     return sid
 
 
-class OfflineModel:
-    """Serves only what the cache holds; a miss is an error result, never a network call."""
+class ReplayCache:
+    """The bundle's responses, with the keys of calls that failed at this point of the session hidden (a call
+    that failed and later succeeded on a retry replays as its failure first, then as its answer)."""
 
-    def __init__(self, spec: ModelSpec):
+    def __init__(self, cache: ResponseCache):
+        self.inner, self.hidden = cache, set()
+
+    def get(self, key: str) -> Completion | None:
+        return None if key in self.hidden else self.inner.get(key)
+
+    def put(self, key: str, completion: Completion) -> bool:
+        return self.inner.put(key, completion)
+
+
+class OfflineModel:
+    """Serves only what the cache holds; a miss is an error result, never a network call. A call the session
+    recorded as failed replays as that same failure (its recorded error text); any other miss is counted and
+    the first one named."""
+
+    def __init__(self, spec: ModelSpec, failures: dict[str, str] | None = None, used: set[str] | None = None,
+                 questions: dict[str, str] | None = None):
         self.spec = spec
         self.misses = 0
+        self.replayed_failures = 0
+        self.failures = failures if failures is not None else {}  # key -> recorded error, this phase first
+        self.used = used if used is not None else set()  # keys the session used (failed ones have no response)
+        self.questions = questions or {}  # rendered question -> its id, to name a missing forward call
+        self.missing: list[str] = []
 
     async def acomplete(self, req: Request) -> Completion:
+        key = cache_key(self.spec, req)
+        if key in self.failures or key in self.used:
+            self.replayed_failures += 1
+            return Completion(error=self.failures.get(key, "failed in the session (no response recorded)"),
+                              model=str(self.spec))
         self.misses += 1
+        self.missing.append(_call_text(req, self.questions))
         return Completion(error="not in the bundle (replay is offline)", model=str(self.spec))
 
     async def aclose(self) -> None:
         return None
+
+
+def _call_text(req: Request, questions: dict[str, str]) -> str:
+    """A call in words: its template (or phase) and, for a forward call, its question id."""
+    from .lineage import call_name
+
+    user = next((c for r, c in reversed(req.messages) if r == "user"), "")
+    qid = questions.get(user)
+    what = call_name(req.tag) if req.tag and req.tag != "forward" else "forward call"
+    return f"{what}" + (f" on question {qid}" if qid else "")
+
+
+def _recorded_failures(events: list[dict]) -> tuple[dict[tuple[int, int], list[dict[str, str]]], dict[str, str]]:
+    """Per (step, attempt), the failed calls (key -> error) of its proposal, then of each retry, in order; and
+    every recorded failure by key."""
+    plan: dict[tuple[int, int], list[dict[str, str]]] = {}
+    every: dict[str, str] = {}
+    attempt, pending = 0, {}
+    for ev in events:
+        t = ev.get("type")
+        if t == E.STEP_STARTED:
+            attempt, pending = ev["attempt"], {}
+        elif t == E.FORWARD:
+            pending = {r["key"]: r["error"] for rep in ev["reports"] for r in rep["rows"]
+                       if r.get("error") and r.get("key")}
+        elif t in (E.PROPOSAL_MADE, E.PROPOSAL_RETRIED):
+            p = ev["proposal"]
+            recs = list(p.get("calls", [])) + [x["call"] for x in p.get("gradients", []) + p.get("candidates", [])
+                                               if x.get("call")]
+            fails = {**(pending if t == E.PROPOSAL_MADE else {}),
+                     **{r["key"]: r["error"] for r in recs if r.get("error") and r.get("key")}}
+            runs = plan.setdefault((ev["step"], attempt), [])
+            if t == E.PROPOSAL_MADE:
+                runs.clear()  # a step re-run after a crash: its last proposal counts
+            runs.append(fails)
+            every.update(fails)
+    return plan, every
 
 
 @dataclass
@@ -232,6 +297,8 @@ class ReplayResult:
     steps: list[dict] = field(default_factory=list)  # per step: recorded vs replayed validation, outcome
     baseline: tuple[float, float] = (0.0, 0.0)  # recorded, replayed
     misses: int = 0
+    missing: list[str] = field(default_factory=list)  # the calls missing from the bundle, in words (first ones)
+    failures_replayed: int = 0  # calls that failed in the session and replayed as the same recorded failure
     matches: bool = True
     first_difference: str | None = None  # the first recorded event the replay does not reproduce, in one line
 
@@ -243,6 +310,18 @@ def _reproducible(recorded: Session) -> list[dict]:
         return recorded.events
     cut = max(i for i, e in enumerate(recorded.events) if e["type"] == E.STEP_STARTED)
     return recorded.events[:cut]
+
+
+def _reverts_by_step(events: list[dict]) -> dict[int, list[int]]:
+    """The versions reverted to, by the step they followed (0: before the first step)."""
+    out: dict[int, list[int]] = {}
+    step = 0
+    for ev in events:
+        if ev["type"] == E.STEP_STARTED:
+            step = ev["step"]
+        elif ev["type"] == E.REVERTED:
+            out.setdefault(step, []).append(ev["to_version"])
+    return out
 
 
 def _offline_spec(spec: str, base_url: str | None) -> ModelSpec:
@@ -265,9 +344,16 @@ def replay_bundle(data: bytes, *, root: Path | str | None = None) -> ReplayResul
         rid = import_bundle(data, root=work / "recorded", cache=cache)
         recorded = Session.open(rid, root=work / "recorded", readonly=True)
         cfg = recorded.config
-        fwd = OfflineModel(_offline_spec(cfg.forward, cfg.forward_base_url))
-        bwd = OfflineModel(_offline_spec(cfg.backward, cfg.backward_base_url))
-        models = Models(fwd, bwd, Runner(cache=cache, concurrency=8))
+        plan, every = _recorded_failures(recorded.events)
+        failing: dict[str, str] = {}
+        used = {k for k in used_keys(recorded) if k not in b.get("responses", {})}
+        questions = {recorded.task.render(ex): ex.id for split in recorded.task.splits.values() for ex in split}
+        fwd = OfflineModel(_offline_spec(cfg.forward, cfg.forward_base_url), failing, used, questions)
+        bwd = OfflineModel(_offline_spec(cfg.backward, cfg.backward_base_url), failing, used, questions)
+        for mdl in (fwd, bwd):
+            mdl.used = used
+        replay_cache = ReplayCache(cache)
+        models = Models(fwd, bwd, Runner(cache=replay_cache, concurrency=8))  # type: ignore[arg-type]
         cfg_copy = SessionConfig.from_json(recorded.events[0]["config"])
         content = None
         if b.get("data"):
@@ -275,45 +361,89 @@ def replay_bundle(data: bytes, *, root: Path | str | None = None) -> ReplayResul
         replay = Session.create(cfg_copy, root=Path(root or work / "replayed"), models=models, data=content,
                                 offline=True)
         out = ReplayResult(session=recorded.id)
+        reverts = _reverts_by_step(recorded.events)
+
+        marks = [(i, e) for i, e in enumerate(recorded.events) if e["type"] in E.PERSON_MARKS]
+
+        def catch_up(kind: str | None = None, step: int | None = None, attempt: int | None = None,
+                     last: bool = False) -> None:
+            """Write the person's recorded marks (disputes, locks) that came before the recorded `kind` event
+            of this step and attempt (the last such when `last`; every mark left when None), so the phase that
+            follows sees them as the recording did."""
+            at = [i for i, e in enumerate(recorded.events) if kind is not None and e["type"] == kind and (
+                step is None or e.get("step") == step) and (attempt is None or e.get("attempt") == attempt)]
+            before = (at[-1] if last else at[0]) if at else None
+            if kind is None:  # the rest, up to where the replay can reproduce
+                before = len(_reproducible(recorded))
+            while marks and before is not None and marks[0][0] < before:
+                ev = marks.pop(0)[1]
+                replay.emit(E.parse({k: v for k, v in ev.items() if k not in ("ts", "spend", "keys")}))
 
         def point(*when) -> None:  # the servers the recorded calls went to (a 'repointed' event changes them)
             (f, fu), (bk, bu) = recorded.servers_when(*when)
             fwd.spec, bwd.spec = _offline_spec(f, fu), _offline_spec(bk, bu)
 
+        def fail_as_recorded(fails: dict[str, str]) -> None:  # the calls that failed at this point fail again
+            failing.clear()
+            failing.update(fails)
+            replay_cache.hidden = set(fails)
+
+        def run_attempt(step: int, attempt: int) -> None:
+            runs = plan.get((step, attempt)) or [{}]
+            point(E.STEP_STARTED, step, attempt)
+            catch_up(E.STEP_STARTED, step, attempt)
+            fail_as_recorded(runs[0])
+            replay.start_step(regenerate=attempt > 0)
+            for fails in runs[1:]:
+                fail_as_recorded(fails)
+                replay.retry_failed()
+            fail_as_recorded({})
+
         try:
             if recorded.versions:
                 point(E.BASELINE)
+                catch_up(E.BASELINE)
                 replay.run_baseline()
                 out.baseline = (recorded.versions[0].accuracy, replay.versions[0].accuracy)
+            for v in reverts.get(0, []):
+                replay.revert(v)
             for st in recorded.steps:
                 if st.decision is None and st.outcome is None and st.proposal is None:
                     break  # a step cut off before its proposal: nothing of it to reproduce
-                point(E.STEP_STARTED, st.index, 0)
-                rs = replay.start_step()
-                while rs.attempt < st.attempt:
-                    point(E.STEP_STARTED, st.index, rs.attempt + 1)
-                    rs = replay.start_step(regenerate=True)
+                for attempt in range(st.attempt + 1):
+                    run_attempt(st.index, attempt)
                 if st.decision is None and st.outcome is None:
                     break  # proposed, not yet decided: the proposal is compared below
                 d = st.decision or {}
+                catch_up(E.DECISION, st.index, last=True)
                 replay.decide(d["action"], candidate=d.get("candidate"),
-                              prompt=d.get("prompt") if d["action"] == "edit" else None)
+                              prompt=d.get("prompt") if d["action"] == "edit" else None,
+                              override=bool(d.get("override")))
                 row = {"step": st.index, "action": d["action"], "recorded_outcome": st.outcome}
                 if d["action"] in ("accept", "edit") and st.gate is not None:
                     point(E.VALIDATION, st.index)
+                    catch_up(E.VALIDATION, st.index)
                     g = replay.validate()
                     gate_ev = next((e for e in recorded.events if e["type"] == E.GATE and e["step"] == st.index), None)
+                    catch_up(E.GATE, st.index)
                     if gate_ev is not None:
                         replay.confirm(gate_ev["accepted"] if gate_ev.get("override") else None)
                     row.update(recorded_val=st.gate.new_accuracy, replayed_val=g.new_accuracy)
                 row["replayed_outcome"] = replay.steps[-1].outcome
                 out.steps.append(row)
+                for v in reverts.get(st.index, []):
+                    replay.revert(v)
+                    out.steps.append({"step": st.index, "action": f"revert to version {v}",
+                                      "recorded_outcome": "reverted", "replayed_outcome": "reverted"})
+            catch_up()
         except SessionError as exc:
             out.matches = False
             out.steps.append({"error": str(exc)})
         finally:
             replay.close()
         out.misses = fwd.misses + bwd.misses
+        out.missing = (fwd.missing + bwd.missing)[:5]
+        out.failures_replayed = fwd.replayed_failures + bwd.replayed_failures
         out.first_difference = first_difference(_reproducible(recorded), replay.events)
         out.matches = out.matches and out.first_difference is None and out.misses == 0 and \
             out.baseline[0] == out.baseline[1] and all(

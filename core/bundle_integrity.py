@@ -17,7 +17,8 @@ ALGORITHM = "sha256-chain/1"
 # bookkeeping that legitimately differs between a recording and its replay (time, cache hits, token counts)
 _VOLATILE = {"ts", "keys", "key", "spend", "cached", "cost_usd", "input_tokens", "output_tokens", "saved_usd",
              "imported"}
-_COMPARED = (E.BASELINE, E.STEP_STARTED, E.FORWARD, E.PROPOSAL_MADE, E.DECISION, E.VALIDATION, E.GATE)
+_COMPARED = (E.BASELINE, E.STEP_STARTED, E.FORWARD, E.PROPOSAL_MADE, E.PROPOSAL_RETRIED, E.DECISION, E.VALIDATION,
+             E.GATE, E.REVERTED, *E.PERSON_MARKS)
 
 
 def _canonical(obj: Any) -> bytes:
@@ -97,22 +98,41 @@ def _short(v: Any) -> str:
     return s if len(s) <= 60 else s[:57] + "..."
 
 
-def _first_diff(a: Any, b: Any, path: str) -> str | None:
+def _where(a: Any, where: str) -> str:
+    """What a recorded item is, for the message: the call (template) that made it, or its question id."""
+    if not isinstance(a, dict):
+        return where
+    call = a if "messages" in a else a.get("call")  # a call record, or a gradient/candidate made by one
+    if isinstance(call, dict) and isinstance(call.get("template"), str):
+        return f"call {call['template']}"
+    if isinstance(a.get("id"), str) and "gold" in a:
+        return f"{where}, question {a['id']}" if where else f"question {a['id']}"
+    return where
+
+
+def _first_diff(a: Any, b: Any, path: str, where: str = "") -> str | None:
+    """The first field that differs, with the call (template) or question it belongs to, if any."""
     if isinstance(a, dict) and isinstance(b, dict):
+        where = _where(a, where)
         for k in a:  # a field the recording lacks was added by a later version (its hashes catch deletions)
-            d = _first_diff(a.get(k), b.get(k), f"{path}.{k}" if path else k)
+            d = _first_diff(a.get(k), b.get(k), f"{path}.{k}" if path else k, where)
             if d:
                 return d
         return None
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        for i, (x, y) in enumerate(zip(a, b)):
-            d = _first_diff(x, y, f"{path}[{i}]")
+    if isinstance(a, list) and isinstance(b, list):
+        for i, x in enumerate(a):
+            if i >= len(b):
+                w = _where(x, where)
+                return f"{path}[{i}]{f' ({w})' if w else ''}: recorded {_short(x)}, replayed nothing"
+            d = _first_diff(x, b[i], f"{path}[{i}]", where)
             if d:
                 return d
+        if len(b) > len(a):
+            return f"{path}[{len(a)}]: recorded nothing, replayed {_short(b[len(a)])}"
         return None
     if a == b and isinstance(a, bool) == isinstance(b, bool):
         return None
-    return f"{path or 'the event'}: recorded {_short(a)}, replayed {_short(b)}"
+    return f"{path or 'the event'}{f' ({where})' if where else ''}: recorded {_short(a)}, replayed {_short(b)}"
 
 
 def first_difference(recorded: list[dict], replayed: list[dict]) -> str | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from .lineage import Candidate, Proposal
+from .person_marks import broken_locks, lock_flag
 from .meta_prompts import LEGACY_TEMPLATES, TEMPLATES
 from .tasks import Task
 
@@ -80,8 +81,10 @@ def leaked_splits(text: str, task: Task) -> list[str]:
     return [split for split, sh in _index(task).items() if mine & sh]
 
 
-def review(prop: Proposal, task: Task, constraints: list[str] | None = None) -> Proposal:
-    """Drop degenerate candidates (saying so in the note) and flag the rest; returns the proposal."""
+def review(prop: Proposal, task: Task, constraints: list[str] | None = None,
+           locked: list[str] | None = None) -> Proposal:
+    """Drop degenerate candidates (saying so in the note) and flag the rest (constraints, leaks, changed
+    locked sentences); returns the proposal."""
     kept: list[Candidate] = []
     dropped = []
     for c in prop.candidates:
@@ -97,6 +100,9 @@ def review(prop: Proposal, task: Task, constraints: list[str] | None = None) -> 
             flag = f"leaks {SPLIT_NAMES.get(split, split)} data"
             if flag not in c.flags:
                 c.flags.append(flag)
+        for sentence in broken_locks(c.prompt, locked or []):
+            if lock_flag(sentence) not in c.flags:
+                c.flags.append(lock_flag(sentence))
         kept.append(c)
     prop.candidates = kept
     if dropped:

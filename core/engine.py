@@ -51,6 +51,7 @@ class StepContext:
     spend: Spend = field(default_factory=Spend)
     keys: list[str] = field(default_factory=list)
     forward_max_tokens: int = 512
+    locked: list[str] = field(default_factory=list)  # sentences the edit/update must keep verbatim (person_marks)
     flush: Callable[["Spend", list[str]], None] | None = None
     flush_every_s: float = 1.0
     _last_flush: float = field(default_factory=time.monotonic)

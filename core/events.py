@@ -108,6 +108,26 @@ class ProposalMade(Event):
 
 
 @dataclass(kw_only=True)
+class ProposalRetried(Event):
+    """The open step's proposal again, its failed calls re-sent (same minibatch, samples and seeds: the calls
+    that had succeeded come from the cache); it replaces the step's proposal."""
+
+    type: ClassVar[str] = "proposal_retried"
+    step: int = _f(COUNT)
+    attempt: int = _f(COUNT)
+    retried: int = _f(COUNT)  # how many failed calls were sent again
+    proposal: dict = _f(PROPOSAL)
+
+
+@dataclass(kw_only=True)
+class Reverted(Event):
+    """The person reverted the session to an earlier version: a new version with that version's prompt."""
+
+    type: ClassVar[str] = "reverted"
+    to_version: int = _f(COUNT)
+
+
+@dataclass(kw_only=True)
 class Decision(Event):
     type: ClassVar[str] = "decision"
     ACTIONS: ClassVar[tuple[str, ...]] = ("accept", "edit", "reject", "skip")
@@ -115,6 +135,7 @@ class Decision(Event):
     action: str = _f(OneOf(ACTIONS))
     candidate: str | None = _f(OSTR, None)
     prompt: str | None = _f(OSTR, None)
+    override: bool | None = _f(BOOL, None)  # True: taken although it changes a locked sentence
 
 
 @dataclass(kw_only=True)
@@ -180,13 +201,44 @@ class ConfirmationScored(TestRevealed):
     type: ClassVar[str] = "confirmation_scored"
 
 
+@dataclass(kw_only=True)
+class LabelDisputed(Event):
+    """The person disputes a question's gold label (with a reason), or excludes the question from minibatches
+    and gates from now on (`exclude`); the data is never changed. A later one for the question replaces it."""
+
+    type: ClassVar[str] = "label_disputed"
+    question: str = _f(STR)
+    reason: str = _f(STR)
+    exclude: bool = _f(BOOL)
+
+
+@dataclass(kw_only=True)
+class SentencesLocked(Event):
+    """Sentences of the current prompt (version `version`, numbered from 1 as core/blame.split_sentences splits
+    it) that every candidate must keep verbatim."""
+
+    type: ClassVar[str] = "sentences_locked"
+    version: int = _f(COUNT)
+    numbers: list[int] = _f(ListOf(COUNT))
+    sentences: list[str] = _f(STRS)
+
+
+@dataclass(kw_only=True)
+class SentencesUnlocked(SentencesLocked):
+    type: ClassVar[str] = "sentences_unlocked"
+
+
 EVENT_CLASSES: tuple[type[Event], ...] = (Created, Repointed, Baseline, StepStarted, Forward, ProposalMade, Decision,
-                                          Validation, Gate, Auto, Stopped, SpendOnly, TestRevealed, ConfirmationScored)
+                                          Validation, Gate, Auto, Stopped, SpendOnly, TestRevealed, ConfirmationScored,
+                                          ProposalRetried, Reverted, LabelDisputed, SentencesLocked,
+                                          SentencesUnlocked)
 BY_TYPE: dict[str, type[Event]] = {c.type: c for c in EVENT_CLASSES}
 
 # the names, for code that reads events as dicts
 CREATED, REPOINTED, BASELINE, STEP_STARTED, FORWARD, PROPOSAL_MADE, DECISION, VALIDATION, GATE, AUTO, STOPPED, \
-    SPEND, TEST_REVEALED, CONFIRMATION_SCORED = (c.type for c in EVENT_CLASSES)
+    SPEND, TEST_REVEALED, CONFIRMATION_SCORED, PROPOSAL_RETRIED, REVERTED, LABEL_DISPUTED, SENTENCES_LOCKED, \
+    SENTENCES_UNLOCKED = (c.type for c in EVENT_CLASSES)
+PERSON_MARKS = (LABEL_DISPUTED, SENTENCES_LOCKED, SENTENCES_UNLOCKED)  # what the person marks between phases
 
 
 def _record(cls: type[Event]) -> Record:

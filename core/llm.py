@@ -6,14 +6,18 @@ Caching and concurrency live in `core/runner.py`; keys never leave this module's
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import functools
+import ipaddress
 import os
 import re
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from importlib.metadata import entry_points
+from urllib.parse import urlsplit
 from typing import Any, Callable, Protocol
 
 from .checks import CheckError, check_base_url
@@ -67,6 +71,35 @@ class LLMError(RuntimeError):
     """A provider problem the user must fix (bad key, unknown model, unreachable server)."""
 
 
+# What a person can do about a failure, phrased per surface. Core messages end with the "core" phrase;
+# each surface swaps it for one naming its own controls (`for_surface`), so a message never names a CLI
+# flag in the app or a Settings field in a terminal.
+HINTS: dict[str, dict[str, str]] = {
+    "timeout": {"core": "Raise the timeout per call, then run it again.",
+                "app": "Raise the timeout in Settings → Calls → Timeout per call (also in Setup → Models), "
+                       "then run it again.",
+                "cli": "Raise it with --timeout SECONDS, then run it again."},
+    "connection": {"core": "Check that the server is running and its base URL is right, then run it again.",
+                   "app": "Check that the server is running and its base URL in Setup → Models (Settings → "
+                          "Probe lists what it serves), then run it again.",
+                   "cli": "Check that the server is running and --base-url, then run it again."},
+    "rate_limit": {"core": "Lower the number of concurrent calls, or wait a minute and run it again.",
+                   "app": "Lower Settings → Calls → Concurrent calls per provider, or wait a minute and run it again.",
+                   "cli": "Lower --concurrency, or wait a minute and run it again."},
+    "base_url": {"core": "Give the server's base URL.",
+                 "app": "Type the server's base URL in Setup → Models (Base URL), or probe it in Settings.",
+                 "cli": "Pass --base-url URL, or set OPENAI_BASE_URL."},
+}
+
+
+def for_surface(text: str, surface: str) -> str:
+    """A core message with its hint phrased for `surface` ("app" or "cli")."""
+    for by_surface in HINTS.values():
+        if by_surface["core"] in text and surface in by_surface:
+            text = text.replace(by_surface["core"], by_surface[surface])
+    return text
+
+
 class AuthError(LLMError):
     """The provider rejected the credentials: the whole batch stops."""
 
@@ -106,7 +139,7 @@ def parse_spec(spec: str, base_url: str | None = None) -> ModelSpec:
     if provider == "openai-compatible" and not base_url:
         base_url = os.environ.get("OPENAI_BASE_URL") or None
         if not base_url:
-            raise LLMError("openai-compatible models need a base URL (--base-url, or OPENAI_BASE_URL).")
+            raise LLMError(f"openai-compatible models need a base URL. {HINTS['base_url']['core']}")
     if base_url:
         try:
             check_base_url(base_url)
@@ -232,10 +265,138 @@ class ChatModel(Protocol):
     async def aclose(self) -> None: ...
 
 
+# ---------- timeouts: chosen for the server ----------
+HOSTED_TIMEOUT_S = 60.0  # api.openai.com / api.anthropic.com answer a call well within a minute
+LOCAL_TIMEOUT_S = 600.0  # a local or self-hosted model on a CPU may take minutes for one long reply
+HOSTED_API_HOSTS = ("api.openai.com", "api.anthropic.com")
+DEFAULT_ENDPOINTS = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com"}
+
+
+def is_hosted_api(base_url: str | None) -> bool:
+    """Whether calls go to OpenAI's or Anthropic's own API (no base URL, or one on their hosts)."""
+    if not base_url:
+        return True
+    host = (urlsplit(base_url.strip()).hostname or "").lower().rstrip(".")
+    return host in HOSTED_API_HOSTS
+
+
+def is_private_host(base_url: str | None) -> bool:
+    """127.0.0.1, localhost, ::1, private and link-local ranges, *.local: a server on this machine or network."""
+    host = (urlsplit((base_url or "").strip()).hostname or "").lower().rstrip(".")
+    if host in ("localhost",) or host.endswith((".localhost", ".local")):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_private or ip.is_link_local
+
+
+def default_timeout(spec: ModelSpec) -> float:
+    """Seconds per call for this server: short for the hosted APIs, long for local and other compatible servers."""
+    if spec.is_local or not is_hosted_api(spec.base_url):
+        return LOCAL_TIMEOUT_S
+    return HOSTED_TIMEOUT_S
+
+
+def server_text(spec: ModelSpec) -> str:
+    """The URL a model's calls go to, for messages."""
+    return spec.base_url or DEFAULT_ENDPOINTS.get(spec.provider, spec.provider)
+
+
+def call_name(tag: str) -> str:
+    """'textgrad.gradient' -> 'gradient': what a call is for, in words."""
+    return (tag or "").rsplit(".", 1)[-1].replace("_", " ")
+
+
+# ---------- retries: visible while they happen ----------
+@dataclass(frozen=True)
+class RetryNotice:
+    """The SDK is about to wait and try a call again."""
+
+    attempt: int  # the attempt about to start: 2 is the first retry
+    attempts: int  # attempts in all (retries + 1)
+    wait_s: float
+    reason: str  # "rate limited (HTTP 429)", "no answer within 60 s", ...
+    server: str
+    tag: str = ""
+
+    def text(self) -> str:
+        what = f"{call_name(self.tag)} call" if self.tag else "call"
+        return (f"{what} to {self.server}: {self.reason}; retrying in {self.wait_s:.0f} s, "
+                f"attempt {self.attempt} of {self.attempts}")
+
+
+RetryFn = Callable[[RetryNotice], None]
+
+
 @dataclass
 class ClientOptions:
-    timeout_s: float = 60.0
+    timeout_s: float | None = None  # per call (with streaming: to the first byte and between chunks); None: chosen for the server
     max_retries: int = 4
+    stream: bool = True  # stream replies (falls back to one plain call, and remembers, if a server refuses)
+    on_retry: RetryFn | None = field(default=None, repr=False, compare=False)  # called before each SDK retry
+
+    def timeout_for(self, spec: ModelSpec) -> float:
+        return float(self.timeout_s) if self.timeout_s else default_timeout(spec)
+
+
+@dataclass(frozen=True)
+class _CallContext:
+    options: ClientOptions
+    server: str
+    tag: str
+    timeout_s: float
+
+
+_current_call: contextvars.ContextVar[_CallContext | None] = contextvars.ContextVar("pgs_current_call", default=None)
+
+
+def _retry_reason(response: Any, exc: BaseException | None, timeout_s: float) -> str:
+    if response is not None:
+        code = getattr(response, "status_code", 0)
+        return f"rate limited (HTTP {code})" if code == 429 else f"server error (HTTP {code})"
+    if exc is not None and "timeout" in type(exc).__name__.lower():
+        return f"no answer within {timeout_s:g} s"
+    return "no connection" if exc is None else f"no connection ({type(exc).__name__})"
+
+
+@functools.lru_cache(maxsize=None)
+def _visible_retries(client_cls: type) -> type:
+    """The SDK client, telling `ClientOptions.on_retry` before each retry it sleeps for (its own backoff)."""
+
+    class Client(client_cls):  # type: ignore[misc, valid-type]
+        async def _sleep_for_retry(self, *, retries_taken: int, max_retries: int, options: Any,
+                                   response: Any) -> None:
+            ctx = _current_call.get()
+            if ctx is None or ctx.options.on_retry is None:
+                return await super()._sleep_for_retry(retries_taken=retries_taken, max_retries=max_retries,
+                                                       options=options, response=response)
+            wait = self._calculate_retry_timeout(max_retries - retries_taken, options,
+                                                 response.headers if response is not None else None)
+            notice = RetryNotice(retries_taken + 2, max_retries + 1, float(wait),
+                                 _retry_reason(response, sys.exc_info()[1], ctx.timeout_s), ctx.server, ctx.tag)
+            try:
+                ctx.options.on_retry(notice)
+            except Exception:  # noqa: BLE001 - a display callback never breaks a call
+                pass
+            await asyncio.sleep(wait)
+
+    Client.__name__ = Client.__qualname__ = client_cls.__name__
+    return Client
+
+
+# Servers that refused a streamed call but answered a plain one: later calls to them are not streamed.
+_non_streaming: set[str] = set()
+STREAM_REFUSED = (400, 404, 405, 415, 422, 501)
+
+
+class _NoStream(Exception):
+    """The server answered a streamed request with no events (it ignored `stream`)."""
+
+
+def _refuses_stream(exc: BaseException) -> bool:
+    return isinstance(exc, _NoStream) or getattr(exc, "status_code", None) in STREAM_REFUSED
 
 
 class _ProviderBase:
@@ -250,12 +411,20 @@ class _ProviderBase:
         self._client: Any = None
         self._loop: Any = None
 
+    @property
+    def timeout_s(self) -> float:
+        """Seconds per call for this model's server (the option, or the server's default)."""
+        return self.options.timeout_for(self.spec)
+
+    @property
+    def streams(self) -> bool:
+        """Whether the next call is streamed."""
+        return self.options.stream and server_text(self.spec) not in _non_streaming
+
     def _secrets(self) -> list[str | None]:
         return [self._api_key, os.environ.get("OPENAI_API_KEY"), os.environ.get("ANTHROPIC_API_KEY")]
 
     def _get_client(self) -> Any:
-        import asyncio
-
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
             self._client, self._loop = self._make_client(), loop
@@ -272,23 +441,54 @@ class _ProviderBase:
             except Exception:
                 pass
 
-    def _error(self, exc: BaseException) -> Completion:
-        msg = redact(f"{type(exc).__name__}: {exc}", self._secrets())
+    def _error(self, exc: BaseException, req: Request) -> Completion:
+        msg = redact(self._failure_text(exc, req), self._secrets())
         return Completion(error=msg[:500], model=str(self.spec))
+
+    def _failure_text(self, exc: BaseException, req: Request) -> str:
+        """What happened, to which server, and what to do (the hint in core words; see `for_surface`)."""
+        name, server = type(exc).__name__, server_text(self.spec)
+        what = f" ({call_name(req.tag)} call)" if req.tag else ""
+        if name == "APITimeoutError":
+            return f"The call to {server} timed out after {self.timeout_s:g} s{what}. {HINTS['timeout']['core']}"
+        if name == "APIConnectionError":
+            return f"The call to {server} could not connect{what} ({name}: {exc}). {HINTS['connection']['core']}"
+        if name == "RateLimitError":
+            return f"{server} kept refusing the call with HTTP 429{what} ({name}: {exc}). {HINTS['rate_limit']['core']}"
+        return f"{name}: {exc}"
 
     async def acomplete(self, req: Request) -> Completion:
         t0 = time.perf_counter()
+        token = _current_call.set(_CallContext(self.options, server_text(self.spec), req.tag, self.timeout_s))
         try:
             client = self._get_client()
-            text, tin, tout, reason = await self._call(client, req)
+            text, tin, tout, reason = await self._call_once(client, req)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a result
             if self._is_auth_error(exc):
                 raise AuthError(f"{self.spec.provider} rejected the API key (authentication failed). "
                                 f"Check {self._key_env()} or the key in Settings.") from None
-            return self._error(exc)
+            return self._error(exc, req)
+        finally:
+            _current_call.reset(token)
         return Completion(text=text, input_tokens=tin, output_tokens=tout,
                           cost_usd=cost_of(self.spec, tin, tout, self.price),
                           latency_s=time.perf_counter() - t0, model=str(self.spec), finish_reason=reason)
+
+    async def _call_once(self, client: Any, req: Request) -> tuple[str, int, int, str]:
+        """Streamed when the server allows; a refused stream is tried once plainly, and remembered if that works."""
+        if not self.streams:
+            return await self._call(client, req, stream=False)
+        try:
+            return await self._call(client, req, stream=True)
+        except Exception as exc:  # noqa: BLE001
+            if not _refuses_stream(exc) or self._is_auth_error(exc):
+                raise
+        out = await self._call(client, req, stream=False)
+        _non_streaming.add(server_text(self.spec))
+        return out
+
+    async def _call(self, client: Any, req: Request, stream: bool) -> tuple[str, int, int, str]:  # pragma: no cover
+        raise NotImplementedError
 
     def _key_env(self) -> str:
         return "OPENAI_API_KEY"
@@ -296,6 +496,12 @@ class _ProviderBase:
     @staticmethod
     def _is_auth_error(exc: BaseException) -> bool:
         return type(exc).__name__ in ("AuthenticationError", "PermissionDeniedError")
+
+
+def _checked(text: str) -> str:
+    if not text.strip():
+        raise LLMError("The model returned empty content.")
+    return text
 
 
 class OpenAIModel(_ProviderBase):
@@ -310,30 +516,56 @@ class OpenAIModel(_ProviderBase):
                 key = "not-needed"
             else:
                 raise LLMError("No OpenAI key: set OPENAI_API_KEY or enter a key in Settings.")
-        return AsyncOpenAI(api_key=key, base_url=self.spec.base_url or None,
-                           timeout=self.options.timeout_s, max_retries=self.options.max_retries)
+        return _visible_retries(AsyncOpenAI)(api_key=key, base_url=self.spec.base_url or None,
+                                             timeout=self.timeout_s, max_retries=self.options.max_retries)
 
-    async def _call(self, client: Any, req: Request) -> tuple[str, int, int, str]:
+    async def _call(self, client: Any, req: Request, stream: bool) -> tuple[str, int, int, str]:
         kw: dict[str, Any] = {}
         if req.stop:
             kw["stop"] = list(req.stop)
+        if stream:
+            kw.update(stream=True, stream_options={"include_usage": True})
         resp = await client.chat.completions.create(
             model=self.spec.model,
             messages=[{"role": r, "content": c} for r, c in req.messages],
             temperature=req.temperature, max_tokens=req.max_tokens, **kw)
-        if not resp.choices:
-            raise LLMError("The server returned no choices.")
-        text = resp.choices[0].message.content or ""
-        reason = str(getattr(resp.choices[0], "finish_reason", "") or "")
-        usage = resp.usage
+        if stream:
+            text, reason, usage = await self._read_stream(resp)
+        else:
+            if not resp.choices:
+                raise LLMError("The server returned no choices.")
+            text = resp.choices[0].message.content or ""
+            reason = str(getattr(resp.choices[0], "finish_reason", "") or "")
+            usage = resp.usage
         tin = int(getattr(usage, "prompt_tokens", 0) or 0) if usage else 0
         tout = int(getattr(usage, "completion_tokens", 0) or 0) if usage else 0
         if not usage:  # some compatible servers omit usage: estimate rather than report zero
             tin = sum(estimate_tokens(c) for _, c in req.messages)
             tout = estimate_tokens(text) if text else 0
-        if not text.strip():
-            raise LLMError("The model returned empty content.")
-        return text, tin, tout, reason
+        return _checked(text), tin, tout, reason
+
+    @staticmethod
+    async def _read_stream(stream: Any) -> tuple[str, str, Any]:
+        """(text, finish reason, usage) from chat.completion.chunk events; usage comes in the last one."""
+        parts: list[str] = []
+        reason, usage, events, choices = "", None, 0, 0
+        try:
+            async for chunk in stream:
+                events += 1
+                usage = getattr(chunk, "usage", None) or usage
+                for ch in getattr(chunk, "choices", None) or []:
+                    choices += 1
+                    delta = getattr(ch, "delta", None)
+                    if delta is not None and getattr(delta, "content", None):
+                        parts.append(delta.content)
+                    reason = str(getattr(ch, "finish_reason", "") or "") or reason
+        finally:
+            await stream.close()
+        if not events:
+            raise _NoStream()
+        if not choices:
+            raise LLMError("The server returned no choices.")
+        return "".join(parts), reason, usage
 
 
 MAX_RETRY_AFTER_S = 120.0  # as the openai SDK does: a longer Retry-After fails the call, never stalls a batch
@@ -397,10 +629,10 @@ class AnthropicModel(_ProviderBase):
         kw: dict[str, Any] = {}
         if self.spec.base_url:
             kw["base_url"] = self.spec.base_url
-        return _bounded_retry_after(AsyncAnthropic)(api_key=key, timeout=self.options.timeout_s,
-                                                    max_retries=self.options.max_retries, **kw)
+        return _bounded_retry_after(_visible_retries(AsyncAnthropic))(
+            api_key=key, timeout=self.timeout_s, max_retries=self.options.max_retries, **kw)
 
-    async def _call(self, client: Any, req: Request) -> tuple[str, int, int, str]:
+    async def _call(self, client: Any, req: Request, stream: bool) -> tuple[str, int, int, str]:
         system = "\n\n".join(c for r, c in req.messages if r == "system")
         msgs = [{"role": r, "content": c} for r, c in req.messages if r != "system"]
         kw: dict[str, Any] = {}
@@ -411,15 +643,47 @@ class AnthropicModel(_ProviderBase):
         if anthropic_sends_temperature(client.messages.create):
             # anthropic>=1.0 removed `temperature` (TypeError); its API version 2026-10-21 answers 400 to it
             kw["temperature"] = req.temperature
+        if stream:
+            kw["stream"] = True
         resp = await client.messages.create(model=self.spec.model, messages=msgs,
                                             max_tokens=req.max_tokens, **kw)
-        text = "".join(getattr(b, "text", "") for b in (resp.content or []))
-        usage = resp.usage
-        tin = int(getattr(usage, "input_tokens", 0) or 0)
-        tout = int(getattr(usage, "output_tokens", 0) or 0)
-        if not text.strip():
-            raise LLMError("The model returned empty content.")
-        return text, tin, tout, str(getattr(resp, "stop_reason", "") or "")
+        if stream:
+            text, tin, tout, reason = await self._read_stream(resp)
+        else:
+            text = "".join(getattr(b, "text", "") for b in (resp.content or []))
+            usage = resp.usage
+            tin = int(getattr(usage, "input_tokens", 0) or 0)
+            tout = int(getattr(usage, "output_tokens", 0) or 0)
+            reason = str(getattr(resp, "stop_reason", "") or "")
+        return _checked(text), tin, tout, reason
+
+    @staticmethod
+    async def _read_stream(stream: Any) -> tuple[str, int, int, str]:
+        """(text, input tokens, output tokens, stop reason) from Messages stream events: usage starts in
+        message_start and its final counts come in message_delta."""
+        parts: list[str] = []
+        tin = tout = events = 0
+        reason = ""
+        try:
+            async for ev in stream:
+                events += 1
+                kind = getattr(ev, "type", "")
+                if kind == "message_start":
+                    u = getattr(getattr(ev, "message", None), "usage", None)
+                    tin = int(getattr(u, "input_tokens", 0) or 0)
+                    tout = int(getattr(u, "output_tokens", 0) or 0)
+                elif kind == "content_block_delta" and getattr(ev.delta, "type", "") == "text_delta":
+                    parts.append(ev.delta.text or "")
+                elif kind == "message_delta":
+                    reason = str(getattr(ev.delta, "stop_reason", "") or "") or reason
+                    u = getattr(ev, "usage", None)
+                    tout = int(getattr(u, "output_tokens", None) or tout)
+                    tin = int(getattr(u, "input_tokens", None) or tin)  # newer API versions repeat it here
+        finally:
+            await stream.close()
+        if not events:
+            raise _NoStream()
+        return "".join(parts), tin, tout, reason
 
 
 # Providers beyond PROVIDERS: added by `register_provider`, which plugins call from an entry point.

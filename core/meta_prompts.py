@@ -45,10 +45,11 @@ PROTEGI_EDIT = MetaPrompt(
           "My current prompt is:\n\"{prompt}\"\n\n"
           "But it gets the following examples wrong:\n{errors}\n\n"
           "Based on these examples the problem with this prompt is that {reason}\n\n"
+          "{locked}"
           "Based on the above information, I wrote {num_edits} different improved prompts.\n"
           "Each prompt is wrapped with <START> and <END>.\n\n"
           "The {num_edits} new prompts are:"),
-    placeholders=("prompt", "errors", "reason", "num_edits"),
+    placeholders=("prompt", "errors", "reason", "num_edits", "locked"),
 )
 
 PROTEGI_PARAPHRASE = MetaPrompt(
@@ -109,6 +110,7 @@ def _tgd_update_user(context_slot: str) -> str:
             "{memory}"
             "Improve the variable ({role}) using the feedback provided in <FEEDBACK> tags.\n"
             "{constraints}"
+            "{locked}"
             "Send the improved variable in the following format:\n\n"
             "<IMPROVED_VARIABLE>{{the improved variable}}</IMPROVED_VARIABLE>\n\n"
             "Send ONLY the improved variable between the <IMPROVED_VARIABLE> tags, and nothing else.")
@@ -124,7 +126,7 @@ TEXTGRAD_UPDATE_V1 = MetaPrompt(
             "response by sending the improved variable between <IMPROVED_VARIABLE> {{improved variable}} "
             "</IMPROVED_VARIABLE> tags. The text you send between the tags will directly replace the variable."),
     user=_tgd_update_user("gradient"),
-    placeholders=("role", "prompt", "gradient", "memory", "constraints"),
+    placeholders=("role", "prompt", "gradient", "memory", "constraints", "locked"),
 )
 
 TEXTGRAD_MEMORY_V1 = MetaPrompt(
@@ -143,7 +145,7 @@ TEXTGRAD_UPDATE = MetaPrompt(
     "textgrad.update", "textgrad", "Textual Gradient Descent: rewrite the prompt under constraints.",
     system=TEXTGRAD_UPDATE_V1.system,
     user=_tgd_update_user("context"),
-    placeholders=("role", "prompt", "context", "memory", "constraints"),
+    placeholders=("role", "prompt", "context", "memory", "constraints", "locked"),
 )
 
 TEXTGRAD_CONTEXT = MetaPrompt(
@@ -177,6 +179,10 @@ TEMPLATES: dict[str, MetaPrompt] = {t.name: t for t in (
 TEMPLATE_VERSION = 2
 LEGACY_TEMPLATES: dict[int, dict[str, MetaPrompt]] = {1: {t.name: t for t in (
     PROTEGI_ERROR_V1, TEXTGRAD_UPDATE_V1, TEXTGRAD_MEMORY_V1)}}
+
+# Placeholders that are empty unless given: {locked} (core/person_marks.locked_block) is "" when nothing is
+# locked, so a session without locks renders, and caches, byte for byte what it did before locks existed.
+BLANK_UNLESS_GIVEN = ("locked",)
 
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{(\w+)\}")
 
@@ -212,13 +218,15 @@ class Templates:
 
     def messages(self, name: str, **values: object) -> tuple[tuple[str, str], ...]:
         t = self.get(name)
+        values = {**{k: "" for k in BLANK_UNLESS_GIVEN if k in t.placeholders}, **values}
         msgs: tuple[tuple[str, str], ...] = ()
         if t.system.strip():
             msgs += (("system", fill(t.system, **values)),)
         return msgs + (("user", fill(t.user, **values)),)
 
     def text(self, name: str, **values: object) -> str:
-        return fill(self.get(name).user, **values)
+        t = self.get(name)
+        return fill(t.user, **{**{k: "" for k in BLANK_UNLESS_GIVEN if k in t.placeholders}, **values})
 
 
 def tagged_spans(text: str, start: str, end: str) -> list[tuple[str, bool]]:

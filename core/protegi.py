@@ -17,6 +17,7 @@ from .evaluate import EvalReport, EvalRow
 from .lineage import CallRecord, Candidate, Gradient, Proposal
 from .llm import Request, is_cut_off
 from .meta_prompts import extract_tagged, tagged_spans
+from .person_marks import locked_block
 
 SAMPLED_TEMPERATURE = 0.7  # LMOps samples gradients, edits and paraphrases (its chatgpt() default)
 GROUP_REPEAT_STRIDE = 1_000_000  # sample offset of a repeated error group (identical errors, so distinct keys)
@@ -83,13 +84,17 @@ class ProtegiEngine:
 
     def __init__(self, cfg: ProtegiConfig):
         self.cfg = cfg
+        self.failed: list[CallRecord] = []  # failed calls whose reply would have fed nothing visible
 
     async def _call(self, ctx: StepContext, template: str, values: dict, sample: int) -> tuple[str, CallRecord]:
         msgs = ctx.templates.messages(template, **values)
         req = Request(messages=msgs, temperature=SAMPLED_TEMPERATURE, max_tokens=self.cfg.max_tokens,
                       sample=sample, tag=template)
         c = (await ctx.backward([req], phase=template))[0]
-        return c.text if c.ok else "", CallRecord.of(template, msgs, c)
+        rec = CallRecord.of(template, msgs, c)
+        if not c.ok:
+            self.failed.append(rec)
+        return c.text if c.ok else "", rec
 
     async def _group(self, ctx: StepContext, gi: int, parent: str, errors: list[EvalRow],
                      repeat: int = 0) -> tuple[list[Gradient], list[Candidate]]:
@@ -112,7 +117,8 @@ class ProtegiEngine:
 
         async def edit(g: Gradient) -> list[Candidate]:
             reply, rec = await self._call(ctx, "protegi.edit", {"prompt": parent, "errors": errs, "reason": g.text,
-                                                                "num_edits": cfg.edits_per_reason}, att + off)
+                                                                "num_edits": cfg.edits_per_reason,
+                                                                "locked": locked_block(ctx.locked, parent)}, att + off)
             spans = tagged_spans(reply, "<START>", "<END>")[: cfg.edits_per_reason]
             flag = not spans and bool(reply.strip())
             if flag:
@@ -181,8 +187,10 @@ class ProtegiEngine:
 
     async def propose(self, ctx: StepContext, beam: list[str], reports: list[EvalReport]) -> Proposal:
         self.plan(ctx, reports)
+        self.failed = []
         results = await asyncio.gather(*(self._expand(ctx, i, p, r) for i, (p, r) in enumerate(zip(beam, reports))))
-        prop = Proposal()
+        # failed calls, in an order that does not depend on which answer landed first (replay compares them)
+        prop = Proposal(calls=sorted(self.failed, key=lambda r: (r.template, r.key, repr(r.messages))))
         seen = {normalise(p) for p in beam}
         for grads, cands in results:
             prop.gradients += grads

@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-import html
 import math
-import re
 
+from .blame import BlameError, blame
+from .blame_report import blame_markdown
 from .diffs import unified
 from .lineage import Proposal, Verdict, call_name, verdicts
+from .markdown_text import fenced, md_text  # noqa: F401 - also for callers of this module
 from .meta_prompts import TEMPLATES, Templates
 from .session import Session, Step
 from .testlock import reveal_summary
-
-_MD_PUNCT = re.compile(r"([\\`*_\[\]|~])")  # inline markup; '<' and '&' are HTML-escaped first
-
-
-def md_text(value: object) -> str:
-    """One line of literal text for Markdown: no HTML, no emphasis, links, tables or line breaks."""
-    s = re.sub(r"[\r\n\t\x0b\x0c\u2028\u2029]+", " ", str(value))
-    s = "".join(ch for ch in s if ch >= " ")
-    return _MD_PUNCT.sub(r"\\\1", html.escape(s, quote=True))
-
-
-def fenced(text: str, info: str = "text") -> list[str]:
-    """A fenced code block whose fence is longer than any backtick run in the text, so the text cannot end it."""
-    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
-    fence = "`" * max(3, longest + 1)
-    return [fence + info, text.rstrip("\n"), fence]
-
 
 def _num(x: object, fmt: str) -> str:
     """A number as `fmt`; anything else (an odd value on disk) as escaped text, never an exception."""
@@ -98,6 +82,7 @@ def markdown_report(session: Session) -> str:
             diff = unified(str(prev.prompt), str(v.prompt), f"v{prev.number}", f"v{v.number}")
             lines += ["Diff from the previous version:", "", *fenced(diff, "diff"), ""]
         prev = v
+    lines += blame_section(session) + disputes_section(session)
     if session.steps:
         lines += ["## Steps", ""]
         for st in session.steps:
@@ -106,6 +91,27 @@ def markdown_report(session: Session) -> str:
     if session.stopped:
         lines += [f"Stopped: {md_text(session.stopped)}", ""]
     return "\n".join(lines)
+
+
+def blame_section(session: Session) -> list[str]:
+    """Where each sentence of the current prompt came from (core/blame_report.py)."""
+    try:
+        return [blame_markdown(blame(session)), ""]
+    except BlameError:
+        return []
+
+
+def disputes_section(session: Session) -> list[str]:
+    """Every disputed label and excluded question, in the order the person marked them."""
+    disputes = getattr(session, "disputes", None) or []
+    if not disputes:
+        return []
+    lines = ["## Disputed labels", "", "Excluded questions left minibatches and gates from the step shown on; "
+             "nothing was deleted from the data.", "", "| question | what | from step | reason |", "|---|---|---|---|"]
+    for d in disputes:
+        what = "excluded" if d.exclude else "disputed (still asked)"
+        lines.append(f"| {md_text(d.question)} | {what} | {md_text(d.step)} | {md_text(d.reason)} |")
+    return lines + [""]
 
 
 def meta_prompt_section(session: Session) -> list[str]:

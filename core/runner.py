@@ -201,14 +201,8 @@ def run_job(coro_fn: Callable[[], Awaitable[T]], *models: Any) -> T:
     """Run one job (`coro_fn()`) on ONE event loop, then close the models' clients on that same loop.
 
     Every phase of a job runs here, with the bandit's batches and cancellation on the same loop. Called
-    from inside a running loop (a notebook cell, an async test) it refuses: await the async function there."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    else:
-        raise RuntimeError("run_job was called from inside a running event loop; await the coroutine "
-                           "(Runner.arun, evaluate.aevaluate, the engine's propose) instead")
+    from a thread whose loop is running (a notebook cell, Playwright's sync API) the job gets its own loop in
+    one worker thread and this call blocks until it ends, as a synchronous call should."""
 
     async def job() -> T:
         try:
@@ -220,14 +214,26 @@ def run_job(coro_fn: Callable[[], Awaitable[T]], *models: Any) -> T:
                     closed.add(id(m))
                     await m.aclose()
 
-    return asyncio.run(job())
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(job())
+    box: dict[str, Any] = {}
+
+    def in_thread() -> None:
+        try:
+            box["value"] = asyncio.run(job())
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=in_thread, name="pgs-job", daemon=True)
+    worker.start()
+    worker.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def run_sync(coro: Awaitable[T]) -> T:
     """Run a coroutine from sync code on one fresh event loop (closes nothing: see `run_job`)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return run_job(lambda: coro)
-    coro.close()  # type: ignore[attr-defined] - never started: no "never awaited" warning
-    return run_job(lambda: coro)  # raises the explanation
+    return run_job(lambda: coro)

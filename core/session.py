@@ -25,6 +25,7 @@ from typing import Callable
 from . import estimate
 from . import events as E
 from . import paths
+from . import person_marks as marks
 from .bundle_schema import SchemaError
 from .config import (DEFAULT_PRESET, METHODS, PRESETS, BudgetExceeded, SessionConfig, SessionError,  # noqa: F401
                      SessionLocked, UnpricedBudget, default_policy, price_key)
@@ -85,6 +86,7 @@ class Session:
     bundle_events = property(lambda self: self.folded.bundle_events)
     servers_confirmed = property(lambda self: self.folded.servers_confirmed)
     events = property(lambda self: self.folded.events)
+    disputes = property(lambda self: self.folded.disputes)
 
     @property
     def current(self) -> Version:
@@ -315,9 +317,20 @@ class Session:
         """Sample the minibatch, answer it, and propose gradients and candidates."""
         return self.runner.start_step(models=models, progress=progress, cancel=cancel, regenerate=regenerate)
 
-    def decide(self, action: str, candidate: str | None = None, prompt: str | None = None) -> Step:
-        """accept (a candidate id) | edit (your own text) | reject (all) | skip."""
-        return self.runner.decide(action, candidate, prompt)
+    def retry_failed(self, *, progress: PhaseProgress | None = None, cancel: CancelToken | None = None,
+                     models: Models | None = None) -> Step:
+        """Send the open proposal's failed calls again (the others come from the cache): 'proposal_retried'."""
+        return self.runner.retry_failed(models=models, progress=progress, cancel=cancel)
+
+    def decide(self, action: str, candidate: str | None = None, prompt: str | None = None,
+               override: bool = False) -> Step:
+        """accept (a candidate id) | edit (your own text) | reject (all) | skip; a decision not yet validated
+        may be changed by deciding again; `override` takes a prompt that changes a locked sentence."""
+        return self.runner.decide(action, candidate, prompt, override=override)
+
+    def revert(self, version: int) -> Version:
+        """Make an earlier version's prompt current again, as a new version (a 'reverted' event)."""
+        return self.runner.revert(version)
 
     def validate(self, *, progress: PhaseProgress | None = None, cancel: CancelToken | None = None,
                  models: Models | None = None) -> GateResult:
@@ -327,6 +340,45 @@ class Session:
     def confirm(self, accept: bool | None = None) -> Step:
         """Record the gate: the policy's verdict, or the person's override (accept True/False)."""
         return self.runner.confirm(accept)
+
+    # ---------- what the person marks (core/person_marks.py) ----------
+    def dispute(self, question_id: str, reason: str, exclude: bool = False) -> marks.Dispute:
+        """Dispute a question's gold label (with a reason), or exclude it from minibatches and gates from now on;
+        the data and earlier steps stay as they are."""
+        qid, why = str(question_id or "").strip(), " ".join(str(reason or "").split())
+        if not why:
+            raise SessionError("Say why the label is disputed (a reason).")
+        split = next((name for name, exs in self.task.splits.items() if any(e.id == qid for e in exs)), None)
+        if split is None:
+            raise SessionError(f"There is no question '{_printable(qid, 60)}' in this session's task.")
+        if split not in ("train", "val"):
+            raise SessionError(f"Question '{_printable(qid, 60)}' is in the sealed {split} split: disputes are for "
+                               f"training and validation questions.")
+        self.emit(E.LabelDisputed(question=qid, reason=why, exclude=bool(exclude)))
+        return self.disputes[-1]
+
+    def lock_sentences(self, numbers: list[int]) -> list[str]:
+        """Lock sentences of the current prompt (numbered from 1 as core/blame.split_sentences splits it):
+        the edit and update calls are told to keep them verbatim, and a candidate changing one is flagged."""
+        return self._mark_sentences(numbers, E.SentencesLocked)
+
+    def unlock_sentences(self, numbers: list[int]) -> list[str]:
+        return self._mark_sentences(numbers, E.SentencesUnlocked)
+
+    def _mark_sentences(self, numbers: list[int], kind: type[E.SentencesLocked]) -> list[str]:
+        with self.lock:
+            cur = self.current
+            try:
+                texts = marks.sentence_numbers(cur.prompt, list(numbers))
+            except ValueError as exc:
+                raise SessionError(str(exc)) from None
+            if not texts:
+                raise SessionError("Say which sentences (numbers from 1).")
+            self.emit(kind(version=cur.number, numbers=list(numbers), sentences=texts))
+            return texts
+
+    def active_locks(self) -> list[str]:
+        return self.folded.active_locks()
 
     def stop(self, reason: str) -> None:
         self.emit(E.Stopped(reason=reason))

@@ -11,6 +11,7 @@ from typing import Any
 
 from . import candidate_checks as checks
 from . import events as E
+from . import person_marks as marks
 from .bundle_schema import SchemaError
 from .config import SessionConfig, SessionError
 from .engine import Spend, normalise
@@ -27,7 +28,8 @@ class Version:
     prompt: str
     step: int
     report: EvalReport
-    origin: str  # "seed" | "candidate" | "edit"
+    origin: str  # "seed" | "candidate" | "edit" | "revert"
+    reverted_to: int | None = None  # origin "revert": the version whose prompt this one takes
 
     @property
     def accuracy(self) -> float:
@@ -49,6 +51,12 @@ class Step:
     gate: GateResult | None = None
     outcome: str | None = None  # "accepted" | "rejected" | "skipped"
     spend: Spend = field(default_factory=Spend)
+    retries: int = 0  # 'proposal_retried' events of this attempt
+
+    @property
+    def failed_calls(self) -> list:
+        """The proposal's optimiser calls that failed (what "Retry failed calls" sends again)."""
+        return [c for c in self.proposal.all_calls() if c.error] if self.proposal else []
 
     @property
     def status(self) -> str:
@@ -85,6 +93,8 @@ class SessionState:
     bundle_events: int | None = None  # imported: how many of the events came from the bundle
     servers_confirmed: bool = True  # False for an imported session until the user names its servers
     events: list[dict] = field(default_factory=list)
+    disputes: list[marks.Dispute] = field(default_factory=list)  # every 'label_disputed' event, in order
+    locked: list[str] = field(default_factory=list)  # locked sentences, whitespace-normalised
     _inputs: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     # ---------- where the session is ----------
@@ -129,10 +139,27 @@ class SessionState:
 
     # ---------- what the next phase works on ----------
     def val_examples(self) -> list[Example]:
+        """The validation questions a gate asks: the session's slice, without the excluded questions."""
         val = self.task.split("val")
         limit = self.config.val_limit or getattr(self.config.engine_config(), "val_questions", None)
         val = val[:limit] if limit else val
-        return val[: self.config.gate_cap] if self.config.policy == "adaptive" else val
+        val = val[: self.config.gate_cap] if self.config.policy == "adaptive" else val
+        out = self.excluded()
+        return [e for e in val if e.id not in out] if out else val
+
+    def train_examples(self) -> list[Example]:
+        """The training questions minibatches and the bandit sample from, without the excluded questions."""
+        train, out = self.task.split("train"), self.excluded()
+        return [e for e in train if e.id not in out] if out else train
+
+    def excluded(self) -> set[str]:
+        return marks.excluded_ids(self.disputes)
+
+    def active_locks(self) -> list[str]:
+        """The locked sentences the current prompt holds, in its order (a lock on a sentence gone is moot)."""
+        if not self.locked or not self.versions:
+            return []
+        return [s for _, s in marks.active_locks(self.locked, self.current.prompt)]
 
     def beam(self) -> list[str]:
         """Prompts to expand next: the current prompt, then (ProTeGi) the best other screened prompts."""
@@ -276,8 +303,22 @@ def _apply(s: SessionState, e: E.Event, raw: dict) -> None:
         s.steps[-1].forward = [s.report(r) for r in e.reports]
     elif isinstance(e, E.ProposalMade):
         s.steps[-1].proposal = Proposal.from_json(e.proposal)
+    elif isinstance(e, E.ProposalRetried):
+        st = s.steps[-1]
+        if st.outcome is not None or st.index != e.step or st.attempt != e.attempt or st.proposal is None:
+            raise ValueError("a retry of a step that is not open with a proposal")
+        st.proposal = Proposal.from_json(e.proposal)
+        st.retries += 1
+    elif isinstance(e, E.Reverted):
+        if s.step is not None or not 0 <= e.to_version < len(s.versions):
+            raise ValueError("a revert during a step, or to a version that does not exist")
+        old = s.versions[e.to_version]
+        s.versions.append(Version(len(s.versions), old.prompt, s.steps[-1].index if s.steps else 0, old.report,
+                                  "revert", reverted_to=old.number))
     elif isinstance(e, E.Decision):
         s.steps[-1].decision = {"action": e.action, "candidate": e.candidate, "prompt": e.prompt}
+        if e.override:
+            s.steps[-1].decision["override"] = True
         if e.action in ("reject", "skip"):
             s.steps[-1].outcome = "rejected" if e.action == "reject" else "skipped"
     elif isinstance(e, E.Validation):
@@ -297,9 +338,16 @@ def _apply(s: SessionState, e: E.Event, raw: dict) -> None:
     elif isinstance(e, E.Stopped):
         s.stopped = e.reason
         s.auto = None
+    elif isinstance(e, E.LabelDisputed):
+        s.disputes.append(marks.Dispute(e.question, e.reason, e.exclude, s.next_step_index, e.ts))
+    elif isinstance(e, E.SentencesUnlocked):  # before SentencesLocked: it is a subclass
+        gone = {marks.normalise_sentence(x) for x in e.sentences}
+        s.locked = [x for x in s.locked if x not in gone]
+    elif isinstance(e, E.SentencesLocked):
+        s.locked += [k for k in dict.fromkeys(marks.normalise_sentence(x) for x in e.sentences) if k not in s.locked]
     if e.spend is not None:
         sp = Spend(**e.spend)
         s.spend.merge(sp)
-        if s.steps and (isinstance(e, (E.Forward, E.ProposalMade, E.Validation)) or (
+        if s.steps and (isinstance(e, (E.Forward, E.ProposalMade, E.ProposalRetried, E.Validation)) or (
                 isinstance(e, E.SpendOnly) and e.step == s.steps[-1].index and s.steps[-1].outcome is None)):
             s.steps[-1].spend.merge(sp)

@@ -21,6 +21,7 @@ from typing import Any, Callable, ContextManager, Protocol
 from . import candidate_checks as checks
 from . import estimate
 from . import events as E
+from . import person_marks as marks
 from .config import BudgetExceeded, SessionConfig, SessionError
 from .engine import Cancelled, PhaseProgress, Spend, StepContext, forward_batch, normalise
 from .evaluate import EvalReport
@@ -117,10 +118,10 @@ class StepRunner:
                 progress: PhaseProgress | None) -> StepContext:
         cfg, task = self.state.config, self.state.task
         return StepContext(task=task, runner=m.runner, forward_model=m.forward, backward_model=m.backward,
-                           templates=Templates(cfg.templates, cfg.template_version), train=task.split("train"),
+                           templates=Templates(cfg.templates, cfg.template_version), train=self.state.train_examples(),
                            seed=hash_seed(cfg.seed, step, attempt), attempt=attempt,
                            prefix=f"s{step}.", cancel=cancel, on_progress=progress,
-                           forward_max_tokens=cfg.forward_max_tokens,
+                           forward_max_tokens=cfg.forward_max_tokens, locked=self.state.active_locks(),
                            flush=lambda sp, keys: self.s.emit(E.SpendOnly(step=step, phase="interim",
                                                                           spend=sp.to_json(), keys=keys)))
 
@@ -195,7 +196,9 @@ class StepRunner:
 
     def start_step(self, *, models: Models | None = None, progress: PhaseProgress | None = None,
                    cancel: CancelToken | None = None, regenerate: bool = False) -> Step:
-        """Sample the minibatch, answer it, and propose gradients and candidates."""
+        """Sample the minibatch, answer it, and propose gradients and candidates. A step interrupted before its
+        proposal runs again on its recorded minibatch; a regeneration is logged only once its proposal is
+        ready, so cancelling it keeps the proposal on screen."""
         s = self.state
         s.current  # noqa: B018 - requires the baseline
         if s.stopped:
@@ -208,39 +211,109 @@ class StepRunner:
             if open_step is not None and open_step.status == "proposed" and not regenerate:
                 return open_step
             index = s.next_step_index
-            attempt = (open_step.attempt + (1 if open_step.status == "proposed" else 0)) if open_step else 0
+            replacing = open_step if open_step is not None and open_step.status == "proposed" else None
+            attempt = (open_step.attempt + (1 if replacing else 0)) if open_step else 0
             self.check_budget(estimate.step(s, cached=m.cached, price_overrides=m.price_overrides), m)
             cfg = s.config.engine_config()
             size = cfg.minibatch if s.config.method == "protegi" else cfg.batch_size
-            train = s.task.split("train")
-            batch = random.Random(hash_seed(s.config.seed, index, attempt, "minibatch")).sample(
-                train, min(size, len(train)))
+            train = s.train_examples()  # without the excluded questions
+            if open_step is not None and not replacing:  # interrupted before its proposal: the same sample
+                batch = [s.task.example(i) for i in open_step.minibatch_ids]
+            else:
+                batch = random.Random(hash_seed(s.config.seed, index, attempt, "minibatch")).sample(
+                    train, min(size, len(train)))
             beam = s.beam()
-            self.s.emit(E.StepStarted(step=index, attempt=attempt, parent_version=s.current.number, beam=beam,
-                                      minibatch_ids=[e.id for e in batch]))
+            started = E.StepStarted(step=index, attempt=attempt, parent_version=s.current.number, beam=beam,
+                                    minibatch_ids=[e.id for e in batch])
+            if not replacing:
+                self.s.emit(started)
         ctx = self.context(m, index, attempt, cancel, progress)
         engine = make_engine(s.config)
         labels = list(s.task.labels)
+        forward: list[E.Forward] = []
 
         async def forward_then_propose():  # one event loop and one client for the whole step
             rows = await asyncio.gather(*(forward_batch(ctx, [p] * len(batch), batch, phase="minibatch") for p in beam))
             reports = [EvalReport(p, r, labels) for p, r in zip(beam, rows)]
             self.check_errors(reports[0], "minibatch")
-            self.s.emit(E.Forward(step=index, reports=[compact_report(r) for r in reports],
-                                  spend=ctx.spend.to_json(), keys=ctx.keys))
-            ctx.spend, ctx.keys = Spend(), []
+            if replacing:  # its spend stays in ctx: on a cancel it is still recorded, else with the proposal
+                forward.append(E.Forward(step=index, reports=[compact_report(r) for r in reports]))
+            else:
+                self.s.emit(E.Forward(step=index, reports=[compact_report(r) for r in reports],
+                                      spend=ctx.spend.to_json(), keys=ctx.keys))
+                ctx.spend, ctx.keys = Spend(), []
             if isinstance(engine, TextGradEngine):
                 return await engine.propose(ctx, beam, reports, memory=s.memory())
             return await engine.propose(ctx, beam, reports)
 
         prop = self.run(m, forward_then_propose, ctx, "step")
-        checks.review(prop, s.task, getattr(cfg, "constraints", []))
-        self.s.emit(E.ProposalMade(step=index, proposal=prop.to_json(), spend=ctx.spend.to_json(), keys=ctx.keys))
+        checks.review(prop, s.task, getattr(cfg, "constraints", []), locked=s.active_locks())
+        made = E.ProposalMade(step=index, proposal=prop.to_json(), spend=ctx.spend.to_json(), keys=ctx.keys)
+        if replacing:
+            with self.s.lock:
+                if s.step is not replacing or replacing.status != "proposed":
+                    exc = SessionError(f"Step {index} changed while its proposal was regenerated; regenerate again.")
+                    self.record_unfinished(ctx, "step", exc)
+                    raise exc
+                for ev in (started, forward[0], made):
+                    self.s.emit(ev)
+        else:
+            self.s.emit(made)
         return s.steps[-1]
 
-    def decide(self, action: str, candidate: str | None = None, prompt: str | None = None) -> Step:
+    def retry_failed(self, *, models: Models | None = None, progress: PhaseProgress | None = None,
+                     cancel: CancelToken | None = None) -> Step:
+        """Send the open proposal's failed calls again: the same minibatch, forward answers, samples and seeds,
+        so the calls that succeeded come from the cache. Logged as 'proposal_retried'."""
+        s = self.state
+        st = s.step
+        if st is None or st.status != "proposed":
+            raise SessionError("There is no proposal waiting for a decision whose calls could be retried.")
+        failed = st.failed_calls
+        if not failed:
+            raise SessionError(f"No call of step {st.index}'s proposal failed: nothing to retry.")
+        m = self.models(models)
+        self.check_budget({"calls": len(failed), "cost_usd": estimate.cost(
+            s, len(failed), forward=False, price_overrides=m.price_overrides)}, m)
+        ctx = self.context(m, st.index, st.attempt, cancel, progress)
+        engine, cfg = make_engine(s.config), s.config.engine_config()
+        beam, reports = list(st.beam), list(st.forward)
+
+        async def propose():
+            if isinstance(engine, TextGradEngine):
+                return await engine.propose(ctx, beam, reports, memory=s.memory())
+            return await engine.propose(ctx, beam, reports)
+
+        prop = self.run(m, propose, ctx, "retry")
+        checks.review(prop, s.task, getattr(cfg, "constraints", []), locked=s.active_locks())
+        with self.s.lock:
+            if s.step is not st or st.status != "proposed":
+                exc = SessionError(f"Step {st.index} changed while its failed calls were retried.")
+                self.record_unfinished(ctx, "retry", exc)
+                raise exc
+            self.s.emit(E.ProposalRetried(step=st.index, attempt=st.attempt, retried=len(failed),
+                                          proposal=prop.to_json(), spend=ctx.spend.to_json(), keys=ctx.keys))
+        return st
+
+    def revert(self, version: int) -> Version:
+        """Make version `version`'s prompt the current one again, as a new version (a 'reverted' event)."""
+        with self.s.lock:
+            s = self.state
+            if s.step is not None:
+                raise SessionError(f"Step {s.step.index} is open; decide it (or skip it) before reverting.")
+            if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version < len(s.versions):
+                raise SessionError(f"There is no version {version}; this session has versions 0 to "
+                                   f"{len(s.versions) - 1}.")
+            if version == s.current.number:
+                raise SessionError(f"Version {version} is the current version already.")
+            self.s.emit(E.Reverted(to_version=version))
+            return s.current
+
+    def decide(self, action: str, candidate: str | None = None, prompt: str | None = None,
+               override: bool = False) -> Step:
         """accept (a candidate id) | edit (your own text) | reject (all) | skip. A decision not yet validated
-        may be changed (e.g. when its validation keeps failing: a prompt longer than the model's context)."""
+        may be changed (e.g. when its validation keeps failing: a prompt longer than the model's context).
+        A prompt that changes a locked sentence is refused unless `override` (recorded on the decision)."""
         with self.s.lock:
             st = self.state.step
             if st is None or st.status not in ("proposed", "decided"):
@@ -260,8 +333,15 @@ class StepRunner:
             if prompt is not None and action in ("accept", "edit") and \
                     normalise(prompt) == normalise(self.state.current.prompt):
                 raise SessionError("That is the current prompt unchanged; edit it, or reject.")
+            broken = marks.broken_locks(prompt, self.state.active_locks()) if action in ("accept", "edit") else []
+            if broken and not override:
+                n = len(broken)
+                raise SessionError(f"That prompt changes {n} locked sentence{'s' if n > 1 else ''} "
+                                   f"(\"{broken[0][:80]}\"): unlock {'them' if n > 1 else 'it'}, or take it with "
+                                   f"an override.")
             self.s.emit(E.Decision(step=st.index, action=action, candidate=candidate,
-                                   prompt=prompt if action in ("accept", "edit") else None))
+                                   prompt=prompt if action in ("accept", "edit") else None,
+                                   override=True if broken else None))
             return st
 
     def validate(self, *, models: Models | None = None, progress: PhaseProgress | None = None,
@@ -388,9 +468,12 @@ class StepRunner:
                 if st.status == "proposed":
                     # flagged = the model ignored the output tags (e.g. it refused): a person may take it, the policy won't
                     cur = normalise(s.current.prompt)
-                    # so are candidates the checks flagged: cut off, breaking a constraint, leaking data
+                    # so are candidates the checks flagged: cut off, breaking a constraint, leaking data, or
+                    # changing a locked sentence (also one locked after the proposal was made)
+                    locks = s.active_locks()
                     pick = next((c for c in st.proposal.candidates
-                                 if not c.flagged and not c.flags and normalise(c.prompt) != cur), None)
+                                 if not c.flagged and not c.flags and normalise(c.prompt) != cur
+                                 and not marks.broken_locks(c.prompt, locks)), None)
                     if pick is None:
                         self.decide("skip")
                         if on_step:

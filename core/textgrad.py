@@ -15,6 +15,7 @@ from .evaluate import EvalReport
 from .lineage import CallRecord, Candidate, Gradient, Proposal
 from .llm import Request, is_cut_off
 from .meta_prompts import extract_tagged, tagged_spans
+from .person_marks import locked_block
 
 SAMPLED_TEMPERATURE = 0.7  # regenerated and extra update samples
 
@@ -175,7 +176,7 @@ class TextGradEngine:
                            task_title=ctx.task.title, role=self.role(ctx), gradient=grad.text)
         umsgs = tpl.messages("textgrad.update", role=self.role(ctx), prompt=prompt, gradient=grad.text,
                              context=context, memory=memory_text(ctx, memory or [], cfg.memory, cfg.memory_scores),
-                             constraints=constraints_text(cfg.constraints))
+                             constraints=constraints_text(cfg.constraints), locked=locked_block(ctx.locked, prompt))
         if k == 1:  # as before: sample index = attempt (old sessions replay)
             draws = [(0.0 if ctx.attempt == 0 else SAMPLED_TEMPERATURE, ctx.attempt)]
         else:  # k distinct, reproducible samples per attempt; the first of attempt 0 is greedy

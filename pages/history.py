@@ -8,7 +8,7 @@ import streamlit as st
 from core.diffs import unified
 from core.testlock import AFTER_TEST, steps_after_reveal
 from core.lineage import verdicts
-from ui import boot, charts, history_actions, reveal, state, step_view
+from ui import blame_view, boot, charts, history_actions, person_marks, reveal, state, step_view, undo
 from ui.render import diff, empty_state, md_code, md_escape, money, pct, plain
 
 try:
@@ -50,8 +50,9 @@ if not s.versions:
 
 reveal.after_test_steps_note(s)
 after_test = steps_after_reveal(s)
-tab_chart, tab_versions, tab_grid, tab_steps, tab_overfit, tab_export = st.tabs(
-    ["Validation", "Prompt versions", "Question grid", "Steps and lineage", "Overfitting", "Export"])
+tab_chart, tab_versions, tab_blame, tab_grid, tab_steps, tab_labels, tab_overfit, tab_export = st.tabs(
+    ["Validation", "Prompt versions", "Blame", "Question grid", "Steps and lineage", "Disputed labels", "Overfitting",
+     "Export"])
 
 with tab_chart:
     st.plotly_chart(_cached("history", str(s.dir), len(s.events), 0, s), key="history_chart",
@@ -83,7 +84,8 @@ with tab_chart:
 
 with tab_versions:
     vs = s.versions
-    names = [f"v{v.number} · step {v.step} · {v.origin} · {pct(v.accuracy)}"
+    names = [f"v{v.number} · step {v.step} · {v.origin}" + (f" of v{v.reverted_to}" if v.reverted_to is not None
+                                                                else "") + f" · {pct(v.accuracy)}"
              + (f" · {AFTER_TEST}" if v.step in after_test else "") for v in vs]
     c = st.columns(2)
     a = c[0].selectbox("From", range(len(vs)), index=max(0, len(vs) - 2), format_func=names.__getitem__, key="diff_a")
@@ -98,6 +100,13 @@ with tab_versions:
     with cols[1]:
         st.markdown(f"**v{b}**")
         plain(vs[b].prompt, copy=True)
+    undo.revert_control(s, enabled=not readonly and state.active_job(s) is None)
+
+with tab_blame:
+    blame_view.blame_tab(s, after_test)
+
+with tab_labels:
+    person_marks.disputes_table(s)
 
 with tab_grid:
     grid = _cached("grid", str(s.dir), len(s.events), 0, s)

@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from core.session import SessionError
-from ui import actions, boot, servers, state, step_view
+from ui import actions, boot, person_marks, servers, state, step_view, undo
 from ui.estimate import step_estimate
 from ui.jobs import job_panel
 from ui.render import ci, empty_state, md_escape, money, pct, plain
@@ -33,8 +33,10 @@ if pending and can_act:
     try:
         if what == "accept":
             s.decide("accept", candidate=arg)
+        elif what == "accept_override":  # a candidate that changes a locked sentence, taken explicitly
+            s.decide("accept", candidate=arg, override=True)
         elif what == "edit":
-            s.decide("edit", prompt=arg)
+            s.decide("edit", prompt=arg, override=bool(st.session_state.get("edit_override")))
         actions.start_validate(s)
     except SessionError as exc:
         st.error(md_escape(exc), icon=":material/error:")
@@ -59,9 +61,11 @@ m[3].metric("Rejections", f"{s.rejections_in_a_row()} / {cfg.patience}",
 m[4].metric("Spent", money(s.spend.cost_usd), help=f"{s.spend.calls} calls, {s.spend.cached} from cache")
 
 if s.versions:
-    with st.expander(f"Current prompt (v{s.current.number}) — copy it with the button in the corner",
+    reverted = f" — v{s.current.reverted_to}'s prompt, reverted" if s.current.reverted_to is not None else ""
+    with st.expander(f"Current prompt (v{s.current.number}){reverted} — copy it with the button in the corner",
                      expanded=len(s.current.prompt) < 800):
         plain(s.current.prompt, copy=True)
+    person_marks.lock_panel(s, enabled=can_act)
 
 
 def live() -> None:
@@ -134,8 +138,8 @@ if state_ == "ready" or (state_ == "started"):
     nxt = s.next_step_index
     st.subheader(f"Step {nxt}")
     if state_ == "started":
-        st.info("This step was interrupted before its proposal was recorded; run it again (finished calls come from "
-                "the cache).", icon=":material/undo:")
+        st.info("This step was interrupted before its proposal was recorded; run it again on the same minibatch "
+                "(finished calls come from the cache).", icon=":material/undo:")
     st.markdown(f"Next step: about **{est['calls']:,} calls** (minibatch {est['forward']}, optimiser "
                 f"{est['optimiser']}, bandit {est['bandit']}, validation {est['validation']}), "
                 f"**{md_escape(state.cost_text(cfg, est['cost_usd']))}**.")
@@ -172,6 +176,8 @@ def decision_controls(step, *, proposed: bool) -> None:
         ec[1].button("Accept edit", key="accept_edit", type="primary", disabled=not can_act, on_click=_accept_edit,
                      width="stretch", help="score your text on validation against the current prompt")
         st.text_area("Your prompt", key="edit_text", height=220)
+        if s.active_locks():
+            st.checkbox("Override the locked sentences (accept my edit even if it changes one)", key="edit_override")
     b = st.columns(4)
     if b[0].button("Reject all", key="reject_all", disabled=not can_act, width="stretch",
                    help="record a rejection; counts toward patience"):
@@ -192,7 +198,8 @@ def decision_controls(step, *, proposed: bool) -> None:
 if state_ == "proposed":
     st.subheader(f"Step {step.index}" + (f" · attempt {step.attempt + 1}" if step.attempt else ""))
     with st.expander("Minibatch: the current prompt on training questions", expanded=True):
-        step_view.minibatch(s, step, key=f"s{step.index}")
+        step_view.minibatch(s, step, key=f"s{step.index}", dispute=can_act)
+    undo.retry_panel(s, step, enabled=can_act)
     step_view.proposal_view(s, step, actions=can_act, key=f"s{step.index}")
 
     st.markdown("#### Your decision")
@@ -218,7 +225,7 @@ if state_ == "decided":
 if state_ == "validated":
     st.subheader(f"Step {step.index} · the gate")
     step_view.decision_summary(s, step)
-    step_view.gate_view(s, step)
+    step_view.gate_view(s, step, dispute=can_act)
     g = step.gate
     b = st.columns(3)
     verdict = "accept" if g.passed else "reject"

@@ -2,8 +2,10 @@
 
 import streamlit as st
 
+from core.session import list_sessions
 from ui import boot, state
 from ui.render import ci, md_code, md_escape, pct
+from ui.setup_helpers import SESSION_COLUMNS, sessions_frame
 
 boot.page_guard()
 st.title("Prompt Gradient Studio")
@@ -26,6 +28,18 @@ c4.markdown("**4 · Gate**  \nYour choice is scored on the validation set next t
 st.divider()
 s, readonly = state.current_session()
 if s is None:
+    rows = list_sessions(state.sessions_root())
+    if rows:  # sessions on disk, none chosen in this browser yet
+        st.subheader(f"{len(rows)} session{'s' if len(rows) != 1 else ''} on disk — none open")
+        st.dataframe(sessions_frame(rows), hide_index=True, width="stretch", column_config=SESSION_COLUMNS)
+        ids = [r["id"] for r in rows]
+        labels = {r["id"]: f"{r['id']} · {r.get('task') or '?'} · {r.get('title') or r.get('method') or ''}" for r in rows}
+        oc = st.columns([3, 1], vertical_alignment="bottom")
+        oc[0].selectbox("Session", ids, key="overview_pick", format_func=lambda x: labels.get(x, x))
+        oc[1].button("Open", key="overview_open", type="primary", width="stretch",
+                     on_click=lambda: state.set_current(st.session_state.get("overview_pick")))
+        st.caption("Or create a new one in **Setup**.")
+        st.stop()
     st.subheader("No session yet")
     if state.any_provider():
         st.markdown("Create one in **Setup**: pick a task, the models and a method; the seed prompt is scored "

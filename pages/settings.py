@@ -5,7 +5,8 @@ import streamlit as st
 
 from core.llm import DATED_PRICES, PRICES, PRICES_DATE
 from core.meta_prompts import TEMPLATES
-from ui import boot, state
+from ui import boot, saved_settings, state
+from ui import setup_helpers as H
 from ui.probe import OLLAMA, ProbeError, probe_models
 from ui.render import md_escape, plain
 
@@ -42,16 +43,32 @@ for col, provider in zip(kc, ("openai", "anthropic")):
 st.subheader("Local and OpenAI-compatible servers")
 st.caption("Ollama, vLLM, llama.cpp or LM Studio: the app lists the models the server serves (GET base-URL/models, with no key sent) "
            "and offers them in Setup's model pickers.")
-pc = st.columns([3, 1], vertical_alignment="bottom")
-base = pc[0].text_input("Base URL", value=OLLAMA, key="probe_url")
-if pc[1].button("Probe", key="probe", width="stretch"):
+
+
+def _probe() -> None:
+    """Callback (before the page and the sidebar draw): list the server's models, keep its URL for next time."""
+    base = (st.session_state.get("probe_url") or "").strip().rstrip("/")
     try:
         found = probe_models(base)
     except ProbeError as exc:
-        st.error(md_escape(exc), icon=":material/error:")
-    else:
-        state.probed()[base.strip().rstrip("/")] = found
-        st.success(f"{len(found)} model(s) at {md_escape(base)}.", icon=":material/check_circle:")
+        st.session_state["_probe_result"] = ("error", str(exc))
+        return
+    state.probed()[base] = found
+    urls = st.session_state.setdefault("_probe_urls", [])
+    if base not in urls:
+        urls.append(base)
+    saved_settings.save_now()
+    st.session_state["_probe_result"] = ("success", f"{len(found)} model(s) at {base}; Setup's quick picks offer them.")
+
+
+state.ss("probe_url", (st.session_state.get("_probe_urls") or [OLLAMA])[-1])
+pc = st.columns([3, 1], vertical_alignment="bottom")
+pc[0].text_input("Base URL", key="probe_url")
+pc[1].button("Probe", key="probe", width="stretch", on_click=_probe)
+result = st.session_state.pop("_probe_result", None)
+if result:
+    (st.error if result[0] == "error" else st.success)(
+        md_escape(result[1]), icon=":material/error:" if result[0] == "error" else ":material/check_circle:")
 for url, models in list(state.probed().items()):
     st.markdown(f"**{md_escape(url)}** — {len(models)} model(s)")
     if models:
@@ -59,14 +76,25 @@ for url, models in list(state.probed().items()):
 
 # ---------- running ----------
 st.subheader("Calls")
-opts = state.options()
-oc = st.columns(3)
-opts["concurrency"] = int(oc[0].number_input("Concurrent calls per provider", 1, 64, int(opts["concurrency"]),
-                                             key="opt_concurrency"))
-opts["timeout_s"] = float(oc[1].number_input("Timeout per call (s)", 5.0, 600.0, float(opts["timeout_s"]), step=5.0,
-                                             key="opt_timeout"))
-opts["max_retries"] = int(oc[2].number_input("Retries (by the SDK, with backoff)", 0, 10, int(opts["max_retries"]),
-                                             key="opt_retries"))
+st.caption("Kept for your next visit (in the data folder's settings.json, with the models and base URLs you chose; "
+           "never a key).")
+oc = st.columns(4)
+H.option_control(oc[0], "Concurrent calls per provider", "concurrency", "opt_concurrency", 1, 64,
+                 "calls in flight at once, per server")
+H.timeout_control(oc[1], "opt_timeout")
+H.option_control(oc[2], "Retries (by the SDK, with backoff)", "max_retries", "opt_retries", 0, 10,
+                 "on a timeout, a dropped connection, HTTP 429 or 5xx; shown on the progress line while they happen")
+
+
+def _stream_changed() -> None:
+    state.options()["stream"] = bool(st.session_state["opt_stream"])
+    saved_settings.save_now()
+
+
+st.session_state["opt_stream"] = bool(state.options().get("stream", True))
+oc[3].toggle("Stream replies", key="opt_stream", on_change=_stream_changed,
+             help="keeps a long reply alive: the timeout counts between chunks. A server that refuses streaming "
+                  "is asked plainly once and remembered.")
 
 # ---------- prices ----------
 st.subheader("Prices")

@@ -1,6 +1,5 @@
 """Setup: create a session (task, models, method, seed prompt, gate, budget), or open/delete/import one."""
 
-import time
 from dataclasses import replace
 
 import pandas as pd
@@ -8,11 +7,11 @@ import streamlit as st
 
 from core.baselines import SEED_PROMPT, strategy_prompt
 from core.gate import POLICIES, POLICY_HELP
-from core.llm import LLMError, parse_spec
+from core.llm import LLMError, for_surface, parse_spec
 from core.session import (DEFAULT_PRESET, METHODS, PRESETS, Session, SessionConfig, SessionError, default_policy,
                           delete_session, list_sessions)
 from core.tasks import TaskError, builtin_spec
-from ui import actions, boot, state
+from ui import actions, boot, saved_settings, state
 from ui import setup_helpers as H
 from ui.estimate import estimate
 from ui.jobs import JobBusy, registry, session_key
@@ -84,22 +83,35 @@ with tab_new:
             st.error(md_escape(exc), icon=":material/error:")
             errors.append("task")
     else:
+        def _upload_changed() -> None:  # removed by the person (not merely gone with a page switch): forget it
+            if st.session_state.get("upload") is None:
+                st.session_state.pop(H.UPLOAD_KEPT, None)
+
         up = st.file_uploader("CSV, TSV, JSONL or JSON file", type=["csv", "tsv", "jsonl", "json", "txt"],
-                              key="upload")
-        if up is None:
+                              key="upload", on_change=_upload_changed)
+        if up is not None:  # kept for when the person visits another page and comes back
+            st.session_state[H.UPLOAD_KEPT] = (up.name, up.getvalue(), up.file_id)
+        kept = st.session_state.get(H.UPLOAD_KEPT)
+        if kept is None:
             st.caption("One row per question: input column(s), a label column, optionally an id and an options column.")
             errors.append("no file")
         else:
-            content = up.getvalue()
-            tabular = not up.name.lower().endswith((".json", ".jsonl"))
+            up_name, content, file_id = kept
+            if up is None:
+                kc = st.columns([4, 1], vertical_alignment="center")
+                kc[0].caption(f":material/description: Using **{md_escape(up_name)}** ({len(content) / 1024:.0f} KB), "
+                              "uploaded earlier; upload another file to replace it.")
+                kc[1].button("Forget the file", key="forget_upload",
+                             on_click=lambda: st.session_state.pop(H.UPLOAD_KEPT, None))
+            tabular = not up_name.lower().endswith((".json", ".jsonl"))
             header = True
             if tabular:
-                guess = H.header_guess(content, up.name)
-                header = st.toggle("First row is a header", value=guess, key=f"has_header_{up.file_id}",
+                guess = H.header_guess(content, up_name)
+                header = st.toggle("First row is a header", value=guess, key=f"has_header_{file_id}",
                                    help="off: row 1 is data and the columns are numbered 1, 2, 3, ...")
                 st.caption(f"Guess: row 1 looks like {'column names' if guess else 'data, not column names'}.")
             try:
-                df = H.table(content, up.name, header)
+                df = H.table(content, up_name, header)
             except TaskError as exc:
                 st.error(md_escape(exc), icon=":material/error:")
                 errors.append("file")
@@ -112,23 +124,24 @@ with tab_new:
                 cols = list(df.columns)
                 g = H.guess_columns(cols)
                 k = "" if header else "_nh"  # the columns change with the header switch
-                c = st.columns([2, 1, 1, 1])
-                inputs = c[0].multiselect("Input column(s)", cols, default=g["inputs"], key=f"map_inputs{k}")
-                label = c[1].selectbox("Label column", cols, index=cols.index(g["label"]) if g["label"] in cols else 0,
+                # the column chips get the page's full width: long column names stay readable
+                inputs = st.multiselect("Input column(s)", cols, default=g["inputs"], key=f"map_inputs{k}")
+                c = st.columns(3)
+                label = c[0].selectbox("Label column", cols, index=cols.index(g["label"]) if g["label"] in cols else 0,
                                        key=f"map_label{k}")
                 none = "(none)"
-                id_col = c[2].selectbox("Id column", [none] + cols, index=([none] + cols).index(g["id"] or none),
+                id_col = c[1].selectbox("Id column", [none] + cols, index=([none] + cols).index(g["id"] or none),
                                         key=f"map_id{k}")
-                choices = c[3].selectbox("Options column (MCQ)", [none] + cols,
+                choices = c[2].selectbox("Options column (MCQ)", [none] + cols,
                                          index=([none] + cols).index(g["choices"] or none), key=f"map_choices{k}",
                                          help="one cell holding all options: JSON object, JSON list or 'A: … | B: …'")
-                c = st.columns([2, 1, 1])
-                option_cols = c[0].multiselect("Option columns (MCQ, one per option)", cols, key=f"map_option_cols{k}",
-                                               help="lettered A, B, C, … in the order chosen; the label column "
-                                                    "holds the letter (or the option's text)")
-                use_threshold = c[1].checkbox("Threshold scores", key="map_use_threshold",
+                option_cols = st.multiselect("Option columns (MCQ, one per option)", cols, key=f"map_option_cols{k}",
+                                             help="lettered A, B, C, … in the order chosen; the label column "
+                                                  "holds the letter (or the option's text)")
+                c = st.columns([1, 1, 2])
+                use_threshold = c[0].checkbox("Threshold scores", key="map_use_threshold",
                                               help="numeric labels (e.g. scores 0–1) become two classes")
-                threshold = c[2].number_input("Threshold scores at", value=0.5, step=0.05, key="map_threshold",
+                threshold = c[1].number_input("Threshold scores at", value=0.5, step=0.05, key="map_threshold",
                                               disabled=not use_threshold, help="below → first class, at or above → second")
                 c = st.columns(4)
                 seed = split_seed(c[3])
@@ -141,12 +154,12 @@ with tab_new:
                 labels = tuple(x.strip() for x in labels_txt.split(",") if x.strip()) or None
                 inputs = [x for x in inputs if x not in option_cols]
                 try:
-                    task = H.custom_task(content, up.name, tuple(inputs), label, None if id_col == none else id_col,
+                    task = H.custom_task(content, up_name, tuple(inputs), label, None if id_col == none else id_col,
                                          None if choices == none else choices, labels, int(val_size), int(test_size),
                                          int(seed), header, tuple(option_cols),
                                          float(threshold) if use_threshold else None)
-                    data = (up.name, content)
-                    task_spec = {"file": up.name, "input_cols": list(inputs), "label_col": label,
+                    data = (up_name, content)
+                    task_spec = {"file": up_name, "input_cols": list(inputs), "label_col": label,
                                  "id_col": None if id_col == none else id_col,
                                  "choices_col": None if choices == none else choices,
                                  "labels": list(labels) if labels else None, "val_size": int(val_size),
@@ -207,18 +220,23 @@ with tab_new:
             st.markdown(f"**{title}**")
             st.selectbox("Quick pick", [None] + picks, key=f"{which}_pick", on_change=_pick, args=(which,),
                          format_func=lambda x: "— choose to fill in —" if x is None else x)
-            spec = st.text_input("Spec", key=f"{which}_spec", help=help_)
+            spec = st.text_input("Spec", key=f"{which}_spec", help=help_, on_change=saved_settings.save_now)
             url = st.text_input("Base URL (compatible servers only)", key=f"{which}_url",
-                                placeholder="http://localhost:11434/v1")
+                                placeholder="http://localhost:11434/v1", on_change=saved_settings.save_now)
             try:
                 ms = parse_spec(spec, url or None)
                 price = state.model_price(ms)
-                st.caption(f"price: ${price[0]:.2f} in / ${price[1]:.2f} out per 1M tokens" if price else
-                           "price: unknown (cost shows as $0; set one in Settings)")
+                st.caption((f"price: ${price[0]:.2f} in / ${price[1]:.2f} out per 1M tokens" if price else
+                            "price: unknown (cost shows as $0; set one in Settings)")
+                           + " · " + H.timeout_caption(spec, url or None))
             except LLMError as exc:
-                st.error(md_escape(exc), icon=":material/error:")
+                st.error(md_escape(for_surface(str(exc), "app")), icon=":material/error:")
                 errors.append(which)
             specs[which] = (spec.strip(), (url or "").strip() or None)
+    mc = st.columns(2)
+    tc = mc[1].columns(2)
+    H.timeout_control(tc[0], "setup_timeout")
+    tc[1].caption("The same control as Settings → Calls → Timeout per call; kept for your next visit.")
     fwd_max_tokens = int(mc[0].number_input(
         "Max tokens per answer", min_value=8, max_value=8192, value=512, step=64, key="forward_max_tokens",
         help="output-token limit of each forward answer; small local models answer faster with 64–128"))
@@ -232,8 +250,10 @@ with tab_new:
     preset = st.selectbox("Preset", presets, key=f"preset_{method}", on_change=_policy_for_preset,
                           args=(f"preset_{method}",), help="\"recommended\" starts with the adaptive gate")
     with st.expander("All settings of this preset"):
-        st.dataframe(H.preset_rows(method, preset), hide_index=True)
-    params = H.preset_params(method, preset, key=f"p_{method}_{preset}")
+        st.dataframe(H.preset_rows(method, preset, task), hide_index=True,
+                     column_config={"setting": st.column_config.TextColumn(width="small"),
+                                    "value": st.column_config.TextColumn(width="large")})
+    params = H.preset_params(method, preset, key=f"p_{method}_{preset}", task=task)
     if method == "textgrad":
         base_constraints = PRESETS[method][preset].constraints
         ctext = st.text_area("Constraints for the update (one per line)", value="\n".join(base_constraints),
@@ -335,15 +355,15 @@ with tab_new:
             actions.start_baseline(s)
             st.switch_page("pages/optimize.py")
 
+H.remember_setup_form()  # before any switch_page below: the form as drawn in this run
+
 # ------------------------------------------------------------------ sessions
 with tab_sessions:
     rows = list_sessions(state.sessions_root())
     if not rows:
         st.info("No session yet — create one in the first tab, or import a bundle.", icon=":material/info:")
     else:
-        df = pd.DataFrame([{**r, "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"])),
-                            "size": f"{r['size'] / 1024:.0f} KB"} for r in rows])
-        st.dataframe(df[["id", "created", "task", "method", "title", "size"]], hide_index=True)
+        st.dataframe(H.sessions_frame(rows), hide_index=True, width="stretch", column_config=H.SESSION_COLUMNS)
         ids = [r["id"] for r in rows]
         cur = state.current_sid()
         pick = st.selectbox("Session", ids, index=ids.index(cur) if cur in ids else 0, key="manage_pick")

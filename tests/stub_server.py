@@ -14,6 +14,12 @@ Faults: `faults=` is either a list consumed in arrival order by the completion e
 shorthands: "429", "429:1" (Retry-After 1 s), "500", "503", "slow", "slow:3", "drop",
 "malformed", "empty", "401", "ok". With `record_bodies=False` (benchmarks) a StubRequest's `body`
 is None, so plans should then key on `index` or `retry` only.
+
+Streaming: a request with `"stream": true` is answered as server-sent events, as each API does
+(OpenAI chat.completion.chunk events, usage last when `stream_options.include_usage`; Anthropic
+message_start / content_block_delta / message_delta with the final usage / message_stop), one word a
+chunk, `chunk_delay_s` apart. `stream_mode="reject"` answers such requests 400 (a server without
+streaming); "ignore" answers them with plain JSON, as if `stream` were not there.
 """
 
 from __future__ import annotations
@@ -162,8 +168,13 @@ class StubServer:
 
     def __init__(self, *, delay_s: float = 0.0, responder: Callable[[dict], str] | None = None,
                  faults: FaultPlan = None, usage: Callable[[dict, str], tuple[int, int]] | None = None,
-                 record_bodies: bool = True, host: str = "127.0.0.1"):
+                 record_bodies: bool = True, host: str = "127.0.0.1", stream_mode: str = "sse",
+                 chunk_delay_s: float = 0.0):
+        if stream_mode not in ("sse", "reject", "ignore"):
+            raise ValueError(f"unknown stream_mode {stream_mode!r}")
         self.delay_s = delay_s
+        self.stream_mode = stream_mode
+        self.chunk_delay_s = chunk_delay_s
         self.responder = responder or default_responder
         self.usage = usage or default_usage
         self.record_bodies = record_bodies
@@ -424,6 +435,9 @@ class StubServer:
             await asyncio.sleep(fault.delay_s)
             return await self._answer(req, body, writer)
         if kind == "malformed":
+            if body.get("stream") and self.stream_mode == "sse":
+                name = b"event: message_start\n" if api == "anthropic" else b""
+                return await self._send_events(req, writer, [name + b'data: {"id": "chatcmpl-broken", "choices": [{"mess\n\n'])
             return await self._send(req, writer, 200, b'{"id": "chatcmpl-broken", "choices": [{"mess')
         if kind == "empty":
             return await self._answer(req, body, writer, text="")
@@ -466,6 +480,11 @@ class StubServer:
         tin, tout = self.usage(body, text)
         model = body.get("model", "stub-model")
         rid = f"{req.index:08d}"
+        if body.get("stream") and self.stream_mode == "reject":
+            return await self._send(req, writer, 400, {"error": {"message": "streaming is not supported",
+                                                                 "type": "invalid_request_error"}})
+        if body.get("stream") and self.stream_mode == "sse":
+            return await self._send_events(req, writer, self._events(req, body, text, tin, tout, cut_off))
         if req.api == "anthropic":
             data = {"id": f"msg_{rid}", "type": "message", "role": "assistant", "model": model,
                     "content": [{"type": "text", "text": text}] if text else [],
@@ -477,6 +496,66 @@ class StubServer:
                                  "finish_reason": "length" if cut_off else "stop", "logprobs": None}],
                     "usage": {"prompt_tokens": tin, "completion_tokens": tout, "total_tokens": tin + tout}}
         return await self._send(req, writer, 200, data)
+
+    def _events(self, req: StubRequest, body: dict, text: str, tin: int, tout: int, cut_off: bool) -> list[bytes]:
+        """The server-sent events of one streamed answer, one word a content chunk."""
+        model, rid = body.get("model", "stub-model"), f"{req.index:08d}"
+        words = [w + " " for w in text.split(" ")] if text else []
+        if words:
+            words[-1] = words[-1][:-1]
+
+        def ev(data: dict, name: str | None = None) -> bytes:
+            return ((f"event: {name}\n" if name else "") + f"data: {json.dumps(data)}\n\n").encode()
+
+        if req.api == "anthropic":
+            out = [ev({"type": "message_start", "message": {
+                "id": f"msg_{rid}", "type": "message", "role": "assistant", "model": model, "content": [],
+                "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": tin, "output_tokens": 1}}},
+                "message_start"),
+                ev({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+                   "content_block_start"),
+                ev({"type": "ping"}, "ping")]
+            out += [ev({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}},
+                       "content_block_delta") for w in words]
+            out += [ev({"type": "content_block_stop", "index": 0}, "content_block_stop"),
+                    ev({"type": "message_delta", "delta": {"stop_reason": "max_tokens" if cut_off else "end_turn",
+                                                           "stop_sequence": None},
+                        "usage": {"output_tokens": tout}}, "message_delta"),
+                    ev({"type": "message_stop"}, "message_stop")]
+            return out
+
+        def chunk(delta: dict, reason: str | None) -> bytes:
+            return ev({"id": f"chatcmpl-{rid}", "object": "chat.completion.chunk", "created": self._now,
+                       "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": reason,
+                                                    "logprobs": None}]})
+
+        out = [chunk({"role": "assistant", "content": ""}, None)]
+        out += [chunk({"content": w}, None) for w in words]
+        out.append(chunk({}, "length" if cut_off else "stop"))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            out.append(ev({"id": f"chatcmpl-{rid}", "object": "chat.completion.chunk", "created": self._now,
+                           "model": model, "choices": [],
+                           "usage": {"prompt_tokens": tin, "completion_tokens": tout, "total_tokens": tin + tout}}))
+        out.append(b"data: [DONE]\n\n")
+        return out
+
+    async def _send_events(self, req: StubRequest, writer: asyncio.StreamWriter, events: list[bytes]) -> bool:
+        """A 200 text/event-stream answer in chunked encoding, `chunk_delay_s` between events."""
+        head = ["HTTP/1.1 200 OK", "Content-Type: text/event-stream", "Transfer-Encoding: chunked",
+                "Connection: keep-alive", f"x-request-id: req_{req.index}", f"request-id: req_{req.index}"]
+        req.status = 200
+        try:
+            writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+            for i, e in enumerate(events):
+                if i and self.chunk_delay_s:
+                    await asyncio.sleep(self.chunk_delay_s)
+                writer.write(f"{len(e):x}\r\n".encode() + e + b"\r\n")
+                await writer.drain()
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+        except (ConnectionError, RuntimeError):
+            return False
+        return True
 
     async def _send(self, req: StubRequest, writer: asyncio.StreamWriter, status: int, data: Any,
                     extra: dict[str, str] | None = None) -> bool:

@@ -292,3 +292,68 @@ def test_corrupt_session_opens_read_only_with_a_warning(env):
         goto(at, page)
         assert any("Read-only" in w.value and "corrupt" in w.value for w in at.warning), page
     assert not any(b.key == "run_step" and not b.disabled for b in at.button)
+
+
+class _FlakyModel(FakeModel):
+    """The scripted fake whose update calls fail while `failing` is set (as a timed-out call does)."""
+
+    failing = {"textgrad.update": False}
+    sent: dict = {}
+
+    async def acomplete(self, req):
+        _FlakyModel.sent[req.tag] = _FlakyModel.sent.get(req.tag, 0) + 1
+        if self.failing.get(req.tag):
+            return llm.Completion(error="APITimeoutError: Request timed out.", model=str(self.spec))
+        return await super().acomplete(req)
+
+
+def test_retry_failed_calls_button_sends_only_the_failed_ones(env):
+    register_provider("fake", lambda spec: _FlakyModel(spec=spec), price=(1.0, 2.0))
+    try:
+        at = new_app()
+        sid = create_session(at)
+        goto(at, "optimize")
+        _FlakyModel.failing["textgrad.update"] = True
+        click(at, "run_step")
+        warn = [w.value for w in at.warning if "failed" in w.value]
+        from ui.render import md_escape  # the texts are shown escaped (literally)
+        assert warn and (f"{md_escape('update (the improved prompt)')}: "
+                         f"{md_escape('APITimeoutError: Request timed out.')}") in warn[0]
+        n_failed = len(open_session(env, sid).step.failed_calls)
+        assert n_failed >= 1 and not open_session(env, sid).step.proposal.candidates
+        _FlakyModel.failing["textgrad.update"] = False
+        _FlakyModel.sent.clear()
+        click(at, "retry_failed")
+        assert _FlakyModel.sent == {"textgrad.update": n_failed}  # the forward answers, losses, gradient: cached
+        s = open_session(env, sid)
+        assert [e["type"] for e in s.events].count("proposal_retried") == 1
+        assert s.step.proposal.candidates and not s.step.failed_calls
+        assert not any(b.key == "retry_failed" for b in at.button)
+        assert any((b.key or "").startswith("accept_s1_") for b in at.button)
+    finally:
+        _FlakyModel.failing["textgrad.update"] = False
+        from tests.fake_model import register
+        register()
+
+
+def test_history_reverts_to_an_earlier_version(env):
+    at = new_app()
+    sid = create_session(at)
+    goto(at, "optimize")
+    click(at, "run_step")
+    at.text_area(key="edit_text").set_value("Weigh the evidence in the context; the evidence decides. Evidence first.")
+    click(at, "accept_edit")
+    g = open_session(env, sid).steps[-1].gate
+    click(at, "confirm" if g.passed else "override")
+    assert len(open_session(env, sid).versions) == 2
+    goto(at, "history")
+    at.selectbox(key="revert_to").set_value(0)
+    click(at, "revert")
+    s = open_session(env, sid)
+    assert [e["type"] for e in s.events][-1] == "reverted"
+    assert (len(s.versions), s.current.origin, s.current.prompt) == (3, "revert", s.versions[0].prompt)
+    assert any("v2 is v0\\'s prompt again" in m.value for m in at.success)  # shown escaped (literally)
+    assert "v2 · step 1 · revert of v0" in at.selectbox(key="diff_b").options[2]
+    goto(at, "optimize")
+    assert any(m.label == "Current (v2)" for m in at.metric)
+    assert any("v0's prompt, reverted" in e.label for e in at.expander)

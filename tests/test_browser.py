@@ -439,6 +439,63 @@ def test_real_step_against_the_local_model(browser, local_llm_url, tmp_path):
         server.stop()
 
 
+class _DropsFirstSentence(FakeModel):
+    """The scripted optimiser, except that the greedy update drops the prompt's first sentence."""
+
+    def reply(self, req):
+        out = super().reply(req)
+        if req.tag == "textgrad.update" and req.temperature == 0:
+            from core.blame import split_sentences
+
+            prompt = re.search(r"<VARIABLE> (.*?) </VARIABLE>", req.messages[-1][1], re.S).group(1)
+            out = f"<IMPROVED_VARIABLE>{' '.join(split_sentences(prompt)[1:])} Weigh the evidence.</IMPROVED_VARIABLE>"
+        return out
+
+
+def test_lock_a_sentence_then_blame_in_history(app, page):
+    """Lock the seed's first sentence → the greedy candidate that drops it is flagged and offers only
+    "Accept 1 anyway" → take the other → History's Blame tab says which step brought in each sentence."""
+    seed = "You are a careful clinician. Read the abstract before answering. Answer yes, no or maybe."
+    with StubServer(responder=stub_responder(_DropsFirstSentence())) as lock_stub:
+        open_page(page, app.url + "/setup")
+        set_models(page, STUB_SPEC, lock_stub.base_url)
+        fill_key(page, "val_size_pubmedqa", "8")
+        choose_option(page, "preset_textgrad", "quick")
+        fill_key(page, "seed_prompt", seed)
+        click_key(page, "create_session")
+        wait_for(page, ".st-key-run_step button", 60)
+        sid = sid_of(page)
+        page.get_by_text("Lock sentences (0 of 3 locked)").first.click()
+        key(page, f"lock_{sid}_v0_1").locator("label").first.click()
+        wait_idle(page)
+        wait_for(page, "text=Lock sentences (1 of 3 locked)", 20)
+        assert [e["numbers"] for e in events(app.tmp / "sessions", sid) if e["type"] == "sentences_locked"] == [[1]]
+        click_key(page, "run_step")
+        wait_for(page, CANDIDATE_ACCEPT.format(step=1), 60)
+        no_exception(page)
+        text = body_text(page)
+        assert "changes locked sentence" in text and "Accept 1 anyway" in text and "Accept 2" in text
+        shot(page, "10_lock_flagged_candidate")
+        page.locator('[class*="st-key-accept_s1_"] button').filter(has_text="Accept 2").first.click()
+        wait_idle(page)
+        verdict_btn = wait_for(page, ".st-key-confirm button", 90)
+        click_key(page, "confirm" if "accept" in verdict_btn.inner_text() else "override")
+        wait_for(page, ".st-key-run_step button", 30)
+        ev = events(app.tmp / "sessions", sid)
+        upd = [e for e in ev if e["type"] == "proposal"][0]["proposal"]["candidates"][1]["call"]["messages"]
+        assert "<LOCKED>\n- You are a careful clinician.\n</LOCKED>" in upd[-1][1]
+        nav(page, "History")
+        page.get_by_role("tab", name="Blame").click()
+        wait_idle(page)
+        page.get_by_text("Sentence 4 · step 1 · update").first.click()
+        wait_idle(page)
+        no_exception(page)
+        text = body_text(page)
+        assert "Sentence 1 · seed prompt" in text and "Weigh the evidence." in text
+        assert "Failures it came from" in text
+        shot(page, "11_history_blame")
+
+
 def test_studies_page_of_a_three_seed_study_on_the_stub(browser, tmp_path):
     """`pgs study` (the real openai SDK against the stub) finishes 3 seeds x 2 validation sizes; the Studies page
     shows the runs, the per-setting plot with intervals, and opens a run's session in one click."""

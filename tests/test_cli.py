@@ -191,3 +191,37 @@ def test_sigkill_during_validation_then_resume_uses_cache(pgs_env):
     # the current prompt's 50 answers (from the baseline) and the candidate's answers that finished
     # before the kill all come from the cache on resume
     assert s["cached"] >= 50 + finished  # the baseline's answers and the validation calls finished before the kill
+
+
+def test_exclude_and_lock_verbs_record_one_event_each_and_bad_ones_are_one_line(pgs_env):
+    out = pgs("optimize", "--task", "pubmedqa", "--method", "textgrad", "--forward", "fake:f", "--backward", "fake:b",
+              "--steps", "1", "--val-limit", "10", "--json", "--quiet")
+    assert out.returncode == 0, out.stderr
+    sid = last_json(out.stdout)["session"]
+    events = pgs_env / "sessions" / sid / "events.jsonl"
+    val_id = json.loads(events.read_text().splitlines()[2])["report"]["rows"][0]["id"]  # the baseline's first question
+    ex = pgs("exclude", sid, val_id, "--reason", "gold contradicts the abstract", "--json")
+    assert ex.returncode == 0, ex.stderr
+    assert last_json(ex.stdout) == {"session": sid, "question": val_id, "excluded": True,
+                                    "reason": "gold contradicts the abstract", "from_step": 2, "excluded_total": 1}
+    dis = pgs("exclude", sid, val_id, "--reason", "on second thought", "--dispute-only")
+    assert dis.returncode == 0 and "label disputed (still asked)" in dis.stdout and "0 excluded in all" in dis.stdout
+    blame = last_json(pgs("blame", sid, "--json").stdout)["sentences"]
+    lock = pgs("lock", sid, "--sentence", "1", "--json")
+    assert lock.returncode == 0, lock.stderr
+    assert last_json(lock.stdout)["locked"] == [blame[0]["text"]] == last_json(lock.stdout)["locks"]
+    unlock = pgs("lock", sid, "--sentence", "1", "--unlock")
+    assert unlock.returncode == 0 and unlock.stdout.strip().endswith("0 sentences locked")
+    logged = [json.loads(line)["type"] for line in events.read_text().splitlines()]
+    assert logged[-4:] == ["label_disputed", "label_disputed", "sentences_locked", "sentences_unlocked"]
+    for args, msg in ((("exclude", sid, "no-such-q", "--reason", "x"), "no question 'no-such-q'"),
+                      (("lock", sid, "--sentence", str(len(blame) + 1)), f"no sentence {len(blame) + 1}"),
+                      (("lock", sid, "--sentence", "0"), "no sentence 0"),
+                      (("exclude", sid, val_id, "--reason", " "), "a reason")):
+        bad = pgs(*args)
+        assert bad.returncode == 2 and msg in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert len(events.read_text().splitlines()) == len(logged)  # nothing written by a refused verb
+    rep = pgs("export", sid, "-o", str(pgs_env / "b.json"))
+    assert rep.returncode == 0
+    replay = pgs("replay", str(pgs_env / "b.json"), env={"PYTHONPATH": subprocess_pythonpath(fake_provider=False)})
+    assert "identical; responses missing from the bundle: 0" in replay.stdout, replay.stdout + replay.stderr

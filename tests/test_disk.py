@@ -101,7 +101,11 @@ def test_full_sessions_disk_stops_with_one_line_and_resumes(pgs_env, small_disk)
     assert [e["type"] for e in events][:3] == ["created", "auto", "baseline"]  # the requested run, then step 0
     again = run_limited(["resume", sid, "--quiet", "--sessions-dir", str(root)], None if small_disk else 200 * 1024)
     assert_one_line_exit_2(again, "Cannot write session")  # still full: refused again, nothing damaged
-    assert assert_whole_lines(root / sid / "events.jsonl") == events
+    # nothing damaged: whole lines, the earlier events unchanged; an event that fits in the few bytes freed by
+    # cutting back the failed line may be added (how many depends on the sizes of this split's events)
+    again_events = assert_whole_lines(root / sid / "events.jsonl")
+    assert again_events[: len(events)] == events and len(again_events) <= len(events) + 3
+    events = again_events
     if small_disk:
         assert _mount("-o", "remount,size=8m", str(small_disk))
     done = run_limited(["resume", sid, "--steps", "1", "--quiet", "--no-cache", "--sessions-dir", str(root), "--json"], None)

@@ -170,12 +170,31 @@ def _req(task, ex):
     return forward_request("Answer.", task, ex)
 
 
-def test_run_job_inside_a_running_loop_says_what_to_do():
-    async def inner():
-        return run_job(lambda: asyncio.sleep(0))
+def test_run_job_inside_a_running_loop_runs_on_its_own_loop_and_returns():
+    """A synchronous call from a thread whose loop runs (a notebook cell, Playwright's sync API): the job gets
+    one fresh loop of its own, its clients are closed on that loop, and errors reach the caller."""
+    seen: dict[str, object] = {}
 
-    with pytest.raises(RuntimeError, match="await the coroutine"):
-        asyncio.run(inner())
+    class Client:
+        async def aclose(self):
+            seen["closed_on"] = asyncio.get_running_loop()
+
+    async def job():
+        seen["ran_on"] = asyncio.get_running_loop()
+        return 42
+
+    async def inner():
+        outer = asyncio.get_running_loop()
+        assert run_job(job, Client()) == 42
+        with pytest.raises(ValueError, match="boom"):
+            run_job(lambda: _boom())
+        return outer
+
+    async def _boom():
+        raise ValueError("boom")
+
+    outer = asyncio.run(inner())
+    assert seen["ran_on"] is seen["closed_on"] and seen["ran_on"] is not outer
 
 
 # ---------------------------------------------------------------- cancel is immediate

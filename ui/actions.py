@@ -32,13 +32,15 @@ def _start(s: Session, kind: str, label: str, work) -> Job | None:
     if problems:
         st.error("Cannot run models: " + md_escape("; ".join(problems)) + ".", icon=":material/key:")
         return None
+    running: dict[str, Job] = {}  # the job, once it exists: SDK retries are shown on its progress line
     try:
-        models = state.models_for(s.config)
+        models = state.models_for(s.config, on_retry=lambda n: running["job"].on_retry(n) if running else None)
     except Exception as exc:  # noqa: BLE001 - a bad spec or provider is the user's to fix
         st.error(f"Cannot build the models: {md_escape(exc)}", icon=":material/error:")
         return None
 
     def run(job: Job):
+        running["job"] = job
         return work(job, models)
 
     try:
@@ -60,6 +62,13 @@ def start_step(s: Session, regenerate: bool = False) -> Job | None:
     label = f"Step {s.next_step_index}: {'regenerate' if regenerate else 'minibatch and proposal'}"
     return _start(s, "step", label, lambda job, m: s.start_step(models=m, progress=job.on_progress, cancel=job.cancel,
                                                                regenerate=regenerate))
+
+
+def start_retry(s: Session) -> Job | None:
+    st_ = s.step
+    n = len(st_.failed_calls) if st_ else 0
+    return _start(s, "step", f"Step {st_.index if st_ else '?'}: retry {n} failed call{'s' if n != 1 else ''}",
+                  lambda job, m: s.retry_failed(models=m, progress=job.on_progress, cancel=job.cancel))
 
 
 def start_validate(s: Session) -> Job | None:

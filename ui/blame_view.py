@@ -1,12 +1,13 @@
 """Blame in the app: each sentence of a version as text, with the step, gradient and failures behind it in an
-expander (the teaching view: failure -> gradient -> edit -> score). Wired into History by its owner."""
+expander (the teaching view: failure -> gradient -> edit -> score). History's "Blame" tab is `blame_tab`."""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from core.blame import SentenceBlame
+from core.blame import SentenceBlame, blame
+from core.testlock import AFTER_TEST
 
 from .render import md_escape, plain
 
@@ -51,3 +52,14 @@ def render_blame(sentences: list[SentenceBlame]) -> None:
             if s.failures:
                 st.markdown("**Failures it came from**")
                 st.dataframe(failures_frame(s), hide_index=True)
+
+
+def blame_tab(s, after_test: set | frozenset = frozenset()) -> None:
+    """Pick a version; each of its sentences with the step, gradient and failures that introduced it."""
+    vs = s.versions
+    names = [f"v{v.number} · step {v.step} · {v.origin}" + (f" · {AFTER_TEST}" if v.step in after_test else "")
+             for v in vs]
+    n = st.selectbox("Version", range(len(vs)), index=len(vs) - 1, format_func=names.__getitem__, key="blame_version")
+    st.caption("Open a sentence to see where it came from: the failures behind the gradient, the gradient, the "
+               "candidate that brought it in, and the gate's score change.")
+    render_blame(blame(s, n))

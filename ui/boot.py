@@ -45,7 +45,7 @@ def main() -> None:
     st.set_page_config(layout="wide", page_title="Prompt Gradient Studio", page_icon="🧭")  # an emoji: no fetch
     with _frame():
         page = st.navigation(pages())
-        sidebar.render()
+        sidebar.render(on_setup=getattr(page, "url_path", "") == "setup")
         page.run()
 
 

@@ -24,12 +24,13 @@ import streamlit as st
 from core import paths
 from core.cache import CacheError, ResponseCache
 from core.engine import Cancelled
-from core.llm import LLMError, redact
+from core.llm import LLMError, RetryNotice, for_surface, redact
 from core.runner import CancelToken, Progress
 from core.session import Session, SessionError, SessionLocked
 from core.tasks import TaskError
 
 from .render import md_escape
+from .status import phase_label, retry_text
 
 USER_ERRORS = (SessionError, LLMError, TaskError, CacheError, ValueError)
 MAX_FINISHED = 40
@@ -58,6 +59,7 @@ class Job:
     thread: threading.Thread | None = None
     seen: bool = False  # the finished result was shown once
     _parts: dict = field(default_factory=dict, repr=False)  # phase -> {id: Progress} of its batches
+    retry: tuple[RetryNotice, float, int] | None = None  # the latest SDK retry: (notice, when, calls done then)
 
     @property
     def running(self) -> bool:
@@ -79,6 +81,18 @@ class Job:
             for k in ("done", "total", "cached", "failed", "input_tokens", "output_tokens", "cost_usd", "saved_usd"):
                 setattr(agg, k, getattr(agg, k) + getattr(q, k))
         self.progress = agg
+
+    def on_retry(self, notice: RetryNotice) -> None:
+        """A ClientOptions.on_retry callback (the worker's event loop): shown until the next call finishes."""
+        self.retry = (notice, time.time(), self.progress.done if self.progress else 0)
+
+    def retry_line(self) -> str | None:
+        if self.retry is None or not self.running:
+            return None
+        notice, at, done = self.retry
+        if self.progress is not None and self.progress.done > done:
+            return None
+        return retry_text(notice, at)
 
     def fraction(self) -> float:
         p = self.progress
@@ -207,7 +221,7 @@ def _work(job: Job, fn: Callable[[Job], Any], secrets: list[str]) -> None:
         job.status = "cancelled"
     except BaseException as exc:  # noqa: BLE001 - a worker must never die silently
         job.status = "error"
-        job.error = redact(error_message(exc), secrets)
+        job.error = redact(for_surface(error_message(exc), "app"), secrets)
         if not isinstance(exc, USER_ERRORS):
             sys.stderr.write(redact(traceback.format_exc(), secrets))
     finally:
@@ -223,9 +237,10 @@ def registry() -> Registry:
 # ---------- drawing ----------
 def _progress_text(job: Job) -> str:
     p = job.progress
+    retry = job.retry_line()
     if p is None or not p.total:
-        return f"{job.label} · waiting for the first answers · {job.elapsed:.0f}s"
-    bits = [f"{job.label}", f"phase: {job.phase}"]
+        return f"{job.label} · waiting for the first answers · {job.elapsed:.0f}s" + (f" · {retry}" if retry else "")
+    bits = [f"{job.label}", f"phase: {phase_label(job.phase)}"]
     if p is not None and p.total:
         bits.append(f"{p.done}/{p.total} calls")
         if p.cached:
@@ -233,7 +248,7 @@ def _progress_text(job: Job) -> str:
         if p.failed:
             bits.append(f"{p.failed} failed")
     bits.append(f"{job.elapsed:.0f}s")
-    return " · ".join(bits)
+    return " · ".join(bits) + (f" · {retry}" if retry else "")
 
 
 def draw_running(job: Job, *, key: str) -> None:

@@ -8,7 +8,7 @@ import streamlit as st
 
 from core.session import list_sessions
 
-from . import state
+from . import saved_settings, state
 from .render import md_code, md_escape, money
 
 
@@ -27,7 +27,13 @@ def _pick() -> None:
     state.set_current(st.session_state.get("sidebar_session"))
 
 
-def render() -> None:
+def render(on_setup: bool = False) -> None:
+    """The sidebar; first the saved provider settings are loaded (once) and Setup's form is put back."""
+    from .setup_helpers import restore_setup_form
+
+    saved_settings.load_once()
+    if on_setup:
+        restore_setup_form()
     with st.sidebar:
         st.markdown("#### Providers")
         lines = []
@@ -36,6 +42,8 @@ def render() -> None:
         st.markdown("  \n".join(lines))
         if not state.any_provider():
             st.caption("No model provider yet: add a key or probe a local server in Settings.")
+        if st.session_state.get("_settings_error"):
+            st.caption(f":orange[:material/warning:] {md_escape(st.session_state['_settings_error'])}")
 
         st.markdown("#### Session")
         rows = list_sessions(state.sessions_root())

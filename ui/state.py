@@ -24,7 +24,7 @@ from .jobs import Job, Registry, registry, session_key
 from .render import md_escape
 
 KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
-DEFAULT_OPTIONS = {"concurrency": 8, "timeout_s": 60.0, "max_retries": 4}
+DEFAULT_OPTIONS = {"concurrency": 8, "timeout_s": 0.0, "max_retries": 4, "stream": True}  # timeout 0: chosen per server
 
 
 def ss(name: str, default):
@@ -140,9 +140,10 @@ def options() -> dict:
     return ss("client_options", dict(DEFAULT_OPTIONS))
 
 
-def client_options() -> ClientOptions:
+def client_options(on_retry=None) -> ClientOptions:
     o = options()
-    return ClientOptions(timeout_s=float(o["timeout_s"]), max_retries=int(o["max_retries"]))
+    return ClientOptions(timeout_s=float(o["timeout_s"] or 0) or None, max_retries=int(o["max_retries"]),
+                         stream=bool(o.get("stream", True)), on_retry=on_retry)
 
 
 # ---------- cache, runner, models ----------
@@ -162,10 +163,10 @@ def runner() -> Runner:
     return Runner(cache=response_cache(), concurrency=int(options()["concurrency"]))
 
 
-def models_for(cfg: SessionConfig) -> Models:
+def models_for(cfg: SessionConfig, on_retry=None) -> Models:
     """Fresh models for one job (SDK clients are created inside the job's event loop), priced by the
-    session's snapshot (this browser's overrides for a model it lacks)."""
-    return Models.from_config(cfg, runner(), keys=api_keys(), options=client_options(),
+    session's snapshot (this browser's overrides for a model it lacks); `on_retry` sees each SDK retry."""
+    return Models.from_config(cfg, runner(), keys=api_keys(), options=client_options(on_retry),
                               price_overrides=price_overrides())
 
 

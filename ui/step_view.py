@@ -5,12 +5,14 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from core import person_marks as marks
 from core.evaluate import EvalReport
 from core.gate import POLICY_HELP
 from core.lineage import Candidate, Gradient, Proposal, call_name, verdicts
+from core.llm import for_surface
 from core.session import Session, Step
 
-from . import state
+from . import person_marks, state
 from .render import badge_row, call_record, ci, diff, md_code, md_escape, pct, plain
 
 FILTERS = ("all", "failures", "unparsed")
@@ -28,7 +30,7 @@ def report_frame(s: Session, rep: EvalReport, *, raw: bool = False) -> pd.DataFr
     return pd.DataFrame(rows, columns=["id", "question", "gold", "answer", "status"] + (["raw output"] if raw else []))
 
 
-def minibatch(s: Session, st_: Step, *, key: str) -> None:
+def minibatch(s: Session, st_: Step, *, key: str, dispute: bool = False) -> None:
     if not st_.forward:
         st.caption("No minibatch answers recorded for this step yet.")
         return
@@ -58,11 +60,12 @@ def minibatch(s: Session, st_: Step, *, key: str) -> None:
         st.dataframe(df, hide_index=True, key=f"mb_{key}",
                      column_config={"question": st.column_config.TextColumn(width="large"),
                                     "raw output": st.column_config.TextColumn(width="large")})
-        read_in_full(s, rep, list(df["id"]), key=key)
+        read_in_full(s, rep, list(df["id"]), key=key, dispute=dispute)
 
 
-def read_in_full(s: Session, rep: EvalReport, ids: list[str], *, key: str) -> None:
-    """One question with the model's whole answer, as text (tables cut long cells)."""
+def read_in_full(s: Session, rep: EvalReport, ids: list[str], *, key: str, dispute: bool = False) -> None:
+    """One question with the model's whole answer, as text (tables cut long cells); `dispute`: with a
+    "Dispute label" control."""
     rows = {r.id: r for r in rep.rows}
     with st.expander("Read a question and the model's answer in full"):
         qid = st.selectbox("Question", ids, key=f"full_{key}",
@@ -71,6 +74,8 @@ def read_in_full(s: Session, rep: EvalReport, ids: list[str], *, key: str) -> No
         r = rows.get(qid)
         if r is None:
             return
+        if dispute:
+            person_marks.dispute_popover(s, r.id, key=f"{key}_{r.id}")
         st.caption("Question, as the model saw it")
         plain(state.question_text(s, r.id) or r.input, box=True)
         st.caption("Raw model output" + (" (the call failed)" if r.error else ""))
@@ -108,13 +113,19 @@ def candidate_card(s: Session, cand: Candidate, k: int, current: str, *, actions
         badges = [(f"candidate {k}", "blue"), (cand.origin, "gray")]
         if cand.flagged:
             badges.append(("parsed by fallback", "orange"))
-        badges += [(f.split(":")[0], "red") for f in cand.flags]  # "cut off", "breaks constraint", "leaks ... data"
+        broken = marks.broken_locks(cand.prompt, s.active_locks()) if actions else []  # locks made since, too
+        flags = cand.flags + [marks.lock_flag(x) for x in broken if marks.lock_flag(x) not in cand.flags]
+        lock_flags = [f for f in flags if f.startswith("changes locked sentence")]
+        # "cut off", "breaks constraint", "leaks ... data"; one badge for any number of changed locked sentences
+        badges += [(f.split(":")[0], "red") for f in flags if f not in lock_flags]
+        badges += [("changes locked sentence", "red")] if lock_flags else []
         badge_row(badges)
-        details = [f for f in cand.flags if ":" in f]
-        if cand.flags:
+        details = [f for f in flags if ":" in f]
+        if flags:
             st.caption("Flagged: the automatic policy will not take it" + (
                 "; one with validation or test text fails the gate unless you override" if any(
-                    x in cand.leaks for x in ("val", "test")) else "") + ".")
+                    x in cand.leaks for x in ("val", "test")) else "")
+                + ("; one that changes a locked sentence is taken only by override" if lock_flags else "") + ".")
         for f in details:
             st.text(f)  # constraint text comes from the session: shown as text
         if cand.score is not None:
@@ -130,9 +141,15 @@ def candidate_card(s: Session, cand: Candidate, k: int, current: str, *, actions
         call_record(cand.call)
         if actions:
             b1, b2 = st.columns(2)
-            b1.button(f"Accept {k}", key=f"accept_{key}_{cand.id}", type="primary", width="stretch",
-                      on_click=_set, args=({"pending_action": ("accept", cand.id)},),
-                      help="Accept this candidate and score it on the validation set")
+            if broken:  # taking it is an explicit override, recorded on the decision
+                b1.button(f"Accept {k} anyway", key=f"accept_{key}_{cand.id}", width="stretch",
+                          icon=":material/lock_open:",
+                          on_click=_set, args=({"pending_action": ("accept_override", cand.id)},),
+                          help="It changes a locked sentence: accept it by override (recorded) and validate it")
+            else:
+                b1.button(f"Accept {k}", key=f"accept_{key}_{cand.id}", type="primary", width="stretch",
+                          on_click=_set, args=({"pending_action": ("accept", cand.id)},),
+                          help="Accept this candidate and score it on the validation set")
             b2.button(f"Edit {k}", key=f"edit_{key}_{cand.id}", width="stretch",
                       on_click=_set, args=({"edit_source": cand.id, "edit_text": cand.prompt},),
                       help="Copy it into the editor below")
@@ -147,8 +164,10 @@ def proposal_view(s: Session, st_: Step, *, actions: bool, key: str) -> None:
     prop: Proposal | None = st_.proposal
     if prop is None:
         return
-    if prop.note:
-        st.info(md_escape(prop.note), icon=":material/info:")
+    if prop.note:  # a failed call is an error with what to do about it, not an information
+        failed = "failed" in prop.note or "timed out" in prop.note
+        (st.error if failed else st.info)(md_escape(for_surface(prop.note, "app")),
+                                          icon=":material/error:" if failed else ":material/info:")
     st.markdown(f"#### Gradients ({len(prop.gradients)})")
     if not prop.gradients:
         st.caption("No gradients in this proposal.")
@@ -205,7 +224,7 @@ def decision_summary(s: Session, st_: Step) -> None:
             diff(s.versions[st_.parent_version].prompt if st_.parent_version < len(s.versions) else "", d["prompt"])
 
 
-def gate_view(s: Session, st_: Step) -> None:
+def gate_view(s: Session, st_: Step, *, dispute: bool = False) -> None:
     g = st_.gate
     if g is None:
         return
@@ -231,6 +250,10 @@ def gate_view(s: Session, st_: Step) -> None:
         verdict += (" — but the prompt contains " + " and ".join({"val": "validation", "test": "test"}[x] for x in leaks)
                     + " question text, so it passes only if you override")
     (st.success if passed else st.warning)(verdict, icon=":material/check_circle:" if passed else ":material/warning:")
+    person_marks.gate_exclusions(s, st_)
+    if dispute and st_.candidate_report is not None:
+        person_marks.question_dispute(s, [r.id for r in st_.candidate_report.rows], key=f"gate{st_.index}",
+                                      enabled=True, what="validation")
     f1, f2 = st.columns(2)
     for col, ids, what in ((f1, g.fixed, "fixed (wrong before, right now)"), (f2, g.broke, "broke (right before, wrong now)")):
         with col:

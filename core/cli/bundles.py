@@ -60,10 +60,14 @@ def cmd_replay(a: argparse.Namespace) -> int:
         print(f"  step {st['step']}: {st['action']} -> {st['replayed_outcome']} (recorded {st['recorded_outcome']}){val}")
     if r.first_difference:
         print(f"  first difference: {r.first_difference}")
-    print(f"{'identical' if r.matches else 'DIFFERENT'}; responses missing from the bundle: {r.misses}")
+    missing = f" (first: {'; '.join(r.missing[:3])})" if r.missing else ""
+    failed = (f"; calls that failed in the session, replayed as the same failure: {r.failures_replayed}"
+              if r.failures_replayed else "")
+    print(f"{'identical' if r.matches else 'DIFFERENT'}; responses missing from the bundle: {r.misses}{missing}{failed}")
     if a.json:
         print(json.dumps({"session": r.session, "matches": r.matches, "misses": r.misses, "steps": r.steps,
-                          "first_difference": r.first_difference}))
+                          "first_difference": r.first_difference, "missing": r.missing,
+                          "failures_replayed": r.failures_replayed}))
     return 0 if r.matches else 1
 
 

@@ -18,7 +18,7 @@ from ..bundle import BundleError
 from ..cache import CacheError, ResponseCache
 from ..checks import BUDGET, COUNT, COUNT0, TOKENS, CheckError, Range, check_number, parse_setting
 from ..engine import Cancelled
-from ..llm import ClientOptions, LLMError, ModelSpec, make_model, price_for, set_price_overrides
+from ..llm import ClientOptions, LLMError, for_surface, ModelSpec, make_model, price_for, set_price_overrides
 from ..paths import CACHE_HELP, SESSIONS_HELP, sessions_dir
 from ..protegi import ProtegiConfig
 from ..runner import Progress, Runner
@@ -68,7 +68,7 @@ def one_line_error(exc: BaseException) -> tuple[str, int] | None:
     """(message, exit code) for an error the user must see as one line; None for a bug."""
     for entry in ONE_LINE_ERRORS:
         if isinstance(exc, entry.kind):
-            return entry.message(exc), entry.exit_code
+            return for_surface(entry.message(exc), "cli"), entry.exit_code
     return None
 
 
@@ -122,7 +122,8 @@ def add_task_args(p: argparse.ArgumentParser, task_required: bool = True) -> Non
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8088/v1")
     p.add_argument("--concurrency", type=int, default=8)
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds per call (default 60)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds per call (default: chosen per server, 600 local or compatible, 60 OpenAI/Anthropic)")
     p.add_argument("--retries", type=int, default=4, help="SDK retries on 429/5xx (default 4)")
     p.add_argument("--no-cache", action="store_true", help="bypass the response cache")
     p.add_argument("--cache-dir", help=CACHE_HELP)

@@ -1,5 +1,6 @@
 """`pgs blame`: where each sentence of a prompt version came from (read-only; works while another process
-holds the session, and on an imported bundle's session)."""
+holds the session, and on an imported bundle's session). `pgs exclude` and `pgs lock`: the person's marks
+(a disputed or excluded question, a locked sentence), each one event."""
 
 from __future__ import annotations
 
@@ -52,6 +53,35 @@ def cmd_blame(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_exclude(a: argparse.Namespace) -> int:
+    with Session.open(a.id, root=sessions_root(a)) as s:
+        d = s.dispute(a.question, a.reason, exclude=not a.dispute_only)
+        excluded = len(s.folded.excluded())
+    if a.json:
+        print(json.dumps({"session": a.id, "question": d.question, "excluded": d.exclude, "reason": d.reason,
+                          "from_step": d.step, "excluded_total": excluded}, ensure_ascii=False))
+    else:
+        what = "excluded from minibatches and gates" if d.exclude else "label disputed (still asked)"
+        print(f"question {_plain(d.question)}: {what} from step {d.step} on; {excluded} excluded in all")
+    return 0
+
+
+def cmd_lock(a: argparse.Namespace) -> int:
+    with Session.open(a.id, root=sessions_root(a)) as s:
+        texts = (s.unlock_sentences if a.unlock else s.lock_sentences)(a.sentence)
+        locks = s.active_locks()
+        version = s.current.number
+    if a.json:
+        print(json.dumps({"session": a.id, "version": version, "unlocked" if a.unlock else "locked": texts,
+                          "locks": locks}, ensure_ascii=False))
+    else:
+        verb = "unlocked" if a.unlock else "locked"
+        for n, text in zip(a.sentence, texts):
+            print(f"sentence {n} of v{version} {verb}: {_plain(text, 160)}")
+        print(f"{len(locks)} sentence{'s' if len(locks) != 1 else ''} locked")
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     b = sub.add_parser("blame", help="each sentence of a prompt version, with the step, gradient and failures "
                                      "that introduced it (read-only)")
@@ -59,3 +89,21 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--version", type=int, help="version number (default: the current one)")
     add_session_output_args(b)
     b.set_defaults(fn=cmd_blame)
+
+    e = sub.add_parser("exclude", help="exclude a question from minibatches and gates from now on (or, with "
+                                       "--dispute-only, mark its gold label disputed); the data is not changed")
+    e.add_argument("id")
+    e.add_argument("question", help="the question id (as in pgs step --json or the app)")
+    e.add_argument("--reason", required=True, help="why the gold label is disputed")
+    e.add_argument("--dispute-only", action="store_true", help="keep asking it; only record the dispute")
+    add_session_output_args(e)
+    e.set_defaults(fn=cmd_exclude)
+
+    k = sub.add_parser("lock", help="lock a sentence of the current prompt (numbered as pgs blame numbers "
+                                    "them): candidates must keep it verbatim")
+    k.add_argument("id")
+    k.add_argument("--sentence", type=int, action="append", required=True, metavar="N",
+                   help="sentence number, from 1 (repeat for more)")
+    k.add_argument("--unlock", action="store_true", help="unlock instead")
+    add_session_output_args(k)
+    k.set_defaults(fn=cmd_lock)
