@@ -80,3 +80,49 @@ def paired_outcomes(a: Mapping[str, bool | None], b: Mapping[str, bool | None]) 
     shared = [i for i in a if i in b]
     ids = [i for i in shared if a[i] is not None and b[i] is not None]
     return PairedOutcomes(ids, [bool(a[i]) for i in ids], [bool(b[i]) for i in ids], len(shared) - len(ids))
+
+
+# Student's t 0.975 quantiles for 1..30 degrees of freedom (two-sided 95 %); beyond 30, a Cornish-Fisher expansion
+_T975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281, 2.2010, 2.1788, 2.1604,
+         2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860, 2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555,
+         2.0518, 2.0484, 2.0452, 2.0423)
+
+
+def t975(df: int) -> float:
+    """The 0.975 quantile of Student's t with `df` degrees of freedom (df >= 1)."""
+    if df < 1:
+        raise ValueError(f"need df >= 1, got {df}")
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = 1.959964
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+
+
+@dataclass
+class SampleSummary:
+    """Mean, sample standard deviation (n - 1) and the 95 % t-interval of the mean, over n runs.
+    sd and the interval are None for fewer than two runs; mean is None for none."""
+
+    n: int
+    mean: float | None
+    sd: float | None
+    ci95: tuple[float, float] | None
+
+    def to_json(self) -> dict:
+        r = (lambda x: None if x is None else round(x, 6))
+        return {"n": self.n, "mean": r(self.mean), "sd": r(self.sd),
+                "ci95": [r(self.ci95[0]), r(self.ci95[1])] if self.ci95 is not None else None}
+
+
+def summarise(values: Sequence[float]) -> SampleSummary:
+    """Summary of independent runs' scores: mean ± t(0.975, n-1) · sd / sqrt(n) (a t-interval over runs)."""
+    xs = [float(v) for v in values]
+    n = len(xs)
+    if n == 0:
+        return SampleSummary(0, None, None, None)
+    mean = sum(xs) / n
+    if n == 1:
+        return SampleSummary(1, mean, None, None)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
+    half = t975(n - 1) * sd / math.sqrt(n)
+    return SampleSummary(n, mean, sd, (mean - half, mean + half))

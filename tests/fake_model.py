@@ -203,3 +203,18 @@ class TableModel(FakeModel):
         if qid in self.table.get(system, set()):
             return f"Answer: {gold}"
         return f"Answer: {next(lab for lab in labels if lab != gold)}"
+
+
+@dataclass
+class MinibatchFake(FakeModel):
+    """FakeModel whose critique and rewrite carry a hash of what they were shown, so seeds (other minibatches)
+    give other prompts; which prompt scores better is left to the fake's hash, not rigged."""
+
+    def reply(self, req):
+        user = next((c for r, c in reversed(req.messages) if r == "user"), "")
+        if req.tag == "textgrad.gradient":
+            return f"<FEEDBACK>Weigh the evidence (case {_h(user) % 997}).</FEEDBACK>"
+        if req.tag == "textgrad.update":
+            prompt = _between(user, "<VARIABLE> ", " </VARIABLE>")
+            return f"<IMPROVED_VARIABLE>{prompt} Weigh the evidence, note {_h(user) % 997}.</IMPROVED_VARIABLE>"
+        return super().reply(req)

@@ -20,7 +20,7 @@ from core.session import Session, SessionConfig, list_sessions
 from tests.fake_model import FakeModel
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
-PAGES = ["overview", "setup", "optimize", "history", "evaluate", "settings"]
+PAGES = ["overview", "setup", "optimize", "history", "evaluate", "studies", "settings"]
 XSS = "<script>alert(1)</script> **bold**"
 
 

@@ -560,3 +560,44 @@ def test_person_feedback_and_gradient_in_a_guided_step(browser, app, stub):
         shot(page, "16_person_gradient_candidates")
     finally:
         ctx.close()
+
+
+def test_studies_page_of_a_three_seed_study_on_the_stub(browser, tmp_path):
+    """`pgs study` (the real openai SDK against the stub) finishes 3 seeds x 2 validation sizes; the Studies page
+    shows the runs, the per-setting plot with intervals, and opens a run's session in one click."""
+    import json
+    import subprocess
+
+    from tests.browser_util import streamlit_server
+    from tests.conftest import pgs_cmd
+    from tests.fake_model import MinibatchFake
+
+    with StubServer(responder=stub_responder(MinibatchFake())) as study_stub:
+        env = app_env(tmp_path)
+        out = subprocess.run(pgs_cmd() + ["study", "--task", "pubmedqa", "--forward", STUB_SPEC, "--backward", STUB_SPEC,
+                                          "--base-url", study_stub.base_url, "--seeds", "3", "--val-sizes", "50,100",
+                                          "--presets", "quick", "--steps", "2", "--reveal-test", "--test-limit", "40",
+                                          "--json"], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    d = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(d["runs"]) == 6 and all(r["status"] == "done" and r["test"] is not None for r in d["runs"])
+    with streamlit_server(env, log=tmp_path / "streamlit.log") as server:
+        ctx, page = new_page(browser)
+        try:
+            open_page(page, server.url)
+            nav(page, "Studies")
+            wait_for(page, '[data-testid="stPlotlyChart"]', 60)
+            wait_idle(page)
+            no_exception(page)
+            text = body_text(page)
+            assert d["study"] in text and "Final validation per setting" in text
+            assert count_testid(page, "stDataFrame") == 2
+            shot(page, "20_studies")
+            docs_shot(page, "studies", scroll_to='[data-testid="stMetric"]')
+            target = d["runs"][4]["session"]
+            click_key(page, f"study_open_{target}")
+            wait_for(page, '[data-testid="stMain"] h1:has-text("History")', 60)
+            assert sid_of(page) == target
+            no_exception(page)
+        finally:
+            ctx.close()

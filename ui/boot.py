@@ -33,6 +33,7 @@ def pages() -> list:
         st.Page("pages/optimize.py", title="Optimize", icon=":material/auto_fix_high:"),
         st.Page("pages/history.py", title="History", icon=":material/timeline:"),
         st.Page("pages/evaluate.py", title="Evaluate", icon=":material/science:"),
+        st.Page("pages/studies.py", title="Studies", icon=":material/stacked_line_chart:"),
         st.Page("pages/settings.py", title="Settings", icon=":material/settings:"),
     ]
 

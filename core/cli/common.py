@@ -87,6 +87,8 @@ ARG_RANGES: dict[str, tuple[Range, bool]] = {
     "limit": (COUNT, True), "val_size": (COUNT, True), "test_size": (COUNT0, True),
     "timeout": (Range(0, 86400, open_low=True), False), "retries": (Range(0, 100), True),
     "concurrency": (Range(1, 1024), True),
+    "seeds": (Range(1, 100), True), "parallel": (Range(1, 64), True), "test_limit": (COUNT, True),
+    "poll_seconds": (Range(0, 3600), False),
 }
 
 

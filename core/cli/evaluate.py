@@ -6,10 +6,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from ..baselines import strategy_prompt
-from ..evaluate import evaluate
-from ..paths import SESSIONS_HELP
+from ..batch import BatchStatus, batch_runner
+from ..evaluate import evaluate, forward_request, report_from
+from ..paths import SESSIONS_HELP, cache_dir
 from ..session import Session
 from ..tasks import list_tasks
 from ..testlock import SEALED_MESSAGE, SEALED_SPLIT, score_split, version_entries
@@ -56,8 +58,11 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     model = model_from_args(a)
     runner = runner_from_args(a)
     tell_file_format(a, task)
-    report = evaluate(prompt, examples, model, task=task, runner=runner, max_tokens=a.max_tokens,
-                      progress=None if a.quiet else progress_bar(f"{a.task}/{a.split}"))
+    if a.batch:
+        report = evaluate_batch(a, prompt, examples, model, task, runner)
+    else:
+        report = evaluate(prompt, examples, model, task=task, runner=runner, max_tokens=a.max_tokens,
+                          progress=None if a.quiet else progress_bar(f"{a.task}/{a.split}"))
     if report.fatal:
         raise ConfigError(report.fatal)
     if report.n and report.errors == report.n:
@@ -82,6 +87,25 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
+def evaluate_batch(a: argparse.Namespace, prompt: str, examples, model, task, runner):
+    """--batch: the questions as one OpenAI Batch API job (half price), polled with a status line on stderr;
+    a run killed while it waits resumes the recorded batch; answers are cached like any call's."""
+    reqs = [forward_request(prompt, task, ex, max_tokens=a.max_tokens) for ex in examples]
+    records = Path(a.cache_dir or cache_dir()) / "batches"
+    batch = batch_runner(model.spec, cache=runner.cache, record_dir=records, price=getattr(model, "price", None),
+                        poll_s=a.poll_seconds, timeout_s=a.timeout)
+    last: list = [None]
+
+    def show(st: BatchStatus) -> None:
+        line = (f"batch {st.batch_id}{' (resumed)' if st.resumed else ''}: {st.status} {st.completed}/{st.total} "
+                f"failed {st.failed}")
+        if not a.quiet and line != last[0]:
+            print(line, file=sys.stderr, flush=True)
+        last[0] = line
+
+    return report_from(prompt, task, examples, batch.run(reqs, on_status=show))
+
+
 def version_numbers(text: str | None, n_versions: int) -> list[int]:
     """--versions as version numbers: default the seed and the current version; 'all'; or '0,v2,3'."""
     if not text:
@@ -99,6 +123,8 @@ def version_numbers(text: str | None, n_versions: int) -> list[int]:
 
 def cmd_evaluate_session(a: argparse.Namespace) -> int:
     """Score versions of a session on a.split with the session's task and forward model."""
+    if a.batch:
+        raise ConfigError("--batch scores one prompt (--task, --model); with --session it is not available yet.")
     if a.split == SEALED_SPLIT and not a.reveal_test:
         raise ConfigError(f"{SEALED_MESSAGE}; pass --reveal-test to score on it.")
     if a.task or a.model:
@@ -152,6 +178,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="allow scoring on the sealed test split (recorded in the session's log as a reveal)")
     add_model_args(e)
     add_prompt_args(e)
+    e.add_argument("--batch", action="store_true", help="send the questions as one OpenAI Batch API job or "
+                   "Anthropic Message Batch (half price, results within 24 h); polled, resumed after a crash, cached like any call")
+    e.add_argument("--poll-seconds", type=float, default=30.0, help="with --batch: seconds between polls (30)")
     e.add_argument("--strategy", default="zero-shot", help="zero-shot | cot | few-shot:K (default zero-shot)")
     e.add_argument("--limit", type=int, help="only the first N questions of the split")
     e.add_argument("--max-tokens", type=int, default=512, help="answer length limit (default 512)")
