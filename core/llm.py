@@ -388,7 +388,8 @@ def _visible_retries(client_cls: type) -> type:
 
 # Servers that refused a streamed call but answered a plain one: later calls to them are not streamed.
 _non_streaming: set[str] = set()
-STREAM_REFUSED = (400, 404, 405, 415, 422, 501)
+STREAM_REFUSED = (404, 405, 415, 501)  # the endpoint or the streamed form is not there
+STREAM_MAYBE_REFUSED = (400, 422)  # a bad request: about streaming only when the server's message says so
 
 
 class _NoStream(Exception):
@@ -396,7 +397,12 @@ class _NoStream(Exception):
 
 
 def _refuses_stream(exc: BaseException) -> bool:
-    return isinstance(exc, _NoStream) or getattr(exc, "status_code", None) in STREAM_REFUSED
+    """A refused stream (tried once plainly), not a bad request such as a prompt over the context length,
+    which would fail the same way plainly and only double the calls."""
+    status = getattr(exc, "status_code", None)
+    if isinstance(exc, _NoStream) or status in STREAM_REFUSED:
+        return True
+    return status in STREAM_MAYBE_REFUSED and "stream" in str(exc).lower()
 
 
 class _ProviderBase:
