@@ -255,6 +255,7 @@ def test_app_reveal_button_warns_records_and_history_marks_and_scores_confirmati
     assert any("McNemar p" in df.value.columns for df in at.dataframe)
     _run(at.switch_page("pages/optimize.py"))
     press(at, "run_step")
+    press(at, "continue_step")  # manual steps pause after the answers
     press(at, "reject_all")
     _run(at.switch_page("pages/history.py"))
     assert any(AFTER_TEST in w.value and "1" in w.value for w in at.warning)

@@ -212,5 +212,6 @@ def test_app_imported_session_waits_for_confirmed_servers(tmp_path, monkeypatch)
     rp = [e for e in log if e["type"] == "repointed"]
     assert len(rp) == 1 and rp[0]["forward_base_url"] is None and rp[0]["backward_base_url"] is None
     at.button(key="run_step").click().run()
+    at.button(key="continue_step").click().run()  # manual steps pause after the answers
     assert not at.exception
     assert Session.open(sid, root=tmp_path / "sessions", readonly=True).steps[-1].proposal is not None
