@@ -57,7 +57,7 @@ m = st.columns(5)
 if s.versions:
     cur, v0 = s.current, s.versions[0]
     m[0].metric(f"Current (v{cur.number})", pct(cur.accuracy),
-                delta=f"{100 * (cur.accuracy - v0.accuracy):+.1f} pts vs seed" if cur.number else None,
+                **(step_view.points_delta(100 * (cur.accuracy - v0.accuracy), "pts vs seed") if cur.number else {}),
                 help=f"validation accuracy, {ci(cur.report.interval)}, n={cur.report.n}")
     m[1].metric("Seed baseline", pct(v0.accuracy), help=ci(v0.report.interval))
 else:

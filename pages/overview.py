@@ -3,7 +3,7 @@
 import streamlit as st
 
 from core.session import list_sessions
-from ui import boot, state
+from ui import boot, state, step_view
 from ui.render import ci, md_code, md_escape, pct
 from ui.setup_helpers import SESSION_COLUMNS, sessions_frame
 
@@ -67,7 +67,7 @@ if s.versions:
     v0, cur = s.versions[0], s.current
     m[0].metric("Seed baseline", pct(v0.accuracy), help=ci(v0.report.interval))
     m[1].metric(f"Current (v{cur.number})", pct(cur.accuracy),
-                delta=f"{100 * (cur.accuracy - v0.accuracy):+.1f} pts vs seed" if cur.number else None,
+                **(step_view.points_delta(100 * (cur.accuracy - v0.accuracy), "pts vs seed") if cur.number else {}),
                 help=ci(cur.report.interval))
 else:
     m[0].metric("Seed baseline", "not scored")
