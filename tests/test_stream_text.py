@@ -154,3 +154,24 @@ def test_the_live_text_shows_hostile_text_literally_never_as_html():
                                           "<img src=x onerror=alert(1)>"]
     assert not [m for m in at.markdown if "<" in m.value]  # no model text reaches Markdown or HTML
     assert not at.get("html")
+
+
+def test_a_textgrad_step_streams_only_optimiser_calls_and_records_their_final_text(tmp_path):
+    from core.session import Models, Session, SessionConfig
+    from tests.fake_model import stub_responder
+
+    seen: list[TextSoFar] = []
+    with StubServer(responder=stub_responder(), chunk_delay_s=0.001) as s:
+        cfg = SessionConfig(task={"name": "pubmedqa"}, method="textgrad", preset="AutoMedPrompt paper",
+                            forward="openai:fwd", backward="openai:bwd", forward_base_url=s.base_url,
+                            backward_base_url=s.base_url, val_limit=4, seed=1)
+        models = Models.from_config(cfg, Runner(concurrency=4), options=ClientOptions(on_text=seen.append))
+        session = Session.create(cfg, root=tmp_path / "sessions", models=models)
+        session.run_baseline()
+        step = session.start_step()
+        session.close()
+    assert seen and {t.tag for t in seen} <= {"textgrad.loss", "textgrad.gradient", "textgrad.update"}
+    finals = {t.text for t in seen if t.done}
+    assert step.proposal.gradients
+    for g in step.proposal.gradients:
+        assert g.call is not None and g.call.reply in finals  # the recorded reply is the last streamed text
