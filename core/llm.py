@@ -10,6 +10,7 @@ import asyncio
 import contextvars
 import functools
 import ipaddress
+import itertools
 import os
 import re
 import sys
@@ -330,12 +331,58 @@ class RetryNotice:
 RetryFn = Callable[[RetryNotice], None]
 
 
+# ---------- streamed text: readable while it is written ----------
+@dataclass(frozen=True)
+class TextSoFar:
+    """A streamed reply as written so far (for display only: the Completion is what gets recorded)."""
+
+    call: int  # one number per call in this process, so concurrent calls are told apart
+    tag: str  # what the call is for: 'textgrad.gradient', 'protegi.edit', ...
+    text: str
+    done: bool = False  # the whole reply (its text is the completion's)
+
+
+TextFn = Callable[[TextSoFar], None]
+TEXT_EVERY_S = 0.1  # at most ~10 updates a second per call, plus one at the end
+_call_numbers = itertools.count(1)
+
+
+class _TextSink:
+    """One call's `ClientOptions.on_text`, throttled; a failing display callback never breaks the call."""
+
+    def __init__(self, fn: TextFn, tag: str):
+        self.fn, self.tag, self.call = fn, tag, next(_call_numbers)
+        self._last: float | None = None
+
+    def grow(self, parts: list[str]) -> None:
+        now = time.monotonic()
+        if self._last is None or now - self._last >= TEXT_EVERY_S:
+            self._last = now
+            self._send("".join(parts), False)
+
+    def finish(self, text: str) -> None:
+        self._send(text, True)
+
+    def _send(self, text: str, done: bool) -> None:
+        try:
+            self.fn(TextSoFar(self.call, self.tag, text, done))
+        except Exception:  # noqa: BLE001 - display only
+            pass
+
+
+def _text_sink() -> _TextSink | None:
+    """The running call's text sink (set by `acomplete` when the options have `on_text`)."""
+    ctx = _current_call.get()
+    return ctx.text if ctx is not None else None
+
+
 @dataclass
 class ClientOptions:
     timeout_s: float | None = None  # per call (with streaming: to the first byte and between chunks); None: chosen for the server
     max_retries: int = 4
     stream: bool = True  # stream replies (falls back to one plain call, and remembers, if a server refuses)
     on_retry: RetryFn | None = field(default=None, repr=False, compare=False)  # called before each SDK retry
+    on_text: TextFn | None = field(default=None, repr=False, compare=False)  # a streamed reply as it is written
 
     def timeout_for(self, spec: ModelSpec) -> float:
         return float(self.timeout_s) if self.timeout_s else default_timeout(spec)
@@ -347,6 +394,7 @@ class _CallContext:
     server: str
     tag: str
     timeout_s: float
+    text: _TextSink | None = None
 
 
 _current_call: contextvars.ContextVar[_CallContext | None] = contextvars.ContextVar("pgs_current_call", default=None)
@@ -465,7 +513,8 @@ class _ProviderBase:
 
     async def acomplete(self, req: Request) -> Completion:
         t0 = time.perf_counter()
-        token = _current_call.set(_CallContext(self.options, server_text(self.spec), req.tag, self.timeout_s))
+        sink = _TextSink(self.options.on_text, req.tag) if self.options.on_text is not None else None
+        token = _current_call.set(_CallContext(self.options, server_text(self.spec), req.tag, self.timeout_s, sink))
         try:
             client = self._get_client()
             text, tin, tout, reason = await self._call_once(client, req)
@@ -555,6 +604,7 @@ class OpenAIModel(_ProviderBase):
         """(text, finish reason, usage) from chat.completion.chunk events; usage comes in the last one."""
         parts: list[str] = []
         reason, usage, events, choices = "", None, 0, 0
+        sink = _text_sink()
         try:
             async for chunk in stream:
                 events += 1
@@ -564,6 +614,8 @@ class OpenAIModel(_ProviderBase):
                     delta = getattr(ch, "delta", None)
                     if delta is not None and getattr(delta, "content", None):
                         parts.append(delta.content)
+                        if sink is not None:
+                            sink.grow(parts)
                     reason = str(getattr(ch, "finish_reason", "") or "") or reason
         finally:
             await stream.close()
@@ -571,7 +623,10 @@ class OpenAIModel(_ProviderBase):
             raise _NoStream()
         if not choices:
             raise LLMError("The server returned no choices.")
-        return "".join(parts), reason, usage
+        text = "".join(parts)
+        if sink is not None:
+            sink.finish(text)
+        return text, reason, usage
 
 
 MAX_RETRY_AFTER_S = 120.0  # as the openai SDK does: a longer Retry-After fails the call, never stalls a batch
@@ -670,6 +725,7 @@ class AnthropicModel(_ProviderBase):
         parts: list[str] = []
         tin = tout = events = 0
         reason = ""
+        sink = _text_sink()
         try:
             async for ev in stream:
                 events += 1
@@ -680,6 +736,8 @@ class AnthropicModel(_ProviderBase):
                     tout = int(getattr(u, "output_tokens", 0) or 0)
                 elif kind == "content_block_delta" and getattr(ev.delta, "type", "") == "text_delta":
                     parts.append(ev.delta.text or "")
+                    if sink is not None:
+                        sink.grow(parts)
                 elif kind == "message_delta":
                     reason = str(getattr(ev.delta, "stop_reason", "") or "") or reason
                     u = getattr(ev, "usage", None)
@@ -689,7 +747,10 @@ class AnthropicModel(_ProviderBase):
             await stream.close()
         if not events:
             raise _NoStream()
-        return "".join(parts), tin, tout, reason
+        text = "".join(parts)
+        if sink is not None:
+            sink.finish(text)
+        return text, tin, tout, reason
 
 
 # Providers beyond PROVIDERS: added by `register_provider`, which plugins call from an entry point.

@@ -10,7 +10,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .llm import Completion
+from .llm import Completion, TextSoFar
+
+LIVE_TEXTS_KEPT = 8  # the latest streamed replies a job keeps for the page (older calls drop off)
 
 # internal phase / template names -> the names a person reads
 PHASE_NAMES = {"minibatch": "forward", "protegi.gradient": "gradient", "protegi.edit": "edit",
@@ -126,6 +128,7 @@ class JobProgress:
     max_in_flight: int = 0
     _last: str = "starting"
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _texts: dict[int, TextSoFar] = field(default_factory=dict, repr=False, compare=False)
 
     # ---- fed by the engines (plans) and the runner (batches, calls) ----
     def _phase(self, name: str) -> PhaseCount:
@@ -204,6 +207,19 @@ class JobProgress:
         def f(p: PhaseCount) -> None:
             p.planned = p.asked = p.done + p.in_flight
         self._change(phase, f, current=False)
+
+    def show_text(self, t: TextSoFar) -> None:
+        """A ClientOptions.on_text callback: keeps the latest text of each streamed call (display only)."""
+        with self._lock:
+            self._texts.pop(t.call, None)
+            self._texts[t.call] = t
+            while len(self._texts) > LIVE_TEXTS_KEPT:
+                self._texts.pop(next(iter(self._texts)))
+
+    def live_texts(self) -> list[TextSoFar]:
+        """The latest text of each recent streamed call, in the order the calls started."""
+        with self._lock:
+            return sorted(self._texts.values(), key=lambda t: t.call)
 
     # ---- read by the UI and the CLI ----
     def running(self) -> list[PhaseCount]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ContextManager, Protocol
 
 from . import candidate_checks as checks
@@ -59,16 +59,18 @@ class Models:
     @staticmethod
     def from_config(cfg: SessionConfig, runner: Runner, keys: dict[str, str] | None = None,
                     options: ClientOptions | None = None, price_overrides: dict | None = None) -> "Models":
-        """Models whose calls cost what the config's price snapshot says (the table for a model it lacks)."""
+        """Models whose calls cost what the config's price snapshot says (the table for a model it lacks);
+        `options.on_text` sees the backward (optimiser) model's replies only."""
         keys = keys or {}
+        forward_options = replace(options, on_text=None) if options is not None else None
 
-        def build(spec: str, url: str | None) -> ChatModel:
+        def build(spec: str, url: str | None, opts: ClientOptions | None) -> ChatModel:
             s = parse_spec(spec, url)
-            return make_model(s, api_key=keys.get(s.provider), options=options,
+            return make_model(s, api_key=keys.get(s.provider), options=opts,
                               price=cfg.model_price(spec, url, price_overrides))
 
-        return Models(build(cfg.forward, cfg.forward_base_url), build(cfg.backward, cfg.backward_base_url), runner,
-                      dict(price_overrides or {}))
+        return Models(build(cfg.forward, cfg.forward_base_url, forward_options),
+                      build(cfg.backward, cfg.backward_base_url, options), runner, dict(price_overrides or {}))
 
     @property
     def cached(self) -> bool:

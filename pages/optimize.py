@@ -6,7 +6,7 @@ import streamlit as st
 from core.estimate import prevalidation
 from core.session import SessionError
 from core.step_runner import ahead_candidates
-from ui import actions, boot, person_marks, person_view, servers, state, step_view, undo
+from ui import actions, boot, live_text, person_marks, person_view, servers, state, step_view, undo
 from ui.estimate import step_estimate
 from ui.jobs import job_panel
 from ui.render import ci, empty_state, md_escape, money, pct, plain
@@ -87,6 +87,7 @@ def live() -> None:
         st.dataframe(pd.DataFrame(rows), hide_index=True)
     if s.versions:
         st.caption(f"Current prompt v{s.current.number}: {pct(s.current.accuracy)} on validation")
+    live_text.draw(job.progress)
 
 
 if ahead_running:  # in the background: the proposal stays readable (and decidable) below

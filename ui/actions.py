@@ -32,9 +32,10 @@ def _start(s: Session, kind: str, label: str, work) -> Job | None:
     if problems:
         st.error("Cannot run models: " + md_escape("; ".join(problems)) + ".", icon=":material/key:")
         return None
-    running: dict[str, Job] = {}  # the job, once it exists: SDK retries are shown on its progress line
+    running: dict[str, Job] = {}  # the job, once it exists: SDK retries and streamed text are shown with it
     try:
-        models = state.models_for(s.config, on_retry=lambda n: running["job"].on_retry(n) if running else None)
+        models = state.models_for(s.config, on_retry=lambda n: running["job"].on_retry(n) if running else None,
+                                  on_text=lambda t: running["job"].progress.show_text(t) if running else None)
     except Exception as exc:  # noqa: BLE001 - a bad spec or provider is the user's to fix
         st.error(f"Cannot build the models: {md_escape(exc)}", icon=":material/error:")
         return None

@@ -140,10 +140,10 @@ def options() -> dict:
     return ss("client_options", dict(DEFAULT_OPTIONS))
 
 
-def client_options(on_retry=None) -> ClientOptions:
+def client_options(on_retry=None, on_text=None) -> ClientOptions:
     o = options()
     return ClientOptions(timeout_s=float(o["timeout_s"] or 0) or None, max_retries=int(o["max_retries"]),
-                         stream=bool(o.get("stream", True)), on_retry=on_retry)
+                         stream=bool(o.get("stream", True)), on_retry=on_retry, on_text=on_text)
 
 
 # ---------- cache, runner, models ----------
@@ -163,10 +163,11 @@ def runner() -> Runner:
     return Runner(cache=response_cache(), concurrency=int(options()["concurrency"]))
 
 
-def models_for(cfg: SessionConfig, on_retry=None) -> Models:
+def models_for(cfg: SessionConfig, on_retry=None, on_text=None) -> Models:
     """Fresh models for one job (SDK clients are created inside the job's event loop), priced by the
-    session's snapshot (this browser's overrides for a model it lacks); `on_retry` sees each SDK retry."""
-    return Models.from_config(cfg, runner(), keys=api_keys(), options=client_options(on_retry),
+    session's snapshot (this browser's overrides for a model it lacks); `on_retry` sees each SDK retry,
+    `on_text` the backward model's streamed replies as they are written."""
+    return Models.from_config(cfg, runner(), keys=api_keys(), options=client_options(on_retry, on_text),
                               price_overrides=price_overrides())
 
 
