@@ -5,6 +5,8 @@ import streamlit as st
 
 from core.session import SessionError
 from ui import actions, boot, servers, state, step_view
+from ui import demo_view
+from ui.explain import explain
 from ui.estimate import step_estimate
 from ui.jobs import job_panel
 from ui.render import ci, empty_state, md_escape, money, pct, plain
@@ -57,11 +59,14 @@ m[2].metric("Steps", sum(1 for x in s.steps if x.outcome),
 m[3].metric("Rejections", f"{s.rejections_in_a_row()} / {cfg.patience}",
             help="rejections in a row / patience: auto-run stops when they meet")
 m[4].metric("Spent", money(s.spend.cost_usd), help=f"{s.spend.calls} calls, {s.spend.cached} from cache")
+explain("versions")
 
 if s.versions:
     with st.expander(f"Current prompt (v{s.current.number}) — copy it with the button in the corner",
                      expanded=len(s.current.prompt) < 800):
         plain(s.current.prompt, copy=True)
+if demo_view.recorded_steps(s):
+    st.stop()
 
 
 def live() -> None:

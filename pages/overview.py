@@ -3,6 +3,8 @@
 import streamlit as st
 
 from ui import boot, state
+from ui import demo_view
+from ui.explain import explain
 from ui.render import ci, md_code, md_escape, pct
 
 boot.page_guard()
@@ -23,6 +25,7 @@ c3.markdown("**3 · Candidates**  \nEdits of the prompt that address the critiqu
 c4.markdown("**4 · Gate**  \nYour choice is scored on the validation set next to the current prompt; the gate "
             "policy and you decide whether it becomes the new version.")
 
+explain("loop")
 st.divider()
 s, readonly = state.current_session()
 if s is None:
@@ -34,6 +37,7 @@ if s is None:
         st.markdown("No model provider is configured. You can still browse the built-in tasks in **Setup** and "
                     "import a session bundle to replay it offline. To run models, add a key or a local server "
                     "in **Settings**.")
+    demo_view.open_button()
     a, b, c = st.columns(3)
     a.page_link("pages/setup.py", label="New session (Setup)", icon=":material/tune:")
     b.page_link("pages/settings.py", label="Providers (Settings)", icon=":material/settings:")
@@ -70,6 +74,7 @@ hints = {
     "validated": "Confirm or override the gate in Optimize.",
     "stopped": f"The session stopped ({md_escape(s.stopped)}). Review it in History, export it, or evaluate on test.",
 }
+hints = demo_view.hints(s, hints)
 st.info(hints.get(s.state, ""), icon=":material/arrow_forward:")
 l1, l2, l3 = st.columns(3)
 l1.page_link("pages/optimize.py", label="Optimize", icon=":material/auto_fix_high:")

@@ -109,4 +109,5 @@ def test_the_cli_imports_at_the_top_and_swallows_no_import_error():
                 swallowed.append(f"{path.name}:{handler.lineno} except {caught}")
     assert local == [] and swallowed == [], (local, swallowed)
     sub = next(a for a in build_parser()._actions if a.dest == "cmd")
-    assert set(sub.choices) == {"tasks", "evaluate", "optimize", "resume", "export", "import", "replay", "blame"}
+    assert set(sub.choices) == {"tasks", "evaluate", "optimize", "resume", "export", "import", "replay", "blame",
+                                "demo"}

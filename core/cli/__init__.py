@@ -1,14 +1,15 @@
 """`pgs`: the same engine as the app, headless. Configuration errors exit 2 with one line.
 
 common.py holds what every subcommand shares; evaluate.py (tasks, evaluate), sessions.py (optimize, resume),
-bundles.py (export, import, replay) and person.py (blame) each add their subcommands to the parser built here."""
+bundles.py (export, import, replay), person.py (blame) and demo.py (demo) each add their subcommands to the
+parser built here."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from . import bundles, evaluate, person, sessions
+from . import bundles, demo, evaluate, person, sessions
 from .common import (EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_PARTIAL, ConfigError, OneLineParser, check_arg_ranges,
                      load_price_overrides, one_line_error)
 
@@ -20,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
                                              "go in ./sessions and ./cache of the current folder, or under PGS_HOME; "
                                              "PGS_SESSIONS_DIR and PGS_CACHE_DIR name each folder.")
     sub = p.add_subparsers(dest="cmd", required=True)
-    for group in (evaluate, sessions, bundles, person):
+    for group in (evaluate, sessions, bundles, person, demo):
         group.add_commands(sub)
     return p
 
