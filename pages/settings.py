@@ -8,6 +8,7 @@ from core.meta_prompts import TEMPLATES
 from ui import boot, state
 from ui.probe import OLLAMA, ProbeError, probe_models
 from ui.render import md_escape, plain
+from ui.explain import explain
 
 boot.page_guard()
 st.title("Settings")
@@ -105,6 +106,7 @@ if saved:
 
 # ---------- cache ----------
 st.subheader("Response cache")
+explain("cache")
 cache = state.response_cache()
 if cache is not None:
     cc = st.columns([1, 1, 2])

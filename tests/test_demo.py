@@ -136,29 +136,50 @@ def test_a_demo_step_shows_its_recorded_minibatch_gradients_and_gate(env, no_net
     assert no_network == []
 
 
+def explained(at) -> set[str]:
+    """The explain texts the page shows (main area and sidebar)."""
+    shown = [c.value.replace("\\", "") for c in list(at.caption) + list(at.sidebar.caption)]
+    return {k for k, t in TEXTS.items() if any(t in c for c in shown)}
+
+
 def test_explain_adds_captions_only_when_on_and_is_remembered_across_pages(env, no_network):
     at = check(new_app())
-    open_demo(at)
-    goto(at, "optimize")
-
-    def explained() -> set[str]:
-        shown = [c.value.replace("\\", "") for c in at.caption] + [c.value.replace("\\", "") for c in at.sidebar.caption]
-        return {k for k, t in TEXTS.items() if any(t.replace("\\", "") in c for c in shown)}
-
+    sid = open_demo(at)
+    s = Session.open(sid, root=env / "sessions", readonly=True)
     assert at.toggle(key="explain_toggle").value is False
-    assert explained() == set()
+    seen_off: set[str] = set()
+    for page in PAGES:
+        goto(at, page)
+        seen_off |= explained(at)
+    assert seen_off == set()  # off by default: not one explanation anywhere
+
     check(at.toggle(key="explain_toggle").set_value(True).run())
-    on_optimize = explained()
-    assert {"versions", "minibatch"} <= on_optimize
-    goto(at, "history")
-    assert at.toggle(key="explain_toggle").value is True
-    assert "interval" in explained()
-    goto(at, "overview")
-    assert "loop" in explained()
+    seen: set[str] = set()
+    for page in PAGES:
+        goto(at, page)
+        assert at.toggle(key="explain_toggle").value is True  # remembered across pages
+        seen |= explained(at)
+    for page, picker in (("optimize", "demo_step"), ("history", "hist_step")):
+        goto(at, page)
+        for i in range(len(s.steps)):  # every recorded step's panels
+            at.selectbox(key=picker).set_value(i)
+            check(at.run())
+            seen |= explained(at)
+    expected = {"loop", "versions", "interval", "grid", "splits", "models", "method", "cache", "test"}
+    if any(x.forward for x in s.steps):
+        expected |= {"minibatch"}
+    if any(x.proposal for x in s.steps):
+        expected |= {"gradient", "candidate", "lineage"}
+    if any(x.proposal and x.proposal.bandit for x in s.steps):
+        expected |= {"bandit"}
+    if any(x.gate for x in s.steps):
+        expected |= {"gate", "mcnemar"}
+    assert expected <= seen, expected - seen
+
     check(at.toggle(key="explain_toggle").set_value(False).run())
-    assert explained() == set()
-    goto(at, "optimize")
-    assert explained() == set()
+    assert explained(at) == set()
+    goto(at, "history")
+    assert explained(at) == set() and at.toggle(key="explain_toggle").value is False
     assert no_network == []
 
 

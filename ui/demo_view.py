@@ -11,6 +11,7 @@ from core.demo import DEMO_BUNDLE, is_demo, open_demo, recording
 from core.session import Session
 from core.testlock import reveal_summary
 
+from .explain import explain
 from .render import ci, md_escape, pct
 
 _ERROR = "demo_error"
@@ -88,10 +89,17 @@ def hints(s: Session, by_state: dict[str, str]) -> dict[str, str]:
 
 
 def no_acceptance_note(s: Session) -> None:
-    if s.steps and not any(x.outcome == "accepted" for x in s.steps):
-        st.info("No step of this recording was accepted: the small model's edits never beat the seed prompt on "
-                "validation, and the gate kept the seed. That is the recorded result, shown as it happened.",
-                icon=":material/info:")
+    """Said plainly when the recording has no accepted step (a weak model's honest result)."""
+    if any(x.outcome == "accepted" for x in s.steps):
+        return
+    decided = sum(1 for x in s.steps if x.outcome)
+    if decided:
+        text = (f"No step of this recording was accepted: none of the {decided} decided step(s) passed the "
+                f"{s.config.policy} gate, so the seed prompt stayed the current one. That is the recorded result "
+                "of a weak model, shown as it happened.")
+    else:
+        text = "No step of this recording was accepted: the recording ends before any step was decided."
+    st.info(md_escape(text), icon=":material/info:")
 
 
 def recorded_steps(s: Session) -> bool:
@@ -113,7 +121,8 @@ def recorded_steps(s: Session) -> bool:
     st.dataframe(pd.DataFrame(rows), hide_index=True, key="demo_steps", placeholder="—",
                  column_config={"McNemar p": st.column_config.NumberColumn(format="%.3g")})
     labels = {i: f"step {x.index} — {x.outcome or x.status}" for i, x in enumerate(steps)}
-    idx = st.selectbox("Step", list(labels), index=len(steps) - 1, format_func=labels.__getitem__, key="demo_step")
+    last = max((i for i, x in enumerate(steps) if x.proposal is not None), default=len(steps) - 1)
+    idx = st.selectbox("Step", list(labels), index=last, format_func=labels.__getitem__, key="demo_step")
     chosen = steps[idx]
     step_view.step_record(s, chosen, key=f"d{chosen.index}_{chosen.attempt}")
     return True
@@ -131,6 +140,7 @@ def recorded_scores(s: Session) -> bool:
                                 "validation": v.accuracy, "95% CI": ci(v.report.interval), "n": v.report.n}
                                for v in s.versions]), hide_index=True, key="demo_versions",
                  column_config={"validation": st.column_config.NumberColumn(format="percent")})
+    explain("interval")
     gated = [x for x in s.steps if x.gate is not None]
     if gated:
         st.dataframe(pd.DataFrame([{"step": x.index, "current": x.gate.old_accuracy, "chosen": x.gate.new_accuracy,
@@ -140,5 +150,6 @@ def recorded_scores(s: Session) -> bool:
                          "current": st.column_config.NumberColumn(format="percent"),
                          "chosen": st.column_config.NumberColumn(format="percent"),
                          "McNemar p": st.column_config.NumberColumn(format="%.3g")})
+        explain("mcnemar")
     no_acceptance_note(s)
     return True

@@ -31,6 +31,14 @@ TEXTS: dict[str, str] = {
             "fixed and which it broke, which a single accuracy number hides.",
     "lineage": "The lineage traces one step: the failed questions, the gradients written from them, the "
                "candidates those led to, and the decision. It answers \"where did this sentence come from?\".",
+    "splits": "The questions are split three ways: training questions feed the minibatches, validation questions "
+              "decide the gate, and test questions stay sealed for one honest score at the end.",
+    "models": "The forward model answers the questions with the prompt being tuned; the backward model reads "
+              "the wrong answers and writes the gradients and candidates. They can be the same model.",
+    "method": "ProTeGi groups the errors, writes a gradient per group and lets a bandit pick among many "
+              "candidates; TextGrad (AutoMedPrompt) writes feedback per question and one edit per step.",
+    "cache": "Every model answer is saved under its exact request, so re-running a step or replaying a bundle "
+             "costs nothing and gives the same text: that is how the demo plays back with no model at all.",
     "test": "The test split is sealed: it is never used for tuning, so scoring on it once, at the end, gives an "
             "honest estimate. Looking at it while still choosing prompts makes that estimate optimistic.",
 }

@@ -108,7 +108,7 @@ def typed_base_urls() -> list[str]:
     urls = [st.session_state.get("forward_url"), st.session_state.get("backward_url")]
     sid = st.session_state.get("sid")
     s = registry().sessions.get(session_key(sessions_root(), sid)) if sid else None
-    if s is not None and s.config is not None:
+    if s is not None and s.config is not None and not is_demo(s.events):  # the demo's servers are not this machine's
         urls += [s.config.forward_base_url, s.config.backward_base_url]
     out: list[str] = []
     for u in urls:
