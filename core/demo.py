@@ -43,8 +43,9 @@ def _read(path: str, stamp: tuple[int, int]) -> Recording:
                      events=len(b.get("events", [])))
 
 
-def recording(path: Path = DEMO_BUNDLE) -> Recording:
+def recording(path: Path | None = None) -> Recording:
     """The demo bundle's recording notes (read once per file version)."""
+    path = path or DEMO_BUNDLE
     st = path.stat()
     return _read(str(path), (st.st_mtime_ns, st.st_size))
 

@@ -479,12 +479,13 @@ def test_demo_opens_with_the_network_blocked(browser, tmp_path):
         wait_idle(page)
         assert "A minibatch is a small random sample" in body_text(page)
         shot(page, "15_demo_optimize_explain", full_page=False)
+        docs_shot(page, "demo", scroll_to='h3:has-text("The recorded steps")', width=1400, height=900,
+                  sidebar=True)
         nav(page, "History")
         wait_for(page, '[data-testid="stPlotlyChart"]', 30)
         wait_idle(page)
         no_exception(page)
         shot(page, "16_demo_history", full_page=False)
-        docs_shot(page, "demo", width=1400, height=900, sidebar=True)
         assert blocked == [], blocked
     finally:
         ctx.close()

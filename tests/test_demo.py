@@ -198,3 +198,23 @@ def test_pgs_demo_prints_the_bundle_path_and_replays_it_identically(pgs_env):
     assert all(w in lines[1] for w in MODEL_WORDS)
     assert lines[-1].startswith("identical; responses missing from the bundle: 0")
     assert not (pgs_env / "sessions").exists()  # a replay writes nothing into the user's folders
+
+
+def test_pgs_demo_with_a_missing_or_tampered_bundle_is_one_line_and_non_zero(tmp_path, monkeypatch, capsys):
+    from core import demo
+    from core.cli import main
+
+    monkeypatch.setattr(demo, "DEMO_BUNDLE", tmp_path / "gone.json")
+    assert main(["demo"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing" in err[0]
+
+    b = bundle()
+    step = next(e for e in b["events"] if e["type"] == "baseline")
+    step["prompt"] = step["prompt"] + " (edited)"
+    tampered = tmp_path / "tampered.json"
+    tampered.write_text(json.dumps(b), encoding="utf-8")
+    monkeypatch.setattr(demo, "DEMO_BUNDLE", tampered)
+    assert main(["demo"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "modified after export" in err[0], err

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import argparse
 
-from ..demo import DEMO_BUNDLE, recording
+from .. import demo
 from .bundles import cmd_replay
 from .common import ConfigError
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
-    if not DEMO_BUNDLE.is_file():
-        raise ConfigError(f"The demo bundle is missing from this install ({DEMO_BUNDLE}).")
-    print(DEMO_BUNDLE)
+    path = demo.DEMO_BUNDLE
+    if not path.is_file():
+        raise ConfigError(f"The demo bundle is missing from this install ({path}).")
+    print(path)
     try:
-        print(recording().line())
+        print(demo.recording(path).line())
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"Cannot read the demo bundle {DEMO_BUNDLE}: {exc}") from None
-    return cmd_replay(argparse.Namespace(bundle=str(DEMO_BUNDLE), json=a.json))
+        raise ConfigError(f"Cannot read the demo bundle {path}: {type(exc).__name__}") from None
+    return cmd_replay(argparse.Namespace(bundle=str(path), json=a.json))
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
