@@ -6,6 +6,8 @@ import streamlit as st
 from core.baselines import strategy_prompt
 from core.testlock import spend_of
 from ui import boot, charts, reveal, state
+from ui import demo_view
+from ui.explain import explain
 from ui.evaluation import Entry, failed_calls_note, head_to_head, long_csv
 from ui.jobs import job_panel
 from ui.render import empty_state, md_code, md_escape, money, pct
@@ -28,6 +30,7 @@ if missing:
     st.warning("Evaluating needs the forward model: " + md_escape("; ".join(missing)) + ".", icon=":material/key:")
 st.caption(f"Test split: {len(test)} questions, never used for tuning and sealed: scoring on it is a recorded reveal. "
            f"Forward model {md_code(s.config.forward)}, temperature 0; answers are cached, so re-running costs nothing.")
+explain("test")
 
 versions = {f"v{v.number} (step {v.step}, {v.origin}, val {pct(v.accuracy)})": v for v in s.versions}
 c = st.columns([3, 2])
@@ -65,6 +68,8 @@ if last is not None and last.result and results.get(s.id, (None,))[0] != last.id
     results[s.id] = (last.id, last.result)
 if last is not None and not last.seen:
     job_panel(last, key="evaluate")
+if demo_view.recorded_scores(s):
+    st.stop()
 if s.id not in results:
     st.info("No results yet: choose prompts and press “Evaluate on test”.", icon=":material/info:")
     st.stop()
@@ -100,6 +105,7 @@ dropped = sum(r["dropped_pairs"] or 0 for r in rows)
 st.caption(f"Accuracy and its interval are over the answered questions. McNemar: exact paired test against "
            f"**{md_escape(ref_name)}** on the questions both answered"
            + (f" ({dropped} pair(s) dropped: a call failed on either side)." if dropped else "."))
+explain("mcnemar")
 st.plotly_chart(charts.eval_figure(rows), key="eval_chart", config={"displaylogo": False})
 d = st.columns(2)
 d[0].download_button("Download summary (CSV)", pd.DataFrame(rows).to_csv(index=False), file_name=f"{s.id}-test.csv",

@@ -9,6 +9,7 @@ from core.diffs import unified
 from core.testlock import AFTER_TEST, steps_after_reveal
 from core.lineage import verdicts
 from ui import blame_view, boot, charts, history_actions, person_marks, reveal, state, step_view, undo
+from ui.explain import explain
 from ui.render import diff, empty_state, md_code, md_escape, money, pct, plain
 
 try:
@@ -60,6 +61,7 @@ with tab_chart:
     st.caption("Each marker is a validated step: the chosen prompt's validation accuracy with its 95% Wilson "
                "interval; ● accepted, ✕ rejected, ★ accepted by you against the gate. The dashed line is the seed "
                "baseline.")
+    explain("interval")
     story = _cached("steps", str(s.dir), len(s.events), 0, s)
     if not story.empty:
         st.markdown("**Every step, and who decided it**")
@@ -114,6 +116,7 @@ with tab_grid:
     st.caption("Rows are validation questions, columns the versions and the rejected candidates. "
                "✓ right · ✗ wrong · ✓+ fixed by that edit · ✗− broken by that edit. "
                f"The current prompt is {md_escape(current)}. Click a row to see every version's answer.")
+    explain("grid")
     how = st.segmented_control("Show questions", charts.GRID_FILTERS, default="changed", key="grid_filter",
                                format_func={"changed": "changed by an edit", "failing now": "failing now",
                                             "fixed": "fixed", "broken": "broken", "all": "all"}.__getitem__)
@@ -162,6 +165,7 @@ with tab_steps:
         if fig is not None:
             st.markdown("**Lineage:** each failed question → the gradient written from it → the candidates it led to "
                         "(a paraphrase beside the edit it rephrases) → the decision. Hover a label for its full text.")
+            explain("lineage")
             st.plotly_chart(fig, key="lineage_chart", config={"displaylogo": False})
         step_view.step_record(s, chosen, key=f"h{chosen.index}_{chosen.attempt}")
 

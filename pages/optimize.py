@@ -7,6 +7,8 @@ from core.estimate import prevalidation
 from core.session import SessionError
 from core.step_runner import ahead_candidates
 from ui import actions, boot, live_text, person_marks, person_view, servers, state, step_view, undo
+from ui import demo_view
+from ui.explain import explain
 from ui.estimate import step_estimate
 from ui.jobs import job_panel
 from ui.render import ci, empty_state, md_escape, money, pct, plain
@@ -67,6 +69,7 @@ m[2].metric("Steps", sum(1 for x in s.steps if x.outcome),
 m[3].metric("Rejections", f"{s.rejections_in_a_row()} / {cfg.patience}",
             help="rejections in a row / patience: auto-run stops when they meet")
 m[4].metric("Spent", money(s.spend.cost_usd), help=f"{s.spend.calls} calls, {s.spend.cached} from cache")
+explain("versions")
 
 if s.versions:
     reverted = f" — v{s.current.reverted_to}'s prompt, reverted" if s.current.reverted_to is not None else ""
@@ -74,6 +77,8 @@ if s.versions:
                      expanded=len(s.current.prompt) < 800):
         plain(s.current.prompt, copy=True)
     person_marks.lock_panel(s, enabled=can_act)
+if demo_view.recorded_steps(s):
+    st.stop()
 
 
 def live() -> None:

@@ -4,6 +4,8 @@ import streamlit as st
 
 from core.session import list_sessions
 from ui import boot, state, step_view
+from ui import demo_view
+from ui.explain import explain
 from ui.render import ci, md_code, md_escape, pct
 from ui.setup_helpers import SESSION_COLUMNS, sessions_frame
 
@@ -25,6 +27,7 @@ c3.markdown("**3 · Candidates**  \nEdits of the prompt that address the critiqu
 c4.markdown("**4 · Gate**  \nYour choice is scored on the validation set next to the current prompt; the gate "
             "policy and you decide whether it becomes the new version.")
 
+explain("loop")
 st.divider()
 s, readonly = state.current_session()
 if s is None:
@@ -48,6 +51,7 @@ if s is None:
         st.markdown("No model provider is configured. You can still browse the built-in tasks in **Setup** and "
                     "import a session bundle to replay it offline. To run models, add a key or a local server "
                     "in **Settings**.")
+    demo_view.open_button()
     a, b, c = st.columns(3)
     a.page_link("pages/setup.py", label="New session (Setup)", icon=":material/tune:")
     b.page_link("pages/settings.py", label="Providers (Settings)", icon=":material/settings:")
@@ -84,6 +88,7 @@ hints = {
     "validated": "Confirm or override the gate in Optimize.",
     "stopped": f"The session stopped ({md_escape(s.stopped)}). Review it in History, export it, or evaluate on test.",
 }
+hints = demo_view.hints(s, hints)
 st.info(hints.get(s.state, ""), icon=":material/arrow_forward:")
 l1, l2, l3 = st.columns(3)
 l1.page_link("pages/optimize.py", label="Optimize", icon=":material/auto_fix_high:")

@@ -9,6 +9,7 @@ from ui import boot, saved_settings, state
 from ui import setup_helpers as H
 from ui.probe import OLLAMA, ProbeError, probe_models
 from ui.render import md_escape, plain
+from ui.explain import explain
 
 boot.page_guard()
 st.title("Settings")
@@ -133,6 +134,7 @@ if saved:
 
 # ---------- cache ----------
 st.subheader("Response cache")
+explain("cache")
 cache = state.response_cache()
 if cache is not None:
     cc = st.columns([1, 1, 2])

@@ -17,6 +17,7 @@ from ui.estimate import estimate
 from ui.jobs import JobBusy, registry, session_key
 from ui.render import md_escape, money, plain
 from ui.charts import replay_table
+from ui.explain import explain
 
 try:
     from core import bundle
@@ -56,6 +57,7 @@ with tab_new:
     task = None
     data = None
     st.subheader("1 · Task")
+    explain("splits")
     source = st.radio("Data", ["Built-in task", "Upload CSV/JSONL"], horizontal=True, key="task_source")
     task_spec: dict = {}
     if source == "Built-in task":
@@ -190,6 +192,7 @@ with tab_new:
             st.dataframe(pd.DataFrame(rows), hide_index=True)
 
     st.subheader("2 · Models")
+    explain("models")
     st.caption("Spec = provider:model — `openai:gpt-4o-mini`, `anthropic:claude-3-5-haiku-latest`, "
                "`ollama:llama3.2`, or `openai-compatible:<model>` with a base URL (vLLM, llama.cpp, LM Studio).")
     st.caption(H.anthropic_note())
@@ -242,6 +245,7 @@ with tab_new:
         help="output-token limit of each forward answer; small local models answer faster with 64–128"))
 
     st.subheader("3 · Method")
+    explain("method")
     method = st.radio("Method", METHODS, horizontal=True, key="method", index=METHODS.index("textgrad"),
                       format_func={"textgrad": "AutoMedPrompt / TextGrad", "protegi": "ProTeGi"}.get)
     presets = list(PRESETS[method])

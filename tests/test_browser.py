@@ -601,3 +601,56 @@ def test_studies_page_of_a_three_seed_study_on_the_stub(browser, tmp_path):
             no_exception(page)
         finally:
             ctx.close()
+
+
+def test_demo_opens_with_the_network_blocked(browser, tmp_path):
+    """The first page's "Open the demo session" with no key in the server's environment and every request that
+    is not to this machine aborted: every page renders the recording, the model and date on screen."""
+    from urllib.parse import urlparse
+
+    from core.demo import recording
+
+    server = StreamlitServer(app_env(tmp_path), log=tmp_path / "streamlit.log").start()
+    ctx, page = new_page(browser)
+    blocked: list[str] = []
+
+    def only_this_machine(route):
+        if urlparse(route.request.url).hostname in ("127.0.0.1", "localhost"):
+            return route.continue_()
+        blocked.append(route.request.url)
+        return route.abort()
+
+    ctx.route("**/*", only_this_machine)
+    try:
+        open_page(page, server.url)
+        click_key(page, "open_demo")
+        wait_for(page, '[data-testid="stMain"] h3', 30)
+        no_exception(page)
+        rec = recording()
+        assert rec.model in body_text(page) and rec.recorded in body_text(page)
+        for title, marker in (("Optimize", "The recorded steps"), ("History", "Validation"),
+                              ("Evaluate", "The recorded scores"), ("Setup", "Setup"), ("Settings", "Settings"),
+                              ("Overview", "Prompt Gradient Studio")):
+            nav(page, title)
+            wait_for(page, '[data-testid="stMain"] h1', 30)
+            wait_idle(page)
+            no_exception(page)
+            text = body_text(page)
+            assert marker in text and rec.model in text, (title, text[:1500])
+            assert page.locator(".st-key-confirm_servers, .st-key-run_step").count() == 0
+        nav(page, "Optimize")
+        key(page, "explain_toggle").locator("label").first.click()
+        wait_idle(page)
+        assert "A version is a prompt that passed the gate" in body_text(page), body_text(page)[:3000]
+        shot(page, "15_demo_optimize_explain", full_page=False)
+        docs_shot(page, "demo", scroll_to='h3:has-text("The recorded steps")', width=1400, height=900,
+                  sidebar=True)
+        nav(page, "History")
+        wait_for(page, '[data-testid="stPlotlyChart"]', 30)
+        wait_idle(page)
+        no_exception(page)
+        shot(page, "16_demo_history", full_page=False)
+        assert blocked == [], blocked
+    finally:
+        ctx.close()
+        server.stop()

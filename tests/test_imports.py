@@ -111,4 +111,4 @@ def test_the_cli_imports_at_the_top_and_swallows_no_import_error():
     sub = next(a for a in build_parser()._actions if a.dest == "cmd")
     assert set(sub.choices) == {"tasks", "evaluate", "optimize", "resume", "export", "import", "replay", "blame",
                                 "revert", "exclude", "lock", "new", "step", "continue", "feedback", "gradient",
-                                "decide", "validate", "confirm", "study"}
+                                "decide", "validate", "confirm", "study", "demo"}

@@ -6,6 +6,7 @@ import streamlit as st
 
 from core.session import Session, SessionError, server_text
 
+from .demo_view import is_open as is_demo
 from .render import md_escape
 
 
@@ -26,6 +27,8 @@ def server_gate(s: Session, *, enabled: bool) -> bool:
     """True when the session's servers are confirmed; else draws the confirmation form and returns False."""
     if s.servers_confirmed:
         return True
+    if is_demo(s):
+        return False  # the shipped demo is browsed, never run: no servers to confirm
     c = s.config
     with st.container(border=True):
         st.warning("This session came from a bundle. The bundle names the servers below; nothing is sent and no "

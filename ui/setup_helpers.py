@@ -14,6 +14,7 @@ from core.session import PRESETS
 from core.tasks import Task, TaskError, list_tasks, load_custom, load_task, read_table
 
 from . import state
+from .demo_view import demo_is_open
 from .probe import ProbeError, probe_models, spec_for, OLLAMA
 
 # The preset numbers a person is most likely to change, with help text.
@@ -232,6 +233,8 @@ def auto_probe_ollama() -> None:
     """Look for Ollama on localhost once per browser session (short timeout)."""
     if st.session_state.get("_ollama_probed"):
         return
+    if demo_is_open():
+        return  # a class watching the demo: no network, not even localhost
     st.session_state["_ollama_probed"] = True
     try:
         state.probed()[OLLAMA] = probe_models(OLLAMA, timeout=0.5)

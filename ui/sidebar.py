@@ -9,6 +9,7 @@ import streamlit as st
 from core.session import list_sessions
 
 from . import saved_settings, state
+from . import demo_view, explain
 from .render import md_code, md_escape, money
 
 
@@ -35,6 +36,7 @@ def render(on_setup: bool = False) -> None:
     if on_setup:
         restore_setup_form()
     with st.sidebar:
+        explain.toggle()
         st.markdown("#### Providers")
         lines = []
         for name, ok, how in state.provider_status():
@@ -68,7 +70,8 @@ def render(on_setup: bool = False) -> None:
         task = cfg.task.get("name") or cfg.task.get("file")
         st.markdown(f"**{md_escape(task)}** · {md_escape(cfg.method)} ({md_escape(cfg.preset)})  \n"
                     f"state: **{md_escape(s.state)}** · versions {len(s.versions)} · steps {len(s.steps)}")
-        if readonly:
+        demo_view.caption(s, short=True)
+        if readonly and not demo_view.is_open(s):
             st.caption(":material/lock: read-only here (another process is writing it)")
         if state.is_replay(s):
             st.caption(":material/replay: imported bundle (replay)")

@@ -13,6 +13,7 @@ import streamlit as st
 
 from core import paths
 from core.cache import CacheError, ResponseCache
+from core.demo import READONLY_REASON, is_demo
 from core.engine import task_text
 from core.events import CREATED
 from core.llm import ClientOptions, LLMError, parse_spec, price_for, registered_providers
@@ -20,6 +21,7 @@ from core.runner import Runner
 from core.session import Models, Session, SessionConfig, SessionError
 from core.tasks import Example
 
+from .demo_view import caption as demo_caption
 from .jobs import Job, Registry, registry, session_key
 from .render import md_escape
 
@@ -106,7 +108,7 @@ def typed_base_urls() -> list[str]:
     urls = [st.session_state.get("forward_url"), st.session_state.get("backward_url")]
     sid = st.session_state.get("sid")
     s = registry().sessions.get(session_key(sessions_root(), sid)) if sid else None
-    if s is not None and s.config is not None:
+    if s is not None and s.config is not None and not is_demo(s.events):  # the demo's servers are not this machine's
         urls += [s.config.forward_base_url, s.config.backward_base_url]
     out: list[str] = []
     for u in urls:
@@ -214,7 +216,8 @@ def current_session() -> tuple[Session | None, str | None]:
     if not sid:
         return None, None
     try:
-        return registry().session(sessions_root(), sid)
+        s, readonly = registry().session(sessions_root(), sid)
+        return s, readonly or (READONLY_REASON if is_demo(s.events) else None)  # the demo is browsed, never run
     except (SessionError, OSError) as exc:
         st.error(f"Cannot open session {md_escape(sid)}: {md_escape(exc)}", icon=":material/error:")
         set_current(None)
@@ -272,6 +275,7 @@ def cost_text(cfg: SessionConfig, usd: float) -> str:
 
 def banners(s: Session, readonly: str | None, missing: list[str] | None = None) -> None:
     """The notices every session page starts with: replay mode, read-only, load warnings, missing keys."""
+    demo_caption(s)
     if is_replay(s):
         extra = (" Continuing it needs: " + md_escape("; ".join(missing)) + ".") if missing else ""
         st.info("Replay mode — an imported session: every recorded step can be browsed (here, in History and on "

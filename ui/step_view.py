@@ -13,6 +13,7 @@ from core.llm import for_surface
 from core.session import Session, Step
 
 from . import person_marks, state
+from .explain import explain
 from .render import badge_row, call_record, ci, diff, md_code, md_escape, pct, plain
 
 FILTERS = ("all", "failures", "unparsed")
@@ -39,6 +40,7 @@ def minibatch(s: Session, st_: Step, *, key: str, dispute: bool = False) -> None
         idx = st.selectbox("Beam prompt", range(len(st_.forward)), key=f"beam_{key}",
                            format_func=lambda i: "current prompt" if i == 0 else f"beam prompt {i + 1}")
     rep = st_.forward[idx]
+    explain("minibatch")
     n_fail = sum(1 for r in rep.rows if not r.correct)
     c = st.columns([2, 2, 3])
     c[0].metric("Minibatch accuracy", pct(rep.accuracy),
@@ -177,6 +179,7 @@ def proposal_view(s: Session, st_: Step, *, actions: bool, key: str) -> None:
         (st.error if failed else st.info)(md_escape(for_surface(prop.note, "app")),
                                           icon=":material/error:" if failed else ":material/info:")
     st.markdown(f"#### Gradients ({len(prop.gradients)})")
+    explain("gradient")
     if not prop.gradients:
         st.caption("No gradients in this proposal.")
     per_row = 2 if len(prop.gradients) > 1 else 1
@@ -190,12 +193,14 @@ def proposal_view(s: Session, st_: Step, *, actions: bool, key: str) -> None:
             for rec in prop.calls:
                 call_record(rec, title=call_name(rec.template) + (" — failed" if rec.error else ""))
     st.markdown(f"#### Candidates ({len(prop.candidates)})")
+    explain("candidate")
     if prop.bandit:
         b = prop.bandit
         st.caption(f"Screened with {md_escape(b.get('algorithm'))}: {b.get('spent')} of {b.get('budget')} forward calls "
                    f"on training samples; ranked best first."
                    + (f" {b['failed']} failed call(s) were left out of the scores (not counted as wrong)."
                       if b.get("failed") else ""))
+        explain("bandit")
     if not prop.candidates:
         st.caption("No candidates: edit the prompt by hand, regenerate, or skip.")
     current = s.versions[st_.parent_version].prompt if st_.parent_version < len(s.versions) else s.current.prompt
@@ -247,7 +252,9 @@ def gate_view(s: Session, st_: Step, *, dispute: bool = False) -> None:
     else:
         c[2].metric("McNemar p", f"{g.p_value:.3g}", help="exact paired test on the same validation questions")
     c[3].metric("Fixed / broke", f"{len(g.fixed)} / {len(g.broke)}")
+    explain("gate")
     st.caption(f"{ci(g.old_ci)} → {ci(g.new_ci)} · policy **{md_escape(g.policy)}**: {md_escape(POLICY_HELP.get(g.policy, ''))}")
+    explain("mcnemar")
     if g.policy == "adaptive":
         st.caption(f"Took **{g.questions_used}** validation questions in {len(g.looks)} look(s) "
                    f"({md_escape(', '.join(map(str, g.looks)))}) · test: {md_escape(g.test)}")

@@ -2,7 +2,7 @@
 
 common.py holds what every subcommand shares; evaluate.py (tasks, evaluate), sessions.py (optimize, resume),
 bundles.py (export, import, replay), person.py (blame, exclude, lock), undo.py (revert), steps.py (new, step,
-continue, feedback, gradient, decide, validate, confirm) and study.py (study) each add their subcommands to the
+continue, feedback, gradient, decide, validate, confirm), study.py (study) and demo.py (demo) each add their subcommands to the
 parser built here."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import bundles, evaluate, person, sessions, steps, study, undo
+from . import bundles, demo, evaluate, person, sessions, steps, study, undo
 from .common import (EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_PARTIAL, ConfigError, OneLineParser, check_arg_ranges,
                      load_price_overrides, one_line_error)
 
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
                                              "go in ./sessions and ./cache of the current folder, or under PGS_HOME; "
                                              "PGS_SESSIONS_DIR and PGS_CACHE_DIR name each folder.")
     sub = p.add_subparsers(dest="cmd", required=True)
-    for group in (evaluate, sessions, bundles, person, undo, steps, study):
+    for group in (evaluate, sessions, bundles, person, undo, steps, study, demo):
         group.add_commands(sub)
     return p
 
