@@ -42,6 +42,7 @@ if s is None:
         oc[1].button("Open", key="overview_open", type="primary", width="stretch",
                      on_click=lambda: state.set_current(st.session_state.get("overview_pick")))
         st.caption("Or create a new one in **Setup**.")
+        demo_view.open_button()
         st.stop()
     st.subheader("No session yet")
     if state.any_provider():
