@@ -441,7 +441,9 @@ STREAM_MAYBE_REFUSED = (400, 422)  # a bad request: about streaming only when th
 
 
 class _NoStream(Exception):
-    """The server answered a streamed request with no events (it ignored `stream`)."""
+    """The server answered a streamed request with no events (it ignored `stream`), or ended the stream without
+    a finish reason: cut off, as llama-cpp-python's server does to a stream when the next request arrives. The
+    call is sent once more without streaming, and the server remembered as one not to stream to."""
 
 
 def _refuses_stream(exc: BaseException) -> bool:
@@ -623,6 +625,8 @@ class OpenAIModel(_ProviderBase):
             raise _NoStream()
         if not choices:
             raise LLMError("The server returned no choices.")
+        if not reason:  # the stream was cut off: its text may be partial, so it is never recorded as a reply
+            raise _NoStream()
         text = "".join(parts)
         if sink is not None:
             sink.finish(text)
@@ -745,7 +749,7 @@ class AnthropicModel(_ProviderBase):
                     tin = int(getattr(u, "input_tokens", None) or tin)  # newer API versions repeat it here
         finally:
             await stream.close()
-        if not events:
+        if not events or not reason:  # no events, or cut off before message_delta's stop reason
             raise _NoStream()
         text = "".join(parts)
         if sink is not None:

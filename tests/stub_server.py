@@ -19,7 +19,9 @@ Streaming: a request with `"stream": true` is answered as server-sent events, as
 (OpenAI chat.completion.chunk events, usage last when `stream_options.include_usage`; Anthropic
 message_start / content_block_delta / message_delta with the final usage / message_stop), one word a
 chunk, `chunk_delay_s` apart. `stream_mode="reject"` answers such requests 400 (a server without
-streaming); "ignore" answers them with plain JSON, as if `stream` were not there.
+streaming); "ignore" answers them with plain JSON, as if `stream` were not there; "cut" ends the stream
+after its first events, with no finish reason (as llama-cpp-python's server cuts a stream when the next request
+arrives).
 """
 
 from __future__ import annotations
@@ -170,7 +172,7 @@ class StubServer:
                  faults: FaultPlan = None, usage: Callable[[dict, str], tuple[int, int]] | None = None,
                  record_bodies: bool = True, host: str = "127.0.0.1", stream_mode: str = "sse",
                  chunk_delay_s: float = 0.0):
-        if stream_mode not in ("sse", "reject", "ignore"):
+        if stream_mode not in ("sse", "reject", "ignore", "cut"):
             raise ValueError(f"unknown stream_mode {stream_mode!r}")
         self.delay_s = delay_s
         self.stream_mode = stream_mode
@@ -485,6 +487,9 @@ class StubServer:
                                                                  "type": "invalid_request_error"}})
         if body.get("stream") and self.stream_mode == "sse":
             return await self._send_events(req, writer, self._events(req, body, text, tin, tout, cut_off))
+        if body.get("stream") and self.stream_mode == "cut":  # a stream ended early, with no finish reason
+            events = self._events(req, body, text, tin, tout, cut_off)
+            return await self._send_events(req, writer, events[:5] if req.api == "anthropic" else events[:2])
         if req.api == "anthropic":
             data = {"id": f"msg_{rid}", "type": "message", "role": "assistant", "model": model,
                     "content": [{"type": "text", "text": text}] if text else [],
