@@ -336,7 +336,8 @@ def test_sigkill_during_validation_then_resume(browser, stub, tmp_path):
     root, cache_dir = tmp_path / "sessions", tmp_path / "cache"
     cfg = SessionConfig(task={"name": "pubmedqa", "val_size": val}, method="textgrad", preset="quick",
                         forward=STUB_SPEC, backward=STUB_SPEC, forward_base_url=stub.base_url,
-                        backward_base_url=stub.base_url, policy="strict")
+                        backward_base_url=stub.base_url, policy="strict",
+                        validate_ahead=False)  # the kill must land in the validation after the decision
     cache = ResponseCache(cache_dir)
     made_before = stub.completion_count
     s = Session.create(cfg, root=root, models=Models.from_config(cfg, Runner(cache=cache)))
