@@ -80,6 +80,8 @@ def _lock_for(digest: str) -> threading.Lock:
 class BatchRunner:
     """Runs requests as one Batch API job with the real `openai` SDK (sync client); `poll_s` between polls."""
 
+    KEY_ENV = "OPENAI_API_KEY"  # redacted from SDK errors, with the key given
+
     def __init__(self, spec: ModelSpec, *, cache: ResponseCache | None, record_dir: Path | str, api_key: str | None = None,
                  price: tuple[float, float] | None = None, poll_s: float = 30.0, timeout_s: float = 60.0,
                  max_wait_s: float = 26 * 3600):
@@ -110,7 +112,7 @@ class BatchRunner:
         except LLMError:
             raise
         except Exception as exc:  # noqa: BLE001 - an SDK or network failure is one line, key redacted
-            secrets = [self._api_key, os.environ.get("OPENAI_API_KEY")]
+            secrets = [self._api_key, os.environ.get(self.KEY_ENV)]
             raise LLMError(redact(f"The batch {what} failed ({type(exc).__name__}: {exc})", secrets)[:500]) from None
 
     # ---------- the record ----------
@@ -257,6 +259,8 @@ class BatchRunner:
 class AnthropicBatchRunner(BatchRunner):
     """The same run through Anthropic's Message Batches (messages/batches endpoints; half price)."""
 
+    KEY_ENV = "ANTHROPIC_API_KEY"
+
     done_states = ("ended",)
 
     def client(self) -> Any:
@@ -268,15 +272,6 @@ class AnthropicBatchRunner(BatchRunner):
                 raise LLMError("No Anthropic key: set ANTHROPIC_API_KEY or enter a key in Settings.")
             self._client = Anthropic(api_key=key, base_url=self.spec.base_url or None, timeout=self._timeout)
         return self._client
-
-    def _sdk(self, what: str, fn: Callable[[], Any]) -> Any:
-        try:
-            return fn()
-        except LLMError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - an SDK or network failure is one line, key redacted
-            secrets = [self._api_key, os.environ.get("ANTHROPIC_API_KEY")]
-            raise LLMError(redact(f"The batch {what} failed ({type(exc).__name__}: {exc})", secrets)[:500]) from None
 
     def _submit(self, requests: Sequence[Request]) -> BatchRecord:
         client = self.client()
